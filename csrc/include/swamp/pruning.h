@@ -1,0 +1,48 @@
+// Exact global magnitude pruning over a list of tensors.
+//
+// The selection is a radix select over the bit patterns of |w| (for non-negative IEEE floats the
+// bit pattern orders like the value), streamed tensor by tensor: no buffer holding all weights is
+// ever built, the extra memory is a few 65536-bin histograms.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "swamp/export.h"
+
+namespace swamp {
+
+enum class PruneBackend {
+  Auto,    // native CPU kernel for CPU tensors, chunked ATen ops elsewhere
+  Native,  // hand-written CPU kernel (CPU tensors only)
+  ATen,    // chunked ATen ops: any device
+};
+
+struct PruneStats {
+  int64_t remaining_before = 0;  // unpruned entries before the call
+  int64_t pruned = 0;            // entries removed by the call (== round(ratio * remaining_before))
+  double threshold = 0.0;        // |w| of the largest removed entry (0 when nothing is removed)
+};
+
+// Returns new bool masks (same shapes and device as `weights`) that remove exactly
+// floor(ratio * remaining + 0.5) of the currently unpruned entries, smallest |w| first, ties broken
+// by position (tensor order, then flat index: earlier entries are pruned first). Entries pruned in
+// `masks` stay pruned. `masks` may be empty (everything unpruned).
+// Throws c10::ValueError / c10::TypeError on bad input (never touches the inputs then).
+SWAMP_API std::vector<at::Tensor> global_magnitude_prune(const std::vector<at::Tensor>& weights,
+                                                         const std::vector<at::Tensor>& masks,
+                                                         double ratio,
+                                                         PruneBackend backend = PruneBackend::Auto,
+                                                         PruneStats* stats = nullptr);
+
+// Same selection, but writes the result into `masks` (contiguous bool tensors) in place.
+SWAMP_API PruneStats global_magnitude_prune_(const std::vector<at::Tensor>& weights,
+                                             const std::vector<at::Tensor>& masks, double ratio,
+                                             PruneBackend backend = PruneBackend::Auto);
+
+// Number of pruned weights to remove for a given ratio and remaining count (the rounding rule).
+SWAMP_API int64_t prune_count(double ratio, int64_t remaining);
+
+}  // namespace swamp

@@ -1,0 +1,36 @@
+#include <c10/util/Exception.h>
+
+#include "bindings.h"
+#include "swamp/version.h"
+
+namespace swamp::python {
+namespace {
+// c10 errors carry a C++ backtrace in what(); users get the message and the right Python type.
+void translate(std::exception_ptr p) {
+  try {
+    if (p) std::rethrow_exception(p);
+  } catch (const c10::ValueError& e) {
+    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+  } catch (const c10::TypeError& e) {
+    PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
+  } catch (const c10::IndexError& e) {
+    PyErr_SetString(PyExc_IndexError, e.what_without_backtrace());
+  } catch (const c10::NotImplementedError& e) {
+    PyErr_SetString(PyExc_NotImplementedError, e.what_without_backtrace());
+  } catch (const c10::Error& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+  }
+}
+}  // namespace
+}  // namespace swamp::python
+
+PYBIND11_MODULE(_C, m) {
+  namespace sp = swamp::python;
+  m.doc() = "swamp_ext compiled core (bindings of the swamp_core C++ library)";
+  pybind11::register_local_exception_translator(&sp::translate);
+  m.def("version", &swamp::version, "Version of the loaded swamp_core library.");
+  m.def("built_with_torch_version", &swamp::built_with_torch_version,
+        "Torch version swamp_core was compiled against.");
+  auto ops = m.def_submodule("ops", "Low-level operations of the core");
+  sp::bind_ops(ops);
+}
