@@ -27,8 +27,11 @@ def cmake_prefix_path() -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="swamp-ext", description=__doc__)
-    parser.add_argument("--cmake-prefix-path", action="store_true",
-                        help="print the folder to put in CMAKE_PREFIX_PATH for find_package(swamp_core)")
+    parser.add_argument(
+        "--cmake-prefix-path",
+        action="store_true",
+        help="print the folder to put in CMAKE_PREFIX_PATH for find_package(swamp_core)",
+    )
     parser.add_argument("--version", action="store_true", help="print the version")
     args = parser.parse_args(argv)
     if args.cmake_prefix_path:

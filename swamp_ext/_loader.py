@@ -24,8 +24,9 @@ def _use_source_build(package_path: list[str]) -> bool:
     """When swamp_ext is imported from its source checkout (e.g. from the repository root), use the
     compiled files of the persistent build folder that `pip install` wrote (build/<tag>/csrc)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    found = sorted(glob.glob(os.path.join(root, "build", "*", "csrc", "_build_info.py")),
-                   key=os.path.getmtime)
+    found = sorted(
+        glob.glob(os.path.join(root, "build", "*", "csrc", "_build_info.py")), key=os.path.getmtime
+    )
     if not found:
         return False
     package_path.append(os.path.dirname(found[-1]))

@@ -45,10 +45,10 @@ def global_magnitude_prune(
     """Exact global magnitude pruning.
 
     Returns new bool masks (same shapes and device as ``weights``) that remove exactly
-    ``floor(ratio * remaining + 0.5)`` of the entries still unpruned in ``masks`` (all entries when
-    ``masks`` is None), smallest ``|w|`` first over all tensors together. Ties are broken by position
-    (earlier tensor, then lower flat index, is pruned first), so the same input always gives the same
-    masks. Entries already pruned stay pruned. The inputs are not modified.
+    ``floor(ratio * remaining + 0.5)`` of the entries still unpruned in ``masks`` (all entries
+    when ``masks`` is None), smallest ``|w|`` first over all tensors together. Ties are broken by
+    position (earlier tensor, then lower flat index, is pruned first), so the same input always
+    gives the same masks. Entries already pruned stay pruned. The inputs are not modified.
 
     The selection streams tensor by tensor (radix select over the float bits of ``|w|``): the extra
     memory is a few small histograms, never a copy of all weights.

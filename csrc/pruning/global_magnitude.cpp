@@ -1,15 +1,13 @@
 // Exact global magnitude pruning by radix select over the float bits of |w|.
 //
-// Pass L (L = 0 .. levels-1) builds a 65536-bin histogram of the L-th 16-bit digit (most significant
-// first) of the keys of the unpruned entries whose higher digits equal the prefix chosen so far.
-// After the last pass the key T of the k-th smallest entry is known exactly, together with how many
-// entries equal to T must go (r). A final pass writes the masks: key < T pruned, key > T kept,
-// key == T pruned for the first r of them in (tensor, flat index) order.
+// Pass L (L = 0 .. levels-1) builds a 65536-bin histogram of the L-th 16-bit digit (most
+// significant first) of the keys of the unpruned entries whose higher digits equal the prefix
+// chosen so far. After the last pass the key T of the k-th smallest entry is known exactly,
+// together with how many entries equal to T must go (r). A final pass writes the masks: key < T
+// pruned, key > T kept, key == T pruned for the first r of them in (tensor, flat index) order.
 //
 // Keys are 32-bit (|w| as float) unless a float64 tensor is present, then 64-bit (|w| as double);
 // both conversions are exact for the supported dtypes, so the order is the order of |w|.
-#include "swamp/pruning.h"
-
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -24,14 +22,16 @@
 #include <mutex>
 #include <type_traits>
 
+#include "swamp/pruning.h"
+
 namespace swamp {
 namespace {
 
 constexpr int kDigitBits = 16;
 constexpr int64_t kBins = int64_t{1} << kDigitBits;
 constexpr int64_t kDigitMask = kBins - 1;
-constexpr int64_t kGrain = int64_t{1} << 17;       // elements per parallel task (at least)
-constexpr int64_t kChunk = int64_t{1} << 24;       // elements per chunk in the ATen path
+constexpr int64_t kGrain = int64_t{1} << 17;        // elements per parallel task (at least)
+constexpr int64_t kChunk = int64_t{1} << 24;        // elements per chunk in the ATen path
 constexpr int64_t kSerialBelow = int64_t{1} << 18;  // small tensors go to the shared histogram
 
 template <typename KeyT>
@@ -67,9 +67,9 @@ struct Item {
 // What to select at one histogram level.
 template <typename KeyT>
 struct Level {
-  int shift = 0;       // digit = (key >> shift) & 0xFFFF
+  int shift = 0;  // digit = (key >> shift) & 0xFFFF
   bool use_prefix = false;
-  KeyT prefix = 0;     // required value of key >> (shift + 16)
+  KeyT prefix = 0;  // required value of key >> (shift + 16)
 };
 
 // ----------------------------------------------------------------------------------------------
@@ -84,30 +84,31 @@ void histogram_native(const std::vector<Item>& items, const Level<KeyT>& lv, boo
   for (size_t t = 0; t < items.size(); ++t) {
     const Item& it = items[t];
     const bool* m = it.mask.defined() ? it.mask.const_data_ptr<bool>() : nullptr;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, it.w.scalar_type(), "swamp_hist", [&] {
-      const scalar_t* w = it.w.const_data_ptr<scalar_t>();
-      auto body = [&](int64_t b, int64_t e, int64_t* h) {
-        bool nan = false;
-        for (int64_t i = b; i < e; ++i) {
-          if (m != nullptr && !m[i]) continue;
-          const KeyT k = key_of<KeyT>(w[i]);
-          if (check_nan) nan |= k > KeyTraits<KeyT>::kInf;
-          if (lv.use_prefix && (k >> (lv.shift + kDigitBits)) != lv.prefix) continue;
-          ++h[(k >> lv.shift) & kDigitMask];
-        }
-        if (nan) nan_tensor.store(static_cast<int64_t>(t));
-      };
-      if (it.n < kSerialBelow) {
-        body(0, it.n, hist.data());
-      } else {
-        at::parallel_for(0, it.n, kGrain, [&](int64_t b, int64_t e) {
-          std::vector<int64_t> local(kBins, 0);
-          body(b, e, local.data());
-          std::lock_guard<std::mutex> lock(mu);
-          for (int64_t d = 0; d < kBins; ++d) hist[d] += local[d];
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, it.w.scalar_type(), "swamp_hist", [&] {
+          const scalar_t* w = it.w.const_data_ptr<scalar_t>();
+          auto body = [&](int64_t b, int64_t e, int64_t* h) {
+            bool nan = false;
+            for (int64_t i = b; i < e; ++i) {
+              if (m != nullptr && !m[i]) continue;
+              const KeyT k = key_of<KeyT>(w[i]);
+              if (check_nan) nan |= k > KeyTraits<KeyT>::kInf;
+              if (lv.use_prefix && (k >> (lv.shift + kDigitBits)) != lv.prefix) continue;
+              ++h[(k >> lv.shift) & kDigitMask];
+            }
+            if (nan) nan_tensor.store(static_cast<int64_t>(t));
+          };
+          if (it.n < kSerialBelow) {
+            body(0, it.n, hist.data());
+          } else {
+            at::parallel_for(0, it.n, kGrain, [&](int64_t b, int64_t e) {
+              std::vector<int64_t> local(kBins, 0);
+              body(b, e, local.data());
+              std::lock_guard<std::mutex> lock(mu);
+              for (int64_t d = 0; d < kBins; ++d) hist[d] += local[d];
+            });
+          }
         });
-      }
-    });
   }
   TORCH_CHECK_VALUE(nan_tensor.load() < 0, "global_magnitude_prune: weights[", nan_tensor.load(),
                     "] contains NaN among its unpruned entries");
@@ -347,14 +348,13 @@ PruneStats select_and_write(const std::vector<Item>& items, std::vector<at::Tens
   return stats;
 }
 
-std::vector<Item> validate(const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& masks,
-                           double ratio, bool* need_double) {
+std::vector<Item> validate(const std::vector<at::Tensor>& weights,
+                           const std::vector<at::Tensor>& masks, double ratio, bool* need_double) {
   TORCH_CHECK_VALUE(!weights.empty(), "global_magnitude_prune: `weights` is an empty list");
   TORCH_CHECK_VALUE(std::isfinite(ratio) && ratio >= 0.0 && ratio < 1.0,
                     "global_magnitude_prune: `ratio` must be in [0, 1), got ", ratio);
-  TORCH_CHECK_VALUE(masks.empty() || masks.size() == weights.size(),
-                    "global_magnitude_prune: got ", weights.size(), " weights but ", masks.size(),
-                    " masks");
+  TORCH_CHECK_VALUE(masks.empty() || masks.size() == weights.size(), "global_magnitude_prune: got ",
+                    weights.size(), " weights but ", masks.size(), " masks");
   std::vector<Item> items;
   items.reserve(weights.size());
   *need_double = false;
@@ -363,9 +363,10 @@ std::vector<Item> validate(const std::vector<at::Tensor>& weights, const std::ve
     const at::Tensor& w = weights[i];
     TORCH_CHECK_VALUE(w.defined(), "global_magnitude_prune: weights[", i, "] is undefined");
     const auto st = w.scalar_type();
-    TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
-                     "global_magnitude_prune: weights[", i,
-                     "] must be float32, float16, bfloat16 or float64, got ", st);
+    TORCH_CHECK_TYPE(
+        st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
+        "global_magnitude_prune: weights[", i,
+        "] must be float32, float16, bfloat16 or float64, got ", st);
     TORCH_CHECK_VALUE(w.device() == dev, "global_magnitude_prune: weights[", i, "] is on ",
                       w.device(), " but weights[0] is on ", dev);
     TORCH_CHECK_VALUE(w.layout() == at::kStrided, "global_magnitude_prune: weights[", i,
@@ -417,8 +418,7 @@ std::vector<at::Tensor> global_magnitude_prune(const std::vector<at::Tensor>& we
   std::vector<Item> items = validate(weights, masks, ratio, &need_double);
   std::vector<at::Tensor> outs;
   outs.reserve(items.size());
-  for (const Item& it : items)
-    outs.push_back(at::empty({it.n}, it.w.options().dtype(at::kBool)));
+  for (const Item& it : items) outs.push_back(at::empty({it.n}, it.w.options().dtype(at::kBool)));
   const PruneStats s = run(items, outs, ratio, backend, need_double);
   if (stats != nullptr) *stats = s;
   for (size_t i = 0; i < outs.size(); ++i) outs[i] = outs[i].view(weights[i].sizes());
@@ -432,7 +432,8 @@ PruneStats global_magnitude_prune_(const std::vector<at::Tensor>& weights,
                     "global_magnitude_prune_: needs one mask per weight tensor");
   for (size_t i = 0; i < masks.size(); ++i)
     TORCH_CHECK_VALUE(!masks[i].defined() || masks[i].is_contiguous(),
-                      "global_magnitude_prune_: masks[", i, "] must be contiguous to be updated in place");
+                      "global_magnitude_prune_: masks[", i,
+                      "] must be contiguous to be updated in place");
   bool need_double = false;
   std::vector<Item> items = validate(weights, masks, ratio, &need_double);
   std::vector<at::Tensor> outs;

@@ -16,7 +16,8 @@ void bind_ops(py::module_& m) {
         py::gil_scoped_release nogil;
         return global_magnitude_prune(weights, masks, ratio, backend);
       },
-      py::arg("weights"), py::arg("masks"), py::arg("ratio"), py::arg("backend") = PruneBackend::Auto);
+      py::arg("weights"), py::arg("masks"), py::arg("ratio"),
+      py::arg("backend") = PruneBackend::Auto);
   m.def(
       "global_magnitude_prune_",
       [](const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& masks, double ratio,
@@ -28,7 +29,8 @@ void bind_ops(py::module_& m) {
         }
         return py::make_tuple(s.remaining_before, s.pruned, s.threshold);
       },
-      py::arg("weights"), py::arg("masks"), py::arg("ratio"), py::arg("backend") = PruneBackend::Auto);
+      py::arg("weights"), py::arg("masks"), py::arg("ratio"),
+      py::arg("backend") = PruneBackend::Auto);
   m.def("prune_count", &prune_count, py::arg("ratio"), py::arg("remaining"));
 }
 

@@ -8,12 +8,12 @@
 #include <vector>
 
 static int failures = 0;
-#define EXPECT(cond)                                                  \
-  do {                                                               \
-    if (!(cond)) {                                                   \
+#define EXPECT(cond)                                                         \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
       std::fprintf(stderr, "check failed: %s (line %d)\n", #cond, __LINE__); \
-      ++failures;                                                    \
-    }                                                                \
+      ++failures;                                                            \
+    }                                                                        \
   } while (0)
 
 static int64_t count_true(const std::vector<torch::Tensor>& masks) {

@@ -5,10 +5,10 @@
 // ever built, the extra memory is a few 65536-bin histograms.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "swamp/export.h"
 

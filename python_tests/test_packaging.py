@@ -1,0 +1,87 @@
+"""The package as users meet it: version, import checks, the CMake package and the C++ example."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import swamp_ext
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_and_build_info():
+    from swamp_ext import _build_info
+
+    assert swamp_ext.__version__ == _build_info.version
+    assert swamp_ext._C.built_with_torch_version().split("+")[0] == torch.__version__.split("+")[0]
+
+
+def test_torch_version_mismatch_explains_how_to_rebuild(tmp_path):
+    code = textwrap.dedent(
+        """
+        import torch
+        torch.__version__ = "1.0.0"
+        try:
+            import swamp_ext
+        except ImportError as e:
+            print("IMPORT-ERROR:", e)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
+    ).stdout
+    assert "IMPORT-ERROR" in out
+    assert "built against torch" in out and "1.0.0" in out
+    assert "--no-build-isolation" in out
+
+
+def test_cmake_prefix_path_holds_the_package_config():
+    out = subprocess.run(
+        [sys.executable, "-m", "swamp_ext", "--cmake-prefix-path"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert (Path(out) / "lib" / "cmake" / "swamp_core" / "swamp_coreConfig.cmake").is_file()
+    assert (Path(out) / "include" / "swamp" / "pruning.h").is_file()
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+def test_cpp_example_builds_and_runs_against_installed_package(tmp_path):
+    prefix = subprocess.run(
+        [sys.executable, "-m", "swamp_ext", "--cmake-prefix-path"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    build = tmp_path / "build"
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    env = dict(os.environ, MAKEFLAGS="-j2")
+    cfg = subprocess.run(
+        [
+            "cmake",
+            "-S",
+            str(ROOT / "examples" / "cpp"),
+            "-B",
+            str(build),
+            *gen,
+            f"-DCMAKE_PREFIX_PATH={prefix}",
+            "-DCMAKE_BUILD_TYPE=Release",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert cfg.returncode == 0, cfg.stdout + cfg.stderr
+    bld = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True, env=env)
+    assert bld.returncode == 0, bld.stdout + bld.stderr
+    exe = build / "swamp_example"
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "all checks passed" in run.stdout
