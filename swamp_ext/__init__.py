@@ -8,8 +8,10 @@ from ._loader import load_core
 
 _C = load_core(__path__)
 
-from . import ops  # noqa: E402
+from . import datasets, models, ops  # noqa: E402
+from .config import Config  # noqa: E402
+from .engine import Result, RoundRecord, run_imp  # noqa: E402
 
 __version__: str = _C.version()
 
-__all__ = ["__version__", "ops"]
+__all__ = ["Config", "Result", "RoundRecord", "__version__", "datasets", "models", "ops", "run_imp"]

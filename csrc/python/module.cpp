@@ -33,4 +33,5 @@ PYBIND11_MODULE(_C, m) {
         "Torch version swamp_core was compiled against.");
   auto ops = m.def_submodule("ops", "Low-level operations of the core");
   sp::bind_ops(ops);
+  sp::bind_engine(m);
 }

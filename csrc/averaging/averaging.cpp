@@ -1,0 +1,78 @@
+#include "swamp/averaging.h"
+
+#include <c10/util/Exception.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/types.h>
+
+#include <optional>
+
+namespace swamp {
+
+void RunningAverage::update(const std::vector<at::Tensor>& values) {
+  torch::NoGradGuard no_grad;
+  if (count_ == 0) {
+    avg_.clear();
+    for (const auto& v : values) avg_.push_back(v.detach().clone());
+  } else {
+    TORCH_CHECK(values.size() == avg_.size(), "RunningAverage: number of tensors changed");
+    // avg += (v - avg) / (n + 1): the uniform mean of all snapshots so far
+    const double w = 1.0 / static_cast<double>(count_ + 1);
+    for (size_t i = 0; i < avg_.size(); ++i) avg_[i].lerp_(values[i].detach(), w);
+  }
+  ++count_;
+}
+
+void LocalAverager::average(const std::vector<std::vector<at::Tensor>>& particles,
+                            std::vector<at::Tensor>& out, int64_t total_particles) {
+  torch::NoGradGuard no_grad;
+  TORCH_CHECK_VALUE(!particles.empty(), "average: no particles");
+  TORCH_CHECK_VALUE(total_particles == static_cast<int64_t>(particles.size()),
+                    "LocalAverager: all particles must be local");
+  const size_t n = particles[0].size();
+  TORCH_CHECK_VALUE(out.size() == n, "average: output has ", out.size(), " tensors, expected ", n);
+  for (size_t i = 0; i < n; ++i) {
+    at::Tensor acc = particles[0][i].detach().clone();
+    for (size_t p = 1; p < particles.size(); ++p) acc.add_(particles[p][i].detach());
+    if (total_particles > 1) acc.div_(static_cast<double>(total_particles));
+    out[i].copy_(acc);
+  }
+}
+
+namespace {
+template <typename F>
+void for_each_batchnorm(const torch::nn::Module& model, F&& f) {
+  for (const auto& m : model.modules(true)) {
+    if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m)) f(*bn);
+    if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(m)) f(*bn);
+    if (auto bn = std::dynamic_pointer_cast<torch::nn::BatchNorm3dImpl>(m)) f(*bn);
+  }
+}
+}  // namespace
+
+bool has_batchnorm(const torch::nn::Module& model) {
+  bool any = false;
+  for_each_batchnorm(model, [&](auto&) { any = true; });
+  return any;
+}
+
+bool recompute_batchnorm(torch::nn::Module& model, const std::function<void()>& forward_batches) {
+  std::vector<std::optional<double>> saved;
+  for_each_batchnorm(model, [&](auto& bn) {
+    saved.push_back(bn.options.momentum());
+    bn.reset_running_stats();
+    bn.options.momentum(std::nullopt);  // cumulative average, not an EMA
+  });
+  if (saved.empty()) return false;
+  const bool was_training = model.is_training();
+  model.train(true);
+  {
+    torch::NoGradGuard no_grad;
+    forward_batches();
+  }
+  model.train(was_training);
+  size_t i = 0;
+  for_each_batchnorm(model, [&](auto& bn) { bn.options.momentum(saved[i++]); });
+  return true;
+}
+
+}  // namespace swamp

@@ -1,0 +1,66 @@
+#include <c10/core/Device.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+
+#include "swamp/engine.h"
+#include "swamp/models.h"
+
+namespace swamp {
+
+void validate_config(const Config& c) {
+  TORCH_CHECK_VALUE(has_model(c.model), "config.model: unknown model '", c.model, "'");
+  TORCH_CHECK_VALUE(
+      c.method == "imp" || c.method == "imp_swa" || c.method == "swamp" || c.method == "swamp_plus",
+      "config.method must be one of imp, imp_swa, swamp, swamp_plus; got '", c.method, "'");
+  TORCH_CHECK_VALUE(c.particles >= 1, "config.particles must be >= 1, got ", c.particles);
+  TORCH_CHECK_VALUE(c.rounds >= 1, "config.rounds must be >= 1, got ", c.rounds);
+  TORCH_CHECK_VALUE(std::isfinite(c.prune_ratio) && c.prune_ratio > 0.0 && c.prune_ratio < 1.0,
+                    "config.prune_ratio must be in (0, 1), got ", c.prune_ratio);
+  TORCH_CHECK_VALUE(c.epochs >= 1, "config.epochs must be >= 1, got ", c.epochs);
+  TORCH_CHECK_VALUE(c.rewind_epochs >= 0 && c.rewind_epochs < c.epochs,
+                    "config.rewind_epochs must be in [0, epochs), got ", c.rewind_epochs);
+  TORCH_CHECK_VALUE(c.rewind_steps >= -1, "config.rewind_steps must be >= 0 (or -1: unset)");
+  TORCH_CHECK_VALUE(c.batch_size >= 1, "config.batch_size must be >= 1, got ", c.batch_size);
+  TORCH_CHECK_VALUE(std::isfinite(c.lr) && c.lr > 0.0, "config.lr must be > 0, got ", c.lr);
+  TORCH_CHECK_VALUE(std::isfinite(c.momentum) && c.momentum >= 0.0 && c.momentum < 1.0,
+                    "config.momentum must be in [0, 1), got ", c.momentum);
+  TORCH_CHECK_VALUE(!c.nesterov || c.momentum > 0.0, "config.nesterov needs momentum > 0");
+  TORCH_CHECK_VALUE(std::isfinite(c.weight_decay) && c.weight_decay >= 0.0,
+                    "config.weight_decay must be >= 0, got ", c.weight_decay);
+  TORCH_CHECK_VALUE(c.schedule == "cosine" || c.schedule == "step" || c.schedule == "constant",
+                    "config.schedule must be cosine, step or constant; got '", c.schedule, "'");
+  TORCH_CHECK_VALUE(std::isfinite(c.warmup_epochs) && c.warmup_epochs >= 0.0 &&
+                        c.warmup_epochs < static_cast<double>(c.epochs),
+                    "config.warmup_epochs must be in [0, epochs), got ", c.warmup_epochs);
+  TORCH_CHECK_VALUE(std::isfinite(c.swa_start) && c.swa_start > 0.0 && c.swa_start < 1.0,
+                    "config.swa_start must be in (0, 1), got ", c.swa_start);
+  TORCH_CHECK_VALUE(std::isfinite(c.swa_lr) && c.swa_lr > 0.0, "config.swa_lr must be > 0, got ",
+                    c.swa_lr);
+  TORCH_CHECK_VALUE(c.use_swa >= -1 && c.use_swa <= 1, "config.use_swa must be -1, 0 or 1");
+  TORCH_CHECK_VALUE(c.single_particle_rounds >= 0, "config.single_particle_rounds must be >= 0");
+  TORCH_CHECK_VALUE(c.eval_batch_size >= 1, "config.eval_batch_size must be >= 1");
+  TORCH_CHECK_VALUE(c.bn_batch_size >= 0, "config.bn_batch_size must be >= 0");
+  try {
+    c10::Device d(c.device);
+    TORCH_CHECK_VALUE(d.is_cpu() || d.is_cuda(), "config.device must be cpu or cuda");
+  } catch (const c10::ValueError&) {
+    throw;
+  } catch (const c10::Error&) {
+    TORCH_CHECK_VALUE(false, "config.device: cannot parse '", c.device,
+                      "' (expected cpu, cuda or cuda:N)");
+  }
+}
+
+bool swa_enabled(const Config& c) {
+  if (c.use_swa >= 0) return c.use_swa == 1;
+  return c.method != "imp";
+}
+
+int64_t particles_in_round(const Config& c, int64_t round) {
+  if (c.method == "imp" || c.method == "imp_swa") return 1;
+  if (c.method == "swamp_plus" && round < c.single_particle_rounds) return 1;
+  return c.particles;
+}
+
+}  // namespace swamp

@@ -1,0 +1,48 @@
+// Training data held as tensors on the training device, and per-particle batch orders.
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "swamp/export.h"
+
+namespace swamp {
+
+struct Dataset {
+  at::Tensor x_train;  // float, [N, ...]
+  at::Tensor y_train;  // int64, [N], values in [0, num_classes)
+  at::Tensor x_test;
+  at::Tensor y_test;
+  int64_t num_classes = 0;
+
+  std::vector<int64_t> input_shape() const;  // x_train.shape[1:]
+};
+
+// Checks shapes, dtypes, finiteness and label ranges; throws c10::ValueError / TypeError naming the
+// offending field. `min_train` is the smallest acceptable training set (one batch).
+SWAMP_API void validate_dataset(const Dataset& data, int64_t min_train);
+// Same data on another device (a no-op when already there).
+SWAMP_API Dataset dataset_to(const Dataset& data, const c10::Device& device);
+
+// 64-bit mixing of (seed, round, particle, stream) into a generator seed: different particles and
+// rounds get unrelated batch orders, not the same order shifted.
+SWAMP_API uint64_t hash_seed(uint64_t seed, int64_t round, int64_t particle, uint64_t stream = 0);
+
+// A stream of epoch permutations drawn from its own CPU generator.
+class SWAMP_API BatchOrder {
+ public:
+  BatchOrder(int64_t n, uint64_t seed);
+  // The permutation of epoch `epoch`; epochs must be asked for in increasing order.
+  const at::Tensor& epoch(int64_t epoch);
+
+ private:
+  int64_t n_;
+  int64_t current_ = -1;
+  at::Generator gen_;
+  at::Tensor perm_;
+};
+
+}  // namespace swamp

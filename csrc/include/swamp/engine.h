@@ -1,0 +1,99 @@
+// The IMP / SWAMP run: ticket, rounds of (rewind, train particles, average, prune), evaluation.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "swamp/averaging.h"
+#include "swamp/data.h"
+#include "swamp/export.h"
+
+namespace swamp {
+
+struct Config {
+  std::string model = "lenet_300_100";
+  std::string method = "swamp";  // imp | imp_swa | swamp | swamp_plus
+  int64_t particles = 4;
+  int64_t rounds = 5;
+  double prune_ratio = 0.2;
+  int64_t epochs = 10;
+  int64_t rewind_epochs = 1;
+  int64_t rewind_steps = -1;  // >= 0 overrides rewind_epochs
+  int64_t batch_size = 128;
+  double lr = 0.1;
+  double momentum = 0.9;
+  bool nesterov = false;
+  double weight_decay = 5e-4;
+  std::string schedule = "cosine";  // cosine | step | constant
+  double warmup_epochs = 0.0;
+  double swa_start = 0.75;  // fraction of the epochs after which SWA starts
+  double swa_lr = 0.05;
+  int use_swa = -1;                    // -1: the method's default; 0 / 1 force it off / on
+  int64_t single_particle_rounds = 2;  // swamp_plus: rounds trained with one particle
+  bool keep_first_last_dense = false;
+  uint64_t seed = 0;
+  std::string device = "cpu";
+  int64_t eval_batch_size = 1000;
+  int64_t bn_batch_size = 0;  // 0: batch_size
+};
+
+// Throws c10::ValueError naming the field for anything out of range.
+SWAMP_API void validate_config(const Config& cfg);
+// Particles and SWA used in round `round` by the configured method.
+SWAMP_API int64_t particles_in_round(const Config& cfg, int64_t round);
+SWAMP_API bool swa_enabled(const Config& cfg);
+
+struct RoundResult {
+  int64_t round = 0;
+  int64_t particles = 1;
+  double sparsity = 0.0;      // over the weights eligible for pruning (exact)
+  double sparsity_all = 0.0;  // over all conv / linear weights (incl. ones kept dense)
+  int64_t remaining = 0;      // unpruned eligible weights
+  int64_t prunable = 0;       // eligible weights
+  double test_acc = 0.0;      // the round's final (averaged) model
+  double test_nll = 0.0;
+  double ensemble_acc = 0.0;  // prediction ensemble of the particles
+  double ensemble_nll = 0.0;
+  std::vector<double> particle_acc;
+  std::vector<double> particle_nll;
+  std::vector<std::pair<std::string, double>> layer_density;
+  double train_loss = 0.0;  // mean training loss over the last epoch of the particles
+  double seconds = 0.0;
+};
+
+struct Progress {
+  int64_t round = 0;
+  int64_t particle = 0;  // -1: ticket
+  int64_t particles = 1;
+  int64_t epoch = 0;
+  int64_t epochs = 0;
+  double loss = 0.0;  // mean training loss of the epoch
+  double lr = 0.0;
+};
+
+struct Hooks {
+  std::function<void(const RoundResult&)> on_round;
+  std::function<void(const Progress&)> on_epoch;
+  // Called between training steps; may throw to stop the run (e.g. on Ctrl-C).
+  std::function<void()> check_interrupt;
+  // Particle averaging; a LocalAverager when not set.
+  std::shared_ptr<ParticleAverager> averager;
+};
+
+struct RunResult {
+  Config config;
+  std::vector<RoundResult> rounds;
+  std::map<std::string, at::Tensor> masks;  // eligible parameters only (bool)
+  std::map<std::string, at::Tensor>
+      state;  // final averaged weights and buffers, zeros where masked
+};
+
+SWAMP_API RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks = {});
+
+}  // namespace swamp

@@ -1,0 +1,59 @@
+// Models behind one interface, created by name from a registry (one file per model).
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "swamp/export.h"
+
+namespace swamp {
+
+// What a model needs to know about the data: the shape of one input (C, H, W or features) and the
+// number of classes.
+struct ModelSpec {
+  std::vector<int64_t> input_shape;
+  int64_t num_classes = 10;
+};
+
+// Every model is a torch::nn::Module with a single-tensor forward that returns logits.
+// Prunable parameters are, by convention, the conv and linear weights (parameters named
+// "*weight" with at least 2 dimensions); biases and normalisation layers are never pruned.
+class SWAMP_API Model : public torch::nn::Module {
+ public:
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
+};
+using ModelPtr = std::shared_ptr<Model>;
+using ModelFactory = std::function<ModelPtr(const ModelSpec&)>;
+
+SWAMP_API void register_model(const std::string& name, ModelFactory factory);
+SWAMP_API std::vector<std::string> model_names();
+SWAMP_API bool has_model(const std::string& name);
+// Builds the model and initialises it from `seed` (kaiming normal for conv, PyTorch's default
+// uniform for linear, batch norm weight 1 / bias 0). Throws c10::ValueError for unknown names.
+SWAMP_API ModelPtr create_model(const std::string& name, const ModelSpec& spec, uint64_t seed);
+
+// Names of the prunable parameters, in registration order.
+SWAMP_API std::vector<std::string> prunable_parameter_names(const torch::nn::Module& model);
+// Copies every parameter and buffer of `src` into `dst` (same architecture).
+SWAMP_API void copy_state(const torch::nn::Module& src, torch::nn::Module& dst);
+// Seeded initialisation (used by create_model).
+SWAMP_API void init_parameters(torch::nn::Module& model, uint64_t seed);
+
+struct ModelRegistration {
+  ModelRegistration(const std::string& name, ModelFactory factory) {
+    register_model(name, std::move(factory));
+  }
+};
+
+}  // namespace swamp
+
+#define SWAMP_REGISTER_MODEL(NAME, CLASS)                                   \
+  static const ::swamp::ModelRegistration swamp_model_registration_##CLASS( \
+      NAME, [](const ::swamp::ModelSpec& spec) -> ::swamp::ModelPtr {       \
+        return std::make_shared<CLASS>(spec);                               \
+      })

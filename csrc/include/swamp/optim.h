@@ -1,0 +1,51 @@
+// SGD whose updates respect pruning masks, and the learning-rate schedule.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "swamp/export.h"
+
+namespace swamp {
+
+struct SgdOptions {
+  double momentum = 0.9;
+  bool nesterov = false;
+  double weight_decay = 0.0;
+};
+
+// SGD with momentum and weight decay (PyTorch's semantics). For a masked parameter the decayed
+// gradient is multiplied by the mask before it enters the momentum buffer, and the parameter is
+// multiplied by the mask after the step: pruned weights, their effective gradients and their
+// momentum stay exactly zero, so neither momentum nor weight decay can revive them.
+class SWAMP_API MaskedSGD {
+ public:
+  // `masks[i]` is the bool mask of `params[i]`, or undefined for unmasked parameters.
+  MaskedSGD(std::vector<at::Tensor> params, std::vector<at::Tensor> masks, SgdOptions options);
+  void step(double lr);
+  void zero_grad();
+  const std::vector<at::Tensor>& momentum_buffers() const { return buffers_; }
+
+ private:
+  std::vector<at::Tensor> params_;
+  std::vector<at::Tensor> masks_;  // float copies of the masks, same dtype as the parameters
+  std::vector<at::Tensor> buffers_;
+  SgdOptions opt_;
+};
+
+struct ScheduleOptions {
+  std::string kind = "cosine";  // "cosine", "step" or "constant"
+  double lr = 0.1;
+  int64_t total_steps = 1;
+  int64_t warmup_steps = 0;
+  // SWA: from swa_start_step on, the learning rate is the constant swa_lr; the main phase decays
+  // towards swa_lr (cosine) instead of 0. swa_start_step < 0: no SWA phase.
+  int64_t swa_start_step = -1;
+  double swa_lr = 0.05;
+};
+
+SWAMP_API double learning_rate(const ScheduleOptions& s, int64_t step);
+
+}  // namespace swamp

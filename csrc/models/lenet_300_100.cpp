@@ -1,0 +1,32 @@
+// LeNet-300-100 (LeCun et al. 1998; the lottery-ticket paper's MLP): 300 and 100 hidden units.
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/modules/linear.h>
+
+#include "swamp/models.h"
+
+namespace swamp {
+namespace {
+
+class LeNet300100 : public Model {
+ public:
+  explicit LeNet300100(const ModelSpec& spec) {
+    int64_t in = 1;
+    for (int64_t d : spec.input_shape) in *= d;
+    fc1 = register_module("fc1", torch::nn::Linear(in, 300));
+    fc2 = register_module("fc2", torch::nn::Linear(300, 100));
+    fc3 = register_module("fc3", torch::nn::Linear(100, spec.num_classes));
+  }
+  at::Tensor forward(const at::Tensor& x) override {
+    at::Tensor h = x.flatten(1);
+    h = fc1->forward(h).relu_();
+    h = fc2->forward(h).relu_();
+    return fc3->forward(h);
+  }
+
+ private:
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+};
+
+}  // namespace
+SWAMP_REGISTER_MODEL("lenet_300_100", LeNet300100);
+}  // namespace swamp

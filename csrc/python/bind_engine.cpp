@@ -1,0 +1,135 @@
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include "bindings.h"
+#include "swamp/engine.h"
+#include "swamp/models.h"
+
+namespace swamp::python {
+
+void bind_engine(py::module_& m) {
+  py::class_<Config>(m, "Config", "C++ run configuration (use swamp_ext.Config from Python)")
+      .def(py::init<>())
+      .def_readwrite("model", &Config::model)
+      .def_readwrite("method", &Config::method)
+      .def_readwrite("particles", &Config::particles)
+      .def_readwrite("rounds", &Config::rounds)
+      .def_readwrite("prune_ratio", &Config::prune_ratio)
+      .def_readwrite("epochs", &Config::epochs)
+      .def_readwrite("rewind_epochs", &Config::rewind_epochs)
+      .def_readwrite("rewind_steps", &Config::rewind_steps)
+      .def_readwrite("batch_size", &Config::batch_size)
+      .def_readwrite("lr", &Config::lr)
+      .def_readwrite("momentum", &Config::momentum)
+      .def_readwrite("nesterov", &Config::nesterov)
+      .def_readwrite("weight_decay", &Config::weight_decay)
+      .def_readwrite("schedule", &Config::schedule)
+      .def_readwrite("warmup_epochs", &Config::warmup_epochs)
+      .def_readwrite("swa_start", &Config::swa_start)
+      .def_readwrite("swa_lr", &Config::swa_lr)
+      .def_readwrite("use_swa", &Config::use_swa)
+      .def_readwrite("single_particle_rounds", &Config::single_particle_rounds)
+      .def_readwrite("keep_first_last_dense", &Config::keep_first_last_dense)
+      .def_readwrite("seed", &Config::seed)
+      .def_readwrite("device", &Config::device)
+      .def_readwrite("eval_batch_size", &Config::eval_batch_size)
+      .def_readwrite("bn_batch_size", &Config::bn_batch_size);
+  m.def("validate_config", &validate_config, py::arg("config"));
+
+  py::class_<RoundResult>(m, "RoundResult")
+      .def_readonly("round", &RoundResult::round)
+      .def_readonly("particles", &RoundResult::particles)
+      .def_readonly("sparsity", &RoundResult::sparsity)
+      .def_readonly("sparsity_all", &RoundResult::sparsity_all)
+      .def_readonly("remaining", &RoundResult::remaining)
+      .def_readonly("prunable", &RoundResult::prunable)
+      .def_readonly("test_acc", &RoundResult::test_acc)
+      .def_readonly("test_nll", &RoundResult::test_nll)
+      .def_readonly("ensemble_acc", &RoundResult::ensemble_acc)
+      .def_readonly("ensemble_nll", &RoundResult::ensemble_nll)
+      .def_readonly("particle_acc", &RoundResult::particle_acc)
+      .def_readonly("particle_nll", &RoundResult::particle_nll)
+      .def_readonly("layer_density", &RoundResult::layer_density)
+      .def_readonly("train_loss", &RoundResult::train_loss)
+      .def_readonly("seconds", &RoundResult::seconds);
+
+  py::class_<Progress>(m, "Progress")
+      .def_readonly("round", &Progress::round)
+      .def_readonly("particle", &Progress::particle)
+      .def_readonly("particles", &Progress::particles)
+      .def_readonly("epoch", &Progress::epoch)
+      .def_readonly("epochs", &Progress::epochs)
+      .def_readonly("loss", &Progress::loss)
+      .def_readonly("lr", &Progress::lr);
+
+  m.def(
+      "run_imp",
+      [](const Config& cfg, const at::Tensor& x_train, const at::Tensor& y_train,
+         const at::Tensor& x_test, const at::Tensor& y_test, int64_t num_classes,
+         std::function<void(const RoundResult&)> on_round,
+         std::function<void(const Progress&)> on_epoch) {
+        Dataset data{x_train, y_train, x_test, y_test, num_classes};
+        Hooks hooks;
+        hooks.on_round = std::move(on_round);
+        hooks.on_epoch = std::move(on_epoch);
+        hooks.check_interrupt = [] {
+          py::gil_scoped_acquire gil;
+          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        };
+        RunResult r;
+        {
+          py::gil_scoped_release nogil;
+          r = run_imp(cfg, data, hooks);
+        }
+        return py::make_tuple(r.rounds, r.masks, r.state);
+      },
+      py::arg("config"), py::arg("x_train"), py::arg("y_train"), py::arg("x_test"),
+      py::arg("y_test"), py::arg("num_classes"), py::arg("on_round") = nullptr,
+      py::arg("on_epoch") = nullptr);
+
+  auto models = m.def_submodule("models", "Model registry of the core");
+  models.def("names", &model_names);
+  models.def(
+      "create",
+      [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
+         uint64_t seed) {
+        ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, seed);
+        py::dict state;
+        for (const auto& item : model->named_parameters(true))
+          state[py::str(item.key())] = item.value().detach();
+        for (const auto& item : model->named_buffers(true))
+          state[py::str(item.key())] = item.value().detach();
+        py::list prunable;
+        for (const auto& n : prunable_parameter_names(*model)) prunable.append(n);
+        return py::make_tuple(state, prunable);
+      },
+      py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("seed") = 0,
+      "Builds a model; returns (state_dict, prunable parameter names).");
+  models.def(
+      "forward",
+      [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
+         const std::map<std::string, at::Tensor>& state, const at::Tensor& x) {
+        ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, 0);
+        {
+          torch::NoGradGuard no_grad;
+          auto params = model->named_parameters(true);
+          auto buffers = model->named_buffers(true);
+          for (auto& item : params) {
+            auto it = state.find(item.key());
+            TORCH_CHECK_VALUE(it != state.end(), "state is missing '", item.key(), "'");
+            item.value().copy_(it->second);
+          }
+          for (auto& item : buffers) {
+            auto it = state.find(item.key());
+            if (it != state.end()) item.value().copy_(it->second);
+          }
+        }
+        model->eval();
+        torch::NoGradGuard no_grad;
+        return model->forward(x);
+      },
+      py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("state"),
+      py::arg("x"), "Evaluation-mode forward of a C++ model with the given weights.");
+}
+
+}  // namespace swamp::python

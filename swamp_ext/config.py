@@ -1,0 +1,188 @@
+"""Run configuration, validated field by field at construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import _C
+
+METHODS = ("imp", "imp_swa", "swamp", "swamp_plus")
+SCHEDULES = ("cosine", "step", "constant")
+
+__all__ = ["Config", "METHODS", "SCHEDULES"]
+
+
+def _fail(name: str, msg: str) -> ValueError:
+    return ValueError(f"Config.{name}: {msg}")
+
+
+@dataclass
+class Config:
+    """Configuration of an IMP / SWAMP run.
+
+    method: ``imp`` (1 particle, no SWA), ``imp_swa`` (1 particle with SWA), ``swamp`` (``particles``
+    particles with SWA, averaged), ``swamp_plus`` (1 particle for the first
+    ``single_particle_rounds`` rounds, then ``particles``).
+    Each round trains from the rewind point (``rewind_epochs`` or ``rewind_steps``) to ``epochs``;
+    SWA methods switch to the constant ``swa_lr`` after ``swa_start`` x epochs and average the
+    weights at the end of every epoch from then on. ``use_swa`` (None = the method's default)
+    forces SWA on or off.
+    """
+
+    model: str = "lenet_300_100"
+    method: str = "swamp"
+    particles: int = 4
+    rounds: int = 5
+    prune_ratio: float = 0.2
+    epochs: int = 10
+    rewind_epochs: int = 1
+    rewind_steps: Optional[int] = None
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    swa_start: float = 0.75
+    swa_lr: float = 0.05
+    use_swa: Optional[bool] = None
+    single_particle_rounds: int = 2
+    keep_first_last_dense: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 1000
+    bn_batch_size: int = 0
+    extra: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.extra:
+            raise _fail("extra", "is reserved")
+        ints = (
+            "particles",
+            "rounds",
+            "epochs",
+            "rewind_epochs",
+            "batch_size",
+            "single_particle_rounds",
+            "seed",
+            "eval_batch_size",
+            "bn_batch_size",
+        )
+        floats = (
+            "prune_ratio",
+            "lr",
+            "momentum",
+            "weight_decay",
+            "warmup_epochs",
+            "swa_start",
+            "swa_lr",
+        )
+        for name in ints:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"Config.{name} must be an int, got {type(v).__name__}")
+        for name in floats:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"Config.{name} must be a number, got {type(v).__name__}")
+            if not math.isfinite(v):
+                raise _fail(name, f"must be finite, got {v}")
+            setattr(self, name, float(v))
+        for name in ("model", "method", "schedule", "device"):
+            v = getattr(self, name)
+            if not isinstance(v, str):
+                raise TypeError(f"Config.{name} must be a string, got {type(v).__name__}")
+        for name in ("nesterov", "keep_first_last_dense"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Config.{name} must be a bool")
+        if self.use_swa is not None and not isinstance(self.use_swa, bool):
+            raise TypeError("Config.use_swa must be None, True or False")
+        if self.rewind_steps is not None and (
+            isinstance(self.rewind_steps, bool) or not isinstance(self.rewind_steps, int)
+        ):
+            raise TypeError("Config.rewind_steps must be None or an int")
+
+        known = _C.models.names()
+        if self.model not in known:
+            raise _fail("model", f"unknown model {self.model!r}; known models: {', '.join(known)}")
+        if self.method not in METHODS:
+            raise _fail("method", f"must be one of {', '.join(METHODS)}; got {self.method!r}")
+        if self.particles < 1:
+            raise _fail("particles", f"must be >= 1, got {self.particles}")
+        if self.rounds < 1:
+            raise _fail("rounds", f"must be >= 1, got {self.rounds}")
+        if not 0.0 < self.prune_ratio < 1.0:
+            raise _fail("prune_ratio", f"must be in (0, 1), got {self.prune_ratio}")
+        if self.epochs < 1:
+            raise _fail("epochs", f"must be >= 1, got {self.epochs}")
+        if not 0 <= self.rewind_epochs < self.epochs:
+            raise _fail(
+                "rewind_epochs", f"must be in [0, epochs={self.epochs}), got {self.rewind_epochs}"
+            )
+        if self.rewind_steps is not None and self.rewind_steps < 0:
+            raise _fail("rewind_steps", f"must be >= 0, got {self.rewind_steps}")
+        if self.batch_size < 1:
+            raise _fail("batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise _fail("lr", f"must be > 0, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise _fail("momentum", f"must be in [0, 1), got {self.momentum}")
+        if self.nesterov and self.momentum == 0:
+            raise _fail("nesterov", "needs momentum > 0")
+        if self.weight_decay < 0:
+            raise _fail("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            raise _fail("schedule", f"must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if not 0.0 <= self.warmup_epochs < self.epochs:
+            raise _fail("warmup_epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
+        if not 0.0 < self.swa_start < 1.0:
+            raise _fail("swa_start", f"must be in (0, 1), got {self.swa_start}")
+        if self.swa_lr <= 0:
+            raise _fail("swa_lr", f"must be > 0, got {self.swa_lr}")
+        if self.single_particle_rounds < 0:
+            raise _fail("single_particle_rounds", "must be >= 0")
+        if self.seed < 0 or self.seed >= 2**64:
+            raise _fail("seed", f"must be in [0, 2**64), got {self.seed}")
+        if self.eval_batch_size < 1:
+            raise _fail("eval_batch_size", "must be >= 1")
+        if self.bn_batch_size < 0:
+            raise _fail("bn_batch_size", "must be >= 0 (0: batch_size)")
+        dev = self.device.split(":")
+        if (
+            dev[0] not in ("cpu", "cuda")
+            or (len(dev) == 2 and not dev[1].isdigit())
+            or len(dev) > 2
+        ):
+            raise _fail("device", f"must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+    # ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("extra")
+        return d
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        unknown = sorted(set(d) - set(cls.fields()))
+        if unknown:
+            raise ValueError(f"unknown Config field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def to_cpp(self) -> Any:
+        c = _C.Config()
+        for name in self.fields():
+            v = getattr(self, name)
+            if name == "rewind_steps":
+                v = -1 if v is None else v
+            elif name == "use_swa":
+                v = -1 if v is None else int(v)
+            setattr(c, name, v)
+        return c

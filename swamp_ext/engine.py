@@ -1,0 +1,184 @@
+"""run_imp: the IMP / SWAMP run in the C++ core, with results as plain Python objects."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional, Union
+
+import torch
+
+from . import _C
+from .config import Config
+from .datasets import Dataset
+
+__all__ = ["RoundRecord", "Result", "run_imp"]
+
+
+@dataclass
+class RoundRecord:
+    """Figures of one round (its final, averaged model unless stated)."""
+
+    round: int
+    particles: int
+    sparsity: float  # exact, over the weights eligible for pruning
+    sparsity_all: float  # over all conv / linear weights
+    remaining: int
+    prunable: int
+    test_acc: float
+    test_nll: float
+    ensemble_acc: float  # prediction ensemble of the round's particles
+    ensemble_nll: float
+    particle_acc: list[float]
+    particle_nll: list[float]
+    layer_density: dict[str, float]
+    train_loss: float
+    seconds: float
+
+    @classmethod
+    def _from_cpp(cls, r: Any) -> RoundRecord:
+        return cls(
+            round=r.round,
+            particles=r.particles,
+            sparsity=r.sparsity,
+            sparsity_all=r.sparsity_all,
+            remaining=r.remaining,
+            prunable=r.prunable,
+            test_acc=r.test_acc,
+            test_nll=r.test_nll,
+            ensemble_acc=r.ensemble_acc,
+            ensemble_nll=r.ensemble_nll,
+            particle_acc=list(r.particle_acc),
+            particle_nll=list(r.particle_nll),
+            layer_density=dict(r.layer_density),
+            train_loss=r.train_loss,
+            seconds=r.seconds,
+        )
+
+
+@dataclass
+class Result:
+    config: Config
+    dataset: str
+    rounds: list[RoundRecord]
+    masks: dict[str, torch.Tensor] = field(repr=False)
+    _state: dict[str, torch.Tensor] = field(repr=False)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Final averaged weights and buffers (plain parameter names), zeros where masked."""
+        return dict(self._state)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "dataset": self.dataset,
+            "swamp_ext_version": _C.version(),
+            "torch_version": torch.__version__,
+            "rounds": [asdict(r) for r in self.rounds],
+        }
+
+    def save(self, out_dir: Union[str, os.PathLike]) -> None:
+        """Writes results.json and model.safetensors (weights, and masks as ``mask.<name>``)."""
+        os.makedirs(out_dir, exist_ok=True)
+        write_json(os.path.join(out_dir, "results.json"), self.to_json())
+        try:
+            from safetensors.torch import save_file
+        except ImportError:
+            raise ImportError(
+                "saving weights needs safetensors: pip install 'swamp_ext[io]'"
+            ) from None
+        tensors = {k: v.contiguous() for k, v in self._state.items()}
+        tensors.update({f"mask.{k}": v.contiguous() for k, v in self.masks.items()})
+        tmp = os.path.join(out_dir, "model.safetensors.tmp")
+        save_file(tensors, tmp, metadata={"format": "swamp_ext", "model": self.config.model})
+        os.replace(tmp, os.path.join(out_dir, "model.safetensors"))
+
+
+def write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class _TerminalProgress:
+    """One self-overwriting status line on a terminal."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.t0 = time.monotonic()
+
+    def __call__(self, p: Any) -> None:
+        who = (
+            "ticket" if p.round < 0 else f"round {p.round} particle {p.particle + 1}/{p.particles}"
+        )
+        self.stream.write(
+            f"\r[{time.monotonic() - self.t0:7.1f}s] {who} epoch {p.epoch}/{p.epochs}"
+            f" loss {p.loss:.4f} lr {p.lr:.4f}   "
+        )
+        self.stream.flush()
+
+    def round_done(self, r: RoundRecord) -> None:
+        self.stream.write("\r" + " " * 78 + "\r")
+        self.stream.flush()
+
+
+def run_imp(
+    config: Config,
+    data: Dataset,
+    *,
+    on_round: Optional[Callable[[RoundRecord], None]] = None,
+    progress: Union[bool, None, Callable[[Any], None]] = None,
+) -> Result:
+    """Runs IMP / SWAMP as configured, entirely in the C++ core.
+
+    on_round: called with each RoundRecord as soon as the round is done.
+    progress: None = a status line when stderr is a terminal; True / False force it on / off;
+      a callable receives a progress object per epoch (round, particle, epoch, loss, lr).
+    """
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a swamp_ext.Config, got {type(config).__name__}")
+    if not isinstance(data, Dataset):
+        raise TypeError(
+            "data must be a swamp_ext.datasets.Dataset (use datasets.load or "
+            f"datasets.from_arrays), got {type(data).__name__}"
+        )
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = None
+    if progress is True:
+        bar = _TerminalProgress()
+        on_epoch = bar
+    elif callable(progress):
+        on_epoch = progress
+    else:
+        on_epoch = None
+
+    records: list[RoundRecord] = []
+
+    def round_cb(r: Any) -> None:
+        rec = RoundRecord._from_cpp(r)
+        records.append(rec)
+        if bar is not None:
+            bar.round_done(rec)
+        if on_round is not None:
+            on_round(rec)
+
+    _, masks, state = _C.run_imp(
+        config.to_cpp(),
+        data.x_train,
+        data.y_train,
+        data.x_test,
+        data.y_test,
+        data.num_classes,
+        round_cb,
+        on_epoch,
+    )
+    return Result(
+        config=config, dataset=data.name, rounds=records, masks=dict(masks), _state=dict(state)
+    )
