@@ -1,11 +1,17 @@
-"""Command line: `python -m swamp_ext` / `swamp-ext`."""
+"""Command line: `python -m swamp_ext` / `swamp-ext`.
+
+    swamp-ext run --model lenet_300_100 --dataset mnist5k --method swamp --particles 4 \\
+        --rounds 5 --epochs 10 --out runs/demo
+    swamp-ext --cmake-prefix-path     # folder for CMAKE_PREFIX_PATH (find_package(swamp_core))
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 
 def cmake_prefix_path() -> str:
@@ -25,14 +31,88 @@ def cmake_prefix_path() -> str:
     raise SystemExit("swamp_ext is not installed: run `pip install --no-build-isolation .` first")
 
 
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    from .config import Config
+
+    defaults = Config()
+    for f in dataclasses.fields(Config):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if f.name == "use_swa":
+            p.add_argument(flag, choices=["auto", "on", "off"], default="auto",
+                           help="force SWA on/off (default: the method's own)")
+        elif isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.name == "rewind_steps":
+            p.add_argument(flag, type=int, default=None, help="overrides --rewind-epochs")
+        else:
+            p.add_argument(flag, type=type(default), default=default,
+                           help=f"(default: {default})")
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from .config import Config
+
+    values = {}
+    for name in Config.fields():
+        v = getattr(args, name)
+        if name == "use_swa":
+            v = {"auto": None, "on": True, "off": False}[v]
+        values[name] = v
+    return Config(**values)
+
+
+def _print_round(r: Any) -> None:
+    ens = f" ens {r.ensemble_acc:.4f}" if r.particles > 1 else ""
+    print(f"round {r.round:3d}  sparsity {r.sparsity:7.4f}  acc {r.test_acc:.4f}  "
+          f"nll {r.test_nll:.4f}{ens}  particles {r.particles}  {r.seconds:7.1f}s", flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import swamp_ext
+
+    try:
+        cfg = _config_from_args(args)
+        data = swamp_ext.datasets.load(args.dataset)
+    except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
+        print(f"swamp-ext: error: {e}", file=sys.stderr)
+        return 2
+    if args.out:
+        try:
+            os.makedirs(args.out, exist_ok=True)
+            probe = os.path.join(args.out, ".write-test")
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as e:
+            print(f"swamp-ext: error: cannot write to --out {args.out}: {e}", file=sys.stderr)
+            return 2
+    print(f"swamp_ext {swamp_ext.__version__}: {cfg.method} on {data.name} with {cfg.model}, "
+          f"{cfg.rounds} rounds x {cfg.epochs} epochs", flush=True)
+    result = swamp_ext.run_imp(cfg, data, on_round=_print_round, progress=args.progress)
+    if args.out:
+        result.save(args.out)
+        print(f"wrote {os.path.join(args.out, 'results.json')} and "
+              f"{os.path.join(args.out, 'model.safetensors')}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="swamp-ext", description=__doc__)
+    parser = argparse.ArgumentParser(prog="swamp-ext", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--cmake-prefix-path",
-        action="store_true",
-        help="print the folder to put in CMAKE_PREFIX_PATH for find_package(swamp_core)",
-    )
+        "--cmake-prefix-path", action="store_true",
+        help="print the folder to put in CMAKE_PREFIX_PATH for find_package(swamp_core)")
     parser.add_argument("--version", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run IMP / SWAMP on a built-in dataset")
+    run.add_argument("--dataset", default="mnist5k", help="mnist5k or digits")
+    run.add_argument("--out", default=None, help="folder for results.json and model.safetensors")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="status line (default: when stderr is a terminal)")
+    _add_config_flags(run)
     args = parser.parse_args(argv)
     if args.cmake_prefix_path:
         print(cmake_prefix_path())
@@ -42,6 +122,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         print(swamp_ext.__version__)
         return 0
+    if args.command == "run":
+        try:
+            return _run(args)
+        except KeyboardInterrupt:
+            print("\nswamp-ext: interrupted", file=sys.stderr)
+            return 130
     parser.print_help()
     return 0
 

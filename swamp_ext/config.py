@@ -23,8 +23,8 @@ def _fail(name: str, msg: str) -> ValueError:
 class Config:
     """Configuration of an IMP / SWAMP run.
 
-    method: ``imp`` (1 particle, no SWA), ``imp_swa`` (1 particle with SWA), ``swamp`` (``particles``
-    particles with SWA, averaged), ``swamp_plus`` (1 particle for the first
+    method: ``imp`` (1 particle, no SWA), ``imp_swa`` (1 particle with SWA), ``swamp``
+    (``particles`` particles with SWA, averaged), ``swamp_plus`` (1 particle for the first
     ``single_particle_rounds`` rounds, then ``particles``).
     Each round trains from the rewind point (``rewind_epochs`` or ``rewind_steps``) to ``epochs``;
     SWA methods switch to the constant ``swa_lr`` after ``swa_start`` x epochs and average the
