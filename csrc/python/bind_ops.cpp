@@ -1,4 +1,6 @@
 #include "bindings.h"
+#include "swamp/data.h"
+#include "swamp/optim.h"
 #include "swamp/pruning.h"
 
 namespace swamp::python {
@@ -32,6 +34,39 @@ void bind_ops(py::module_& m) {
       py::arg("weights"), py::arg("masks"), py::arg("ratio"),
       py::arg("backend") = PruneBackend::Auto);
   m.def("prune_count", &prune_count, py::arg("ratio"), py::arg("remaining"));
+
+  py::class_<MaskedSGD>(m, "MaskedSGD")
+      .def(py::init([](std::vector<at::Tensor> params, std::vector<at::Tensor> masks,
+                       double momentum, bool nesterov, double weight_decay) {
+             return MaskedSGD(std::move(params), std::move(masks),
+                              SgdOptions{momentum, nesterov, weight_decay});
+           }),
+           py::arg("params"), py::arg("masks"), py::arg("momentum") = 0.9,
+           py::arg("nesterov") = false, py::arg("weight_decay") = 0.0)
+      .def("step", &MaskedSGD::step, py::arg("lr"))
+      .def("zero_grad", &MaskedSGD::zero_grad)
+      .def("momentum_buffers", &MaskedSGD::momentum_buffers);
+
+  m.def(
+      "learning_rate",
+      [](const std::string& kind, double lr, int64_t total_steps, int64_t warmup_steps,
+         int64_t swa_start_step, double swa_lr, int64_t step) {
+        ScheduleOptions s{kind, lr, total_steps, warmup_steps, swa_start_step, swa_lr};
+        return learning_rate(s, step);
+      },
+      py::arg("kind"), py::arg("lr"), py::arg("total_steps"), py::arg("warmup_steps"),
+      py::arg("swa_start_step"), py::arg("swa_lr"), py::arg("step"));
+  m.def("hash_seed", &hash_seed, py::arg("seed"), py::arg("round"), py::arg("particle"),
+        py::arg("stream") = 0);
+  m.def(
+      "batch_order",
+      [](int64_t n, uint64_t seed, int64_t round, int64_t particle, int64_t epoch) {
+        TORCH_CHECK_VALUE(n > 0 && epoch >= 0, "batch_order: n must be > 0 and epoch >= 0");
+        BatchOrder order(n, hash_seed(seed, round, particle));
+        return order.epoch(epoch).clone();
+      },
+      py::arg("n"), py::arg("seed"), py::arg("round"), py::arg("particle"), py::arg("epoch"),
+      "The permutation a particle uses in an epoch of a round (as the engine draws it).");
 }
 
 }  // namespace swamp::python

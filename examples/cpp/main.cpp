@@ -1,5 +1,7 @@
 // Uses the swamp_core C++ API directly: exact global magnitude pruning of a few tensors.
 // Exits non-zero when a check fails, so it doubles as a C++ test.
+#include <swamp/engine.h>
+#include <swamp/models.h>
 #include <swamp/pruning.h>
 #include <swamp/version.h>
 #include <torch/torch.h>
@@ -58,6 +60,41 @@ int main() {
     threw = true;
   }
   EXPECT(threw);
+
+  // A whole SWAMP run from C++: two well-separated Gaussian classes in 16 dimensions.
+  {
+    swamp::Dataset data;
+    torch::Tensor y = torch::arange(400).remainder(2);
+    data.x_train = torch::randn({400, 16}) + y.unsqueeze(1).to(torch::kFloat) * 3.0;
+    data.y_train = y;
+    torch::Tensor yt = torch::arange(100).remainder(2);
+    data.x_test = torch::randn({100, 16}) + yt.unsqueeze(1).to(torch::kFloat) * 3.0;
+    data.y_test = yt;
+    data.num_classes = 2;
+    swamp::Config cfg;
+    cfg.model = "lenet_300_100";
+    cfg.method = "swamp";
+    cfg.particles = 2;
+    cfg.rounds = 3;
+    cfg.epochs = 3;
+    cfg.batch_size = 50;
+    swamp::RunResult res = swamp::run_imp(cfg, data);
+    EXPECT(res.rounds.size() == 3);
+    for (const auto& r : res.rounds) {
+      std::printf("swamp round %lld: sparsity %.4f, accuracy %.3f, ensemble %.3f\n",
+                  static_cast<long long>(r.round), r.sparsity, r.test_acc, r.ensemble_acc);
+    }
+    EXPECT(std::abs(res.rounds[2].sparsity - 0.36) < 1e-4);
+    EXPECT(res.rounds[2].test_acc > 0.9);
+    bool bad_config = false;
+    cfg.particles = 0;
+    try {
+      swamp::run_imp(cfg, data);
+    } catch (const c10::ValueError&) {
+      bad_config = true;
+    }
+    EXPECT(bad_config);
+  }
 
   if (failures == 0) std::printf("all checks passed\n");
   return failures == 0 ? 0 : 1;
