@@ -1,4 +1,4 @@
-"""Global magnitude pruning: swamp_ext vs torch.nn.utils.prune.global_unstructured vs concat+kthvalue.
+"""Global magnitude pruning: swamp_ext vs prune.global_unstructured vs concat+kthvalue.
 
 Each method runs in its own child process (one after the other, never two at once) so that its peak
 memory can be read from the kernel (VmHWM after a reset). "extra memory" is the peak resident size
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -92,7 +91,7 @@ def run_child(method: str, total: int, timeout: float) -> dict | None:
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
+        return {"error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -85,3 +85,21 @@ def test_cpp_example_builds_and_runs_against_installed_package(tmp_path):
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "all checks passed" in run.stdout
+
+
+def test_type_stub_matches_the_compiled_module():
+    import ast
+
+    stub = Path(swamp_ext.__file__).with_name("_C.pyi")
+    assert stub.is_file() and Path(swamp_ext.__file__).with_name("py.typed").is_file()
+    tree = ast.parse(stub.read_text())
+    top = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    top |= {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign)}
+    top -= {"_Ops", "_Models"}
+    for name in top:
+        assert hasattr(swamp_ext._C, name), name
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in ("_Ops", "_Models")):
+        sub = swamp_ext._C.ops if cls.name == "_Ops" else swamp_ext._C.models
+        for item in cls.body:
+            name = item.name if isinstance(item, ast.FunctionDef) else item.target.id
+            assert hasattr(sub, name), f"{cls.name}.{name}"

@@ -1,0 +1,117 @@
+"""Type stubs for the compiled module swamp_ext._C (bindings of the swamp_core C++ library)."""
+
+from typing import Callable, Optional
+
+import torch
+
+def version() -> str: ...
+def built_with_torch_version() -> str: ...
+
+class PruneBackend:
+    auto: PruneBackend
+    native: PruneBackend
+    aten: PruneBackend
+
+class MaskedSGD:
+    def __init__(self, params: list[torch.Tensor], masks: list[torch.Tensor],
+                 momentum: float = 0.9, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None: ...
+    def step(self, lr: float) -> None: ...
+    def zero_grad(self) -> None: ...
+    def momentum_buffers(self) -> list[torch.Tensor]: ...
+
+class _Ops:
+    PruneBackend: type[PruneBackend]
+    MaskedSGD: type[MaskedSGD]
+    @staticmethod
+    def global_magnitude_prune(weights: list[torch.Tensor], masks: list[torch.Tensor],
+                               ratio: float, backend: PruneBackend = ...) -> list[torch.Tensor]: ...
+    @staticmethod
+    def global_magnitude_prune_(weights: list[torch.Tensor], masks: list[torch.Tensor],
+                                ratio: float,
+                                backend: PruneBackend = ...) -> tuple[int, int, float]: ...
+    @staticmethod
+    def prune_count(ratio: float, remaining: int) -> int: ...
+    @staticmethod
+    def learning_rate(kind: str, lr: float, total_steps: int, warmup_steps: int,
+                      swa_start_step: int, swa_lr: float, step: int) -> float: ...
+    @staticmethod
+    def hash_seed(seed: int, round: int, particle: int, stream: int = 0) -> int: ...
+    @staticmethod
+    def batch_order(n: int, seed: int, round: int, particle: int, epoch: int) -> torch.Tensor: ...
+
+ops: _Ops
+
+class Config:
+    model: str
+    method: str
+    particles: int
+    rounds: int
+    prune_ratio: float
+    epochs: int
+    rewind_epochs: int
+    rewind_steps: int
+    batch_size: int
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    schedule: str
+    warmup_epochs: float
+    swa_start: float
+    swa_lr: float
+    use_swa: int
+    single_particle_rounds: int
+    keep_first_last_dense: bool
+    seed: int
+    device: str
+    eval_batch_size: int
+    bn_batch_size: int
+    def __init__(self) -> None: ...
+
+def validate_config(config: Config) -> None: ...
+
+class RoundResult:
+    round: int
+    particles: int
+    sparsity: float
+    sparsity_all: float
+    remaining: int
+    prunable: int
+    test_acc: float
+    test_nll: float
+    ensemble_acc: float
+    ensemble_nll: float
+    particle_acc: list[float]
+    particle_nll: list[float]
+    layer_density: list[tuple[str, float]]
+    train_loss: float
+    seconds: float
+
+class Progress:
+    round: int
+    particle: int
+    particles: int
+    epoch: int
+    epochs: int
+    loss: float
+    lr: float
+
+def run_imp(
+    config: Config, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+    y_test: torch.Tensor, num_classes: int,
+    on_round: Optional[Callable[[RoundResult], None]] = None,
+    on_epoch: Optional[Callable[[Progress], None]] = None,
+) -> tuple[list[RoundResult], dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
+
+class _Models:
+    @staticmethod
+    def names() -> list[str]: ...
+    @staticmethod
+    def create(name: str, input_shape: list[int], num_classes: int,
+               seed: int = 0) -> tuple[dict[str, torch.Tensor], list[str]]: ...
+    @staticmethod
+    def forward(name: str, input_shape: list[int], num_classes: int,
+                state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor: ...
+
+models: _Models
