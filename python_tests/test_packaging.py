@@ -98,7 +98,8 @@ def test_type_stub_matches_the_compiled_module():
     top -= {"_Ops", "_Models"}
     for name in top:
         assert hasattr(swamp_ext._C, name), name
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in ("_Ops", "_Models")):
+    subs = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in ("_Ops", "_Models")]
+    for cls in subs:
         sub = swamp_ext._C.ops if cls.name == "_Ops" else swamp_ext._C.models
         for item in cls.body:
             name = item.name if isinstance(item, ast.FunctionDef) else item.target.id
