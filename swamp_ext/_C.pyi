@@ -7,12 +7,16 @@ import torch
 def version() -> str: ...
 def built_with_torch_version() -> str: ...
 
-class PruneBackend:
-    auto: PruneBackend
-    native: PruneBackend
-    aten: PruneBackend
+class _PruneBackend:
+    """swamp_ext._C.ops.PruneBackend"""
 
-class MaskedSGD:
+    auto: _PruneBackend
+    native: _PruneBackend
+    aten: _PruneBackend
+
+class _MaskedSGD:
+    """swamp_ext._C.ops.MaskedSGD"""
+
     def __init__(self, params: list[torch.Tensor], masks: list[torch.Tensor],
                  momentum: float = 0.9, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None: ...
@@ -21,15 +25,15 @@ class MaskedSGD:
     def momentum_buffers(self) -> list[torch.Tensor]: ...
 
 class _Ops:
-    PruneBackend: type[PruneBackend]
-    MaskedSGD: type[MaskedSGD]
+    PruneBackend: type[_PruneBackend]
+    MaskedSGD: type[_MaskedSGD]
     @staticmethod
     def global_magnitude_prune(weights: list[torch.Tensor], masks: list[torch.Tensor],
-                               ratio: float, backend: PruneBackend = ...) -> list[torch.Tensor]: ...
+                               ratio: float, backend: _PruneBackend = ...) -> list[torch.Tensor]: ...
     @staticmethod
     def global_magnitude_prune_(weights: list[torch.Tensor], masks: list[torch.Tensor],
                                 ratio: float,
-                                backend: PruneBackend = ...) -> tuple[int, int, float]: ...
+                                backend: _PruneBackend = ...) -> tuple[int, int, float]: ...
     @staticmethod
     def prune_count(ratio: float, remaining: int) -> int: ...
     @staticmethod
