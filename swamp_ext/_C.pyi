@@ -28,8 +28,10 @@ class _Ops:
     PruneBackend: type[_PruneBackend]
     MaskedSGD: type[_MaskedSGD]
     @staticmethod
-    def global_magnitude_prune(weights: list[torch.Tensor], masks: list[torch.Tensor],
-                               ratio: float, backend: _PruneBackend = ...) -> list[torch.Tensor]: ...
+    def global_magnitude_prune(
+        weights: list[torch.Tensor], masks: list[torch.Tensor], ratio: float,
+        backend: _PruneBackend = ...,
+    ) -> list[torch.Tensor]: ...
     @staticmethod
     def global_magnitude_prune_(weights: list[torch.Tensor], masks: list[torch.Tensor],
                                 ratio: float,
