@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--particles", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--swa-lr", type=float, default=0.05)
+    p.add_argument("--swa-start", type=float, default=0.75)
+    p.add_argument("--prune-ratio", type=float, default=0.2)
     p.add_argument("--json", help="also write all round records here")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -49,8 +51,9 @@ def main() -> None:
         for method in METHODS:
             cfg = swamp_ext.Config(model=a.model, method=method, particles=a.particles,
                                    rounds=a.rounds, epochs=a.epochs, rewind_epochs=1,
-                                   batch_size=128, lr=a.lr, momentum=0.9, weight_decay=5e-4,
-                                   swa_start=0.75, swa_lr=a.swa_lr, seed=seed)
+                                   prune_ratio=a.prune_ratio, batch_size=128, lr=a.lr,
+                                   momentum=0.9, weight_decay=5e-4, swa_start=a.swa_start,
+                                   swa_lr=a.swa_lr, seed=seed)
             t0 = time.perf_counter()
             res = swamp_ext.run_imp(cfg, data, progress=False)
             seconds[method] += time.perf_counter() - t0
@@ -61,6 +64,9 @@ def main() -> None:
             records.append({"seed": seed, "method": method,
                             "rounds": [vars(r) for r in res.rounds]})
             print(f"  seed {seed} {method:8s} done in {time.perf_counter() - t0:6.1f}s", flush=True)
+            if a.json:  # partial results survive an interrupted benchmark
+                with open(a.json, "w") as f:
+                    json.dump({"args": vars(a), "records": records}, f, indent=1)
 
     print(f"\n{a.model} on {a.dataset}: test accuracy (%) mean ± std over seeds {seeds}; "
           f"{a.epochs} epochs/round, {a.particles} particles")
@@ -79,9 +85,6 @@ def main() -> None:
     print(f"\nswamp >= imp (mean) at {wins} of {len(sparsity)} sparsities; wall seconds: "
           + ", ".join(f"{m} {seconds[m]:.0f}" for m in METHODS)
           + f" (swamp/imp cost ratio {seconds['swamp'] / seconds['imp']:.1f}x)")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "records": records}, f, indent=1)
 
 
 if __name__ == "__main__":
