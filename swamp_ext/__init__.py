@@ -10,8 +10,11 @@ _C = load_core(__path__)
 
 from . import datasets, models, ops  # noqa: E402
 from .config import Config  # noqa: E402
-from .engine import Result, RoundRecord, run_imp  # noqa: E402
+from .engine import Result, RoundRecord, TrainingDivergedError, run_imp  # noqa: E402
 
 __version__: str = _C.version()
 
-__all__ = ["Config", "Result", "RoundRecord", "__version__", "datasets", "models", "ops", "run_imp"]
+__all__ = [
+    "Config", "Result", "RoundRecord", "TrainingDivergedError", "__version__", "datasets", "models",
+    "ops", "run_imp",
+]

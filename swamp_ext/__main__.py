@@ -91,7 +91,19 @@ def _run(args: argparse.Namespace) -> int:
             return 2
     print(f"swamp_ext {swamp_ext.__version__}: {cfg.method} on {data.name} with {cfg.model}, "
           f"{cfg.rounds} rounds x {cfg.epochs} epochs", flush=True)
-    result = swamp_ext.run_imp(cfg, data, on_round=_print_round, progress=args.progress)
+    if args.out and not args.fresh and os.path.exists(os.path.join(args.out, "checkpoint.swamp")):
+        print(f"resuming from the checkpoint in {args.out}", flush=True)
+    try:
+        result = swamp_ext.run_imp(cfg, data, on_round=_print_round, progress=args.progress,
+                                   checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
+                                   fresh=args.fresh)
+    except swamp_ext.TrainingDivergedError as e:
+        print(f"swamp-ext: {e}\n{len(e.rounds)} completed round(s) kept"
+              + (f" in {args.out}" if args.out else ""), file=sys.stderr)
+        return 3
+    except ValueError as e:  # e.g. a checkpoint of another configuration
+        print(f"swamp-ext: error: {e}", file=sys.stderr)
+        return 2
     if args.out:
         result.save(args.out)
         print(f"wrote {os.path.join(args.out, 'results.json')} and "
@@ -112,6 +124,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run.add_argument("--out", default=None, help="folder for results.json and model.safetensors")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="status line (default: when stderr is a terminal)")
+    run.add_argument("--checkpoint-every", type=int, default=1,
+                     help="epochs between checkpoints inside a particle's training (0: never)")
+    run.add_argument("--fresh", action="store_true",
+                     help="ignore an existing checkpoint in --out and start over")
     _add_config_flags(run)
     args = parser.parse_args(argv)
     if args.cmake_prefix_path:
@@ -126,7 +142,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             return _run(args)
         except KeyboardInterrupt:
-            print("\nswamp-ext: interrupted", file=sys.stderr)
+            print("\nswamp-ext: interrupted" + (
+                f"; progress saved in {args.out}, run the same command to resume"
+                if args.out else ""), file=sys.stderr)
             return 130
     parser.print_help()
     return 0

@@ -15,7 +15,15 @@ from . import _C
 from .config import Config
 from .datasets import Dataset
 
-__all__ = ["RoundRecord", "Result", "run_imp"]
+__all__ = ["RoundRecord", "Result", "TrainingDivergedError", "run_imp"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN/Inf. ``rounds`` holds the rounds completed before it happened."""
+
+    def __init__(self, message: str, rounds: list[RoundRecord]) -> None:
+        super().__init__(message)
+        self.rounds = rounds
 
 
 @dataclass
@@ -123,7 +131,7 @@ class _TerminalProgress:
         )
         self.stream.flush()
 
-    def round_done(self, r: RoundRecord) -> None:
+    def round_done(self, r: Optional[RoundRecord]) -> None:
         self.stream.write("\r" + " " * 78 + "\r")
         self.stream.flush()
 
@@ -134,12 +142,20 @@ def run_imp(
     *,
     on_round: Optional[Callable[[RoundRecord], None]] = None,
     progress: Union[bool, None, Callable[[Any], None]] = None,
+    checkpoint_dir: Optional[Union[str, os.PathLike]] = None,
+    checkpoint_every: int = 1,
+    fresh: bool = False,
 ) -> Result:
     """Runs IMP / SWAMP as configured, entirely in the C++ core.
 
     on_round: called with each RoundRecord as soon as the round is done.
     progress: None = a status line when stderr is a terminal; True / False force it on / off;
       a callable receives a progress object per epoch (round, particle, epoch, loss, lr).
+    checkpoint_dir: write ``checkpoint.swamp`` there (atomically, with a checksum) at the end of
+      every round, after every particle, every ``checkpoint_every`` epochs and on Ctrl-C, and
+      ``results.json`` after every round. Calling again with the same config resumes where it
+      stopped, giving bitwise the same result on the CPU. A checkpoint of another config is
+      refused (the error names the fields) unless ``fresh=True``; only ``rounds`` may grow.
     """
     if not isinstance(config, Config):
         raise TypeError(f"config must be a swamp_ext.Config, got {type(config).__name__}")
@@ -148,6 +164,18 @@ def run_imp(
             "data must be a swamp_ext.datasets.Dataset (use datasets.load or "
             f"datasets.from_arrays), got {type(data).__name__}"
         )
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+            or checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be an int >= 0, got {checkpoint_every!r}")
+    ckpt = ""
+    if checkpoint_dir is not None:
+        ckpt = os.fspath(checkpoint_dir)
+        try:
+            os.makedirs(ckpt, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"cannot create checkpoint_dir {ckpt}: {e}") from e
+        if not os.access(ckpt, os.W_OK):
+            raise PermissionError(f"checkpoint_dir {ckpt} is not writable")
     if progress is None:
         progress = sys.stderr.isatty()
     bar = None

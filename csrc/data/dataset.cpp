@@ -2,6 +2,8 @@
 #include <ATen/Functions.h>
 #include <c10/util/Exception.h>
 
+#include <mutex>
+
 #include "swamp/data.h"
 
 namespace swamp {
@@ -86,6 +88,19 @@ const at::Tensor& BatchOrder::epoch(int64_t epoch) {
     ++current_;
   }
   return perm_;
+}
+
+BatchOrder::State BatchOrder::state() const {
+  at::Generator g = gen_;
+  std::lock_guard<std::mutex> lock(g.mutex());
+  return State{g.get_state(), perm_.defined() ? perm_.clone() : perm_, current_};
+}
+
+void BatchOrder::restore(const State& s) {
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  gen_.set_state(s.generator);
+  perm_ = s.perm;
+  current_ = s.current;
 }
 
 }  // namespace swamp

@@ -2,6 +2,7 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "swamp/engine.h"
 #include "swamp/models.h"
@@ -50,6 +51,39 @@ void validate_config(const Config& c) {
     TORCH_CHECK_VALUE(false, "config.device: cannot parse '", c.device,
                       "' (expected cpu, cuda or cuda:N)");
   }
+}
+
+std::vector<std::pair<std::string, std::string>> config_fields(const Config& c) {
+  auto num = [](double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.17g", v);
+    return std::string(buf);
+  };
+  auto i = [](int64_t v) { return std::to_string(v); };
+  return {{"model", c.model},
+          {"method", c.method},
+          {"particles", i(c.particles)},
+          {"rounds", i(c.rounds)},
+          {"prune_ratio", num(c.prune_ratio)},
+          {"epochs", i(c.epochs)},
+          {"rewind_epochs", i(c.rewind_epochs)},
+          {"rewind_steps", i(c.rewind_steps)},
+          {"batch_size", i(c.batch_size)},
+          {"lr", num(c.lr)},
+          {"momentum", num(c.momentum)},
+          {"nesterov", i(c.nesterov)},
+          {"weight_decay", num(c.weight_decay)},
+          {"schedule", c.schedule},
+          {"warmup_epochs", num(c.warmup_epochs)},
+          {"swa_start", num(c.swa_start)},
+          {"swa_lr", num(c.swa_lr)},
+          {"use_swa", i(c.use_swa)},
+          {"single_particle_rounds", i(c.single_particle_rounds)},
+          {"keep_first_last_dense", i(c.keep_first_last_dense)},
+          {"seed", std::to_string(c.seed)},
+          {"device", c.device},
+          {"eval_batch_size", i(c.eval_batch_size)},
+          {"bn_batch_size", i(c.bn_batch_size)}};
 }
 
 bool swa_enabled(const Config& c) {

@@ -1,16 +1,20 @@
 // The round loop. Reads like the algorithm:
-//   ticket   = train(init, rewind steps)
+//   ticket = train(init, rewind steps)
 //   for each round: particles = rewind(ticket, mask) -> train (+ SWA) ; final = average(particles)
 //                   recompute BN ; evaluate ; mask = prune(final, mask)
+// Every stage can be checkpointed and resumed bit for bit (see swamp/engine.h).
 #include <ATen/Context.h>
 #include <ATen/Functions.h>
 #include <c10/util/Exception.h>
+#include <sys/stat.h>
 #include <torch/types.h>
 
 #include <chrono>
 #include <cmath>
-#include <set>
+#include <cstdio>
+#include <sstream>
 
+#include "swamp/checkpoint.h"
 #include "swamp/engine.h"
 #include "swamp/models.h"
 #include "swamp/optim.h"
@@ -34,13 +38,173 @@ struct Metrics {
   double nll = 0.0;
 };
 
+at::Tensor scalar_i(int64_t v) { return at::full({}, v, at::kLong); }
+at::Tensor scalar_d(double v) { return at::full({}, v, at::kDouble); }
+int64_t get_i(const TensorMap& m, const std::string& k) {
+  auto it = m.find(k);
+  TORCH_CHECK(it != m.end(), "checkpoint is missing '", k, "'");
+  return it->second.item<int64_t>();
+}
+double get_d(const TensorMap& m, const std::string& k) {
+  auto it = m.find(k);
+  TORCH_CHECK(it != m.end(), "checkpoint is missing '", k, "'");
+  return it->second.item<double>();
+}
+const at::Tensor& get_t(const TensorMap& m, const std::string& k) {
+  auto it = m.find(k);
+  TORCH_CHECK(it != m.end(), "checkpoint is missing '", k, "'");
+  return it->second;
+}
+
+void save_module(TensorMap& out, const std::string& prefix, const torch::nn::Module& m) {
+  for (const auto& item : m.named_parameters(true))
+    out[prefix + item.key()] = item.value().detach();
+  for (const auto& item : m.named_buffers(true)) out[prefix + item.key()] = item.value().detach();
+}
+void load_module(const TensorMap& in, const std::string& prefix, torch::nn::Module& m) {
+  torch::NoGradGuard no_grad;
+  for (auto& item : m.named_parameters(true)) item.value().copy_(get_t(in, prefix + item.key()));
+  for (auto& item : m.named_buffers(true)) item.value().copy_(get_t(in, prefix + item.key()));
+}
+
+std::string fmt_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  return buf;
+}
+
+// RoundResult <-> text (exact: doubles printed with 17 significant digits).
+std::string encode_round(const RoundResult& r) {
+  std::ostringstream o;
+  o << "round=" << r.round << "\nparticles=" << r.particles << "\nremaining=" << r.remaining
+    << "\nprunable=" << r.prunable;
+  const std::pair<const char*, double> ds[] = {
+      {"sparsity", r.sparsity},         {"sparsity_all", r.sparsity_all},
+      {"test_acc", r.test_acc},         {"test_nll", r.test_nll},
+      {"ensemble_acc", r.ensemble_acc}, {"ensemble_nll", r.ensemble_nll},
+      {"train_loss", r.train_loss},     {"seconds", r.seconds}};
+  for (const auto& d : ds) o << "\n" << d.first << "=" << fmt_double(d.second);
+  for (double v : r.particle_acc) o << "\nparticle_acc=" << fmt_double(v);
+  for (double v : r.particle_nll) o << "\nparticle_nll=" << fmt_double(v);
+  for (const auto& kv : r.layer_density)
+    o << "\nlayer=" << fmt_double(kv.second) << " " << kv.first;
+  return o.str();
+}
+
+RoundResult decode_round(const std::string& s) {
+  RoundResult r;
+  std::istringstream in(s);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string k = line.substr(0, eq), v = line.substr(eq + 1);
+    const double d = std::strtod(v.c_str(), nullptr);
+    if (k == "round")
+      r.round = std::stoll(v);
+    else if (k == "particles")
+      r.particles = std::stoll(v);
+    else if (k == "remaining")
+      r.remaining = std::stoll(v);
+    else if (k == "prunable")
+      r.prunable = std::stoll(v);
+    else if (k == "sparsity")
+      r.sparsity = d;
+    else if (k == "sparsity_all")
+      r.sparsity_all = d;
+    else if (k == "test_acc")
+      r.test_acc = d;
+    else if (k == "test_nll")
+      r.test_nll = d;
+    else if (k == "ensemble_acc")
+      r.ensemble_acc = d;
+    else if (k == "ensemble_nll")
+      r.ensemble_nll = d;
+    else if (k == "train_loss")
+      r.train_loss = d;
+    else if (k == "seconds")
+      r.seconds = d;
+    else if (k == "particle_acc")
+      r.particle_acc.push_back(d);
+    else if (k == "particle_nll")
+      r.particle_nll.push_back(d);
+    else if (k == "layer") {
+      const auto sp = v.find(' ');
+      r.layer_density.emplace_back(v.substr(sp + 1), std::strtod(v.substr(0, sp).c_str(), nullptr));
+    }
+  }
+  return r;
+}
+
+std::string encode_config(const Config& c) {
+  std::string s;
+  for (const auto& kv : config_fields(c)) s += kv.first + "=" + kv.second + "\n";
+  return s;
+}
+
+// Everything a particle's training needs to continue from any step.
+struct ParticleState {
+  int64_t step = 0;
+  MaskedSGD opt;
+  BatchOrder order;
+  RunningAverage swa;
+  double epoch_loss = 0.0;
+  int64_t epoch_steps = 0;
+  double last_loss = 0.0;
+
+  void save(TensorMap& out, const std::string& pre) const {
+    out[pre + "step"] = scalar_i(step);
+    const auto& bufs = opt.momentum_buffers();
+    out[pre + "momentum_count"] = scalar_i(static_cast<int64_t>(bufs.size()));
+    for (size_t i = 0; i < bufs.size(); ++i)
+      if (bufs[i].defined()) out[pre + "momentum/" + std::to_string(i)] = bufs[i].detach();
+    out[pre + "swa_count"] = scalar_i(swa.count());
+    for (size_t i = 0; i < swa.value().size(); ++i)
+      out[pre + "swa/" + std::to_string(i)] = swa.value()[i];
+    const BatchOrder::State o = order.state();
+    out[pre + "order/generator"] = o.generator;
+    out[pre + "order/current"] = scalar_i(o.current);
+    if (o.perm.defined()) out[pre + "order/perm"] = o.perm;
+    out[pre + "epoch_loss"] = scalar_d(epoch_loss);
+    out[pre + "epoch_steps"] = scalar_i(epoch_steps);
+    out[pre + "last_loss"] = scalar_d(last_loss);
+  }
+
+  void load(const TensorMap& in, const std::string& pre, const c10::Device& dev) {
+    step = get_i(in, pre + "step");
+    const int64_t nb = get_i(in, pre + "momentum_count");
+    std::vector<at::Tensor> bufs(static_cast<size_t>(nb));
+    for (int64_t i = 0; i < nb; ++i) {
+      auto it = in.find(pre + "momentum/" + std::to_string(i));
+      if (it != in.end()) bufs[i] = it->second.to(dev);
+    }
+    opt.set_momentum_buffers(std::move(bufs));
+    const int64_t sc = get_i(in, pre + "swa_count");
+    std::vector<at::Tensor> avg;
+    for (int64_t i = 0; sc > 0; ++i) {
+      auto it = in.find(pre + "swa/" + std::to_string(i));
+      if (it == in.end()) break;
+      avg.push_back(it->second.to(dev));
+    }
+    swa.restore(std::move(avg), sc);
+    BatchOrder::State o;
+    o.generator = get_t(in, pre + "order/generator");
+    o.current = get_i(in, pre + "order/current");
+    auto it = in.find(pre + "order/perm");
+    if (it != in.end()) o.perm = it->second;
+    order.restore(o);
+    epoch_loss = get_d(in, pre + "epoch_loss");
+    epoch_steps = get_i(in, pre + "epoch_steps");
+    last_loss = get_d(in, pre + "last_loss");
+  }
+};
+
 class Engine {
  public:
-  Engine(const Config& cfg, const Dataset& data, const Hooks& hooks)
-      : cfg_(cfg), hooks_(hooks), device_(cfg.device) {
+  Engine(const Config& cfg, const Dataset& data, const Hooks& hooks, const CheckpointOptions& ck)
+      : cfg_(cfg), hooks_(hooks), ck_(ck), device_(cfg.device) {
     data_ = dataset_to(data, device_);
-    plan_.steps_per_epoch =
-        data_.x_train.size(0) / cfg.batch_size;  // the last partial batch is dropped
+    plan_.steps_per_epoch = data_.x_train.size(0) / cfg.batch_size;  // last partial batch dropped
     plan_.total_steps = cfg.epochs * plan_.steps_per_epoch;
     plan_.rewind_step =
         cfg.rewind_steps >= 0 ? cfg.rewind_steps : cfg.rewind_epochs * plan_.steps_per_epoch;
@@ -52,124 +216,273 @@ class Engine {
         cfg.epochs - 1,
         static_cast<int64_t>(std::floor(cfg.swa_start * static_cast<double>(cfg.epochs))));
     averager_ = hooks.averager ? hooks.averager : std::make_shared<LocalAverager>();
+    if (!ck_.dir.empty()) {
+      TORCH_CHECK_VALUE(ck_.every_epochs >= 0, "checkpoint_every must be >= 0");
+      ckpt_path_ = ck_.dir + "/checkpoint.swamp";
+      ::mkdir(ck_.dir.c_str(), 0755);
+      struct stat st;
+      TORCH_CHECK_VALUE(::stat(ck_.dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode),
+                        "checkpoint folder ", ck_.dir, " cannot be created");
+      const std::string probe = ck_.dir + "/.swamp-write-test";
+      FILE* f = std::fopen(probe.c_str(), "w");
+      TORCH_CHECK_VALUE(f != nullptr, "checkpoint folder ", ck_.dir, " is not writable");
+      std::fclose(f);
+      std::remove(probe.c_str());
+    }
   }
 
   RunResult run() {
-    RunResult result;
-    result.config = cfg_;
     ModelSpec spec{data_.input_shape(), data_.num_classes};
     const uint64_t init_seed = hash_seed(cfg_.seed, -2, 0, 1);
-
-    // Models: the ticket, one per particle, and the averaged result.
-    ModelPtr ticket = create_model(cfg_.model, spec, init_seed);
-    ticket->to(device_);
+    ticket_ = create_model(cfg_.model, spec, init_seed);
+    ticket_->to(device_);
     int64_t max_particles = 1;
     for (int64_t r = 0; r < cfg_.rounds; ++r)
       max_particles = std::max(max_particles, particles_in_round(cfg_, r));
-    std::vector<ModelPtr> particles;
     for (int64_t p = 0; p < max_particles; ++p) {
-      particles.push_back(create_model(cfg_.model, spec, init_seed));
-      particles.back()->to(device_);
+      particles_.push_back(create_model(cfg_.model, spec, init_seed));
+      particles_.back()->to(device_);
     }
-    ModelPtr final_model = create_model(cfg_.model, spec, init_seed);
-    final_model->to(device_);
+    final_ = create_model(cfg_.model, spec, init_seed);
+    final_->to(device_);
 
-    // Masks over the eligible weights.
-    const std::vector<std::string> prunable = prunable_parameter_names(*ticket);
-    TORCH_CHECK_VALUE(!prunable.empty(), "model '", cfg_.model, "' has no prunable weights");
-    std::vector<std::string> eligible = prunable;
+    prunable_ = prunable_parameter_names(*ticket_);
+    TORCH_CHECK_VALUE(!prunable_.empty(), "model '", cfg_.model, "' has no prunable weights");
+    eligible_ = prunable_;
     if (cfg_.keep_first_last_dense) {
-      TORCH_CHECK_VALUE(prunable.size() > 2, "config.keep_first_last_dense: model '", cfg_.model,
-                        "' has only ", prunable.size(), " prunable layers");
-      eligible = std::vector<std::string>(prunable.begin() + 1, prunable.end() - 1);
+      TORCH_CHECK_VALUE(prunable_.size() > 2, "config.keep_first_last_dense: model '", cfg_.model,
+                        "' has only ", prunable_.size(), " prunable layers");
+      eligible_ = std::vector<std::string>(prunable_.begin() + 1, prunable_.end() - 1);
     }
-    std::map<std::string, at::Tensor> masks;
-    {
-      auto named = ticket->named_parameters(true);
-      for (const auto& n : eligible)
-        masks[n] = at::ones_like(named[n], named[n].options().dtype(at::kBool));
+    auto named = ticket_->named_parameters(true);
+    for (const auto& n : eligible_)
+      masks_[n] = at::ones_like(named[n], named[n].options().dtype(at::kBool));
+
+    std::unique_ptr<ParticleState> resume_particle;
+    if (!ckpt_path_.empty() && file_exists(ckpt_path_)) {
+      if (ck_.fresh) {
+        std::remove(ckpt_path_.c_str());
+      } else {
+        resume_particle = restore();
+        if (hooks_.on_restore && !results_.empty()) hooks_.on_restore(results_);
+      }
     }
 
-    // The ticket: dense training from the initialisation for the rewind steps.
-    train(*ticket, {}, /*round=*/-1, /*particle=*/0, 0, plan_.rewind_step, /*swa=*/false, nullptr);
+    if (!ticket_done_) {
+      ParticleState t = new_particle(*ticket_, {}, -1, 0);
+      train(*ticket_, t, -1, 0, plan_.rewind_step, false, /*checkpoints=*/false);
+      ticket_done_ = true;
+      save_checkpoint(nullptr, 0);
+    }
 
-    for (int64_t round = 0; round < cfg_.rounds; ++round) {
-      const auto t0 = Clock::now();
+    for (int64_t round = rounds_done_; round < cfg_.rounds; ++round) {
+      round_t0_ = Clock::now();
+      if (masks_round_ < round) {  // a finished run extended with more rounds
+        prune();
+        masks_round_ = round;
+      }
       const int64_t n = particles_in_round(cfg_, round);
-      const std::vector<at::Tensor> param_masks = masks_for(*ticket, masks);
-      std::vector<at::Tensor> particle_logp;
-      std::vector<std::vector<at::Tensor>> particle_params;
+      const std::vector<at::Tensor> param_masks = masks_for(*ticket_);
+      for (int64_t p = particles_done_; p < n; ++p) {
+        Model& model = *particles_[p];
+        std::unique_ptr<ParticleState> st;
+        if (resume_particle) {
+          st = std::move(resume_particle);
+        } else {
+          rewind(model);
+          st = std::make_unique<ParticleState>(new_particle(model, param_masks, round, p));
+          st->step = plan_.rewind_step;
+        }
+        train(model, *st, round, p, plan_.total_steps, plan_.swa, /*checkpoints=*/true);
+        if (plan_.swa) {
+          load_parameters(model, st->swa.value());
+          recompute_bn(model);
+        }
+        losses_.push_back(st->last_loss);
+        particles_done_ = p + 1;
+        save_checkpoint(nullptr, round);
+      }
+
+      // Average the particles (uniformly), then fix batch-norm statistics for the average.
       RoundResult rr;
       rr.round = round;
       rr.particles = n;
+      std::vector<at::Tensor> particle_logp;
+      std::vector<std::vector<at::Tensor>> particle_params;
       double loss_sum = 0.0;
       for (int64_t p = 0; p < n; ++p) {
-        Model& model = *particles[p];
-        rewind(*ticket, model, masks);
-        RunningAverage swa;
-        loss_sum += train(model, param_masks, round, p, plan_.rewind_step, plan_.total_steps,
-                          plan_.swa, &swa);
-        if (plan_.swa) {
-          load_parameters(model, swa.value());
-          recompute_bn(model);
-        }
-        at::Tensor logp = log_probs(model);
+        at::Tensor logp = log_probs(*particles_[p]);
         const Metrics m = metrics(logp);
         rr.particle_acc.push_back(m.acc);
         rr.particle_nll.push_back(m.nll);
         particle_logp.push_back(logp);
-        particle_params.push_back(model.parameters(true));
+        particle_params.push_back(particles_[p]->parameters(true));
+        loss_sum += losses_[p];
       }
       rr.train_loss = loss_sum / static_cast<double>(n);
-
-      // Average the particles (uniformly), then fix batch-norm statistics for the average.
-      copy_state(*particles[0], *final_model);
-      std::vector<at::Tensor> out = final_model->parameters(true);
+      copy_state(*particles_[0], *final_);
+      std::vector<at::Tensor> out = final_->parameters(true);
       averager_->average(particle_params, out, n);
-      if (n > 1 || plan_.swa) recompute_bn(*final_model);
-      apply_masks(*final_model, masks);
-      const Metrics fm = metrics(log_probs(*final_model));
+      if (n > 1 || plan_.swa) recompute_bn(*final_);
+      apply_masks(*final_);
+      const Metrics fm = metrics(log_probs(*final_));
       rr.test_acc = fm.acc;
       rr.test_nll = fm.nll;
       const Metrics em = ensemble_metrics(particle_logp);
       rr.ensemble_acc = em.acc;
       rr.ensemble_nll = em.nll;
-      fill_sparsity(rr, *final_model, prunable, masks);
-      rr.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-      result.rounds.push_back(rr);
+      fill_sparsity(rr);
+      rr.seconds = round_seconds_ + std::chrono::duration<double>(Clock::now() - round_t0_).count();
+      round_seconds_ = 0.0;
+      round_t0_ = Clock::now();
+      results_.push_back(rr);
+      rounds_done_ = round + 1;
+      particles_done_ = 0;
+      losses_.clear();
+      if (round + 1 < cfg_.rounds) {
+        prune();
+        masks_round_ = round + 1;
+      }
+      save_checkpoint(nullptr, round + 1);
       if (hooks_.on_round) hooks_.on_round(rr);
-
-      if (round + 1 < cfg_.rounds) prune(*final_model, eligible, masks);
     }
 
-    for (const auto& kv : masks) result.masks[kv.first] = kv.second.cpu();
-    for (const auto& item : final_model->named_parameters(true))
+    RunResult result;
+    result.config = cfg_;
+    result.rounds = results_;
+    // A run restored from a finished checkpoint (or cut to fewer rounds) returns what it has.
+    if (static_cast<int64_t>(result.rounds.size()) > cfg_.rounds) result.rounds.resize(cfg_.rounds);
+    for (const auto& kv : masks_) result.masks[kv.first] = kv.second.cpu();
+    for (const auto& item : final_->named_parameters(true))
       result.state[item.key()] = item.value().detach().cpu();
-    for (const auto& item : final_model->named_buffers(true))
+    for (const auto& item : final_->named_buffers(true))
       result.state[item.key()] = item.value().detach().cpu();
     return result;
   }
 
  private:
-  // Per-parameter masks in parameter order (undefined where unmasked).
-  std::vector<at::Tensor> masks_for(Model& model, const std::map<std::string, at::Tensor>& masks) {
+  // ---- checkpoints ----------------------------------------------------------------------------
+  std::string data_fingerprint() const {
+    std::ostringstream o;
+    o << data_.x_train.sizes() << data_.x_test.sizes() << " classes " << data_.num_classes;
+    for (const at::Tensor* t : {&data_.x_train, &data_.y_train, &data_.x_test, &data_.y_test})
+      o << " " << fmt_double(t->to(at::kDouble).sum().item<double>()) << " "
+        << fmt_double(t->to(at::kDouble).abs().sum().item<double>());
+    return o.str();
+  }
+
+  void save_checkpoint(const ParticleState* cur, int64_t round) {
+    if (ckpt_path_.empty()) return;
+    const auto t0 = Clock::now();
+    TensorMap m;
+    m["meta/format"] = string_tensor("swamp_ext-checkpoint-1");
+    m["meta/config"] = string_tensor(encode_config(cfg_));
+    m["meta/data"] = string_tensor(fingerprint_);
+    m["meta/ticket_done"] = scalar_i(ticket_done_);
+    m["meta/rounds_done"] = scalar_i(rounds_done_);
+    m["meta/masks_round"] = scalar_i(masks_round_);
+    m["meta/particles_done"] = scalar_i(particles_done_);
+    m["meta/round_seconds"] =
+        scalar_d(round_seconds_ + std::chrono::duration<double>(Clock::now() - round_t0_).count());
+    if (ticket_done_) save_module(m, "ticket/", *ticket_);
+    for (const auto& kv : masks_) m["mask/" + kv.first] = kv.second;
+    if (rounds_done_ > 0) save_module(m, "final/", *final_);
+    for (size_t i = 0; i < results_.size(); ++i)
+      m["result/" + std::to_string(i)] = string_tensor(encode_round(results_[i]));
+    for (int64_t p = 0; p < particles_done_; ++p) {
+      save_module(m, "done/" + std::to_string(p) + "/", *particles_[p]);
+      m["done/" + std::to_string(p) + "/loss"] = scalar_d(losses_[p]);
+    }
+    if (cur != nullptr) {
+      m["cur/active"] = scalar_i(1);
+      cur->save(m, "cur/");
+      save_module(m, "cur/model/", *particles_[particles_done_]);
+    }
+    (void)round;
+    save_tensors_atomic(ckpt_path_, m);
+    checkpoint_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+
+  std::unique_ptr<ParticleState> restore() {
+    const TensorMap m = load_tensors_verified(ckpt_path_);
+    TORCH_CHECK(
+        m.count("meta/format") && tensor_string(m.at("meta/format")) == "swamp_ext-checkpoint-1",
+        "checkpoint ", ckpt_path_, " has an unknown format");
+    // Same configuration (only `rounds` may change) and same data, or refuse.
+    std::map<std::string, std::string> saved;
+    {
+      std::istringstream in(tensor_string(get_t(m, "meta/config")));
+      std::string line;
+      while (std::getline(in, line)) {
+        const auto eq = line.find('=');
+        if (eq != std::string::npos) saved[line.substr(0, eq)] = line.substr(eq + 1);
+      }
+    }
+    std::string diffs;
+    for (const auto& kv : config_fields(cfg_)) {
+      if (kv.first == "rounds") continue;
+      auto it = saved.find(kv.first);
+      const std::string was = it == saved.end() ? "<missing>" : it->second;
+      if (was != kv.second)
+        diffs += "\n  " + kv.first + ": checkpoint " + was + ", now " + kv.second;
+    }
+    TORCH_CHECK_VALUE(diffs.empty(), "the checkpoint in ", ck_.dir,
+                      " was made with a different configuration:", diffs,
+                      "\nUse the same configuration to resume, another folder, or fresh=True "
+                      "(--fresh) to start over");
+    TORCH_CHECK_VALUE(tensor_string(get_t(m, "meta/data")) == fingerprint_, "the checkpoint in ",
+                      ck_.dir,
+                      " was made with different data; use the same dataset to resume, "
+                      "another folder, or fresh=True (--fresh) to start over");
+
+    ticket_done_ = get_i(m, "meta/ticket_done") != 0;
+    rounds_done_ = get_i(m, "meta/rounds_done");
+    masks_round_ = get_i(m, "meta/masks_round");
+    particles_done_ = get_i(m, "meta/particles_done");
+    round_seconds_ = get_d(m, "meta/round_seconds");
+    TORCH_CHECK_VALUE(rounds_done_ <= cfg_.rounds && masks_round_ < cfg_.rounds,
+                      "the checkpoint in ", ck_.dir, " has gone on to round ", masks_round_,
+                      ": ask for at least ", masks_round_ + 1,
+                      " rounds to resume it (rounds=", cfg_.rounds, ")");
+    if (ticket_done_) load_module(m, "ticket/", *ticket_);
+    for (auto& kv : masks_) kv.second.copy_(get_t(m, "mask/" + kv.first));
+    if (rounds_done_ > 0) load_module(m, "final/", *final_);
+    for (int64_t i = 0; i < rounds_done_; ++i)
+      results_.push_back(decode_round(tensor_string(get_t(m, "result/" + std::to_string(i)))));
+    for (int64_t p = 0; p < particles_done_; ++p) {
+      load_module(m, "done/" + std::to_string(p) + "/", *particles_[p]);
+      losses_.push_back(get_d(m, "done/" + std::to_string(p) + "/loss"));
+    }
+    if (m.count("cur/active")) {
+      Model& model = *particles_[particles_done_];
+      load_module(m, "cur/model/", model);
+      auto st = std::make_unique<ParticleState>(
+          new_particle(model, masks_for(*ticket_), rounds_done_, particles_done_));
+      st->load(m, "cur/", device_);
+      return st;
+    }
+    return nullptr;
+  }
+
+  // ---- the steps of the algorithm ---------------------------------------------------------------
+  std::vector<at::Tensor> masks_for(Model& model) {
     std::vector<at::Tensor> out;
     for (const auto& item : model.named_parameters(true)) {
-      auto it = masks.find(item.key());
-      out.push_back(it == masks.end() ? at::Tensor() : it->second);
+      auto it = masks_.find(item.key());
+      out.push_back(it == masks_.end() ? at::Tensor() : it->second);
     }
     return out;
   }
 
-  void apply_masks(Model& model, const std::map<std::string, at::Tensor>& masks) {
+  void apply_masks(Model& model) {
     torch::NoGradGuard no_grad;
     auto named = model.named_parameters(true);
-    for (const auto& kv : masks) named[kv.first].mul_(kv.second);
+    for (const auto& kv : masks_) named[kv.first].mul_(kv.second);
   }
 
-  void rewind(const Model& ticket, Model& model, const std::map<std::string, at::Tensor>& masks) {
-    copy_state(ticket, model);
-    apply_masks(model, masks);
+  void rewind(Model& model) {
+    copy_state(*ticket_, model);
+    apply_masks(model);
   }
 
   void load_parameters(Model& model, const std::vector<at::Tensor>& values) {
@@ -178,24 +491,32 @@ class Engine {
     for (size_t i = 0; i < params.size(); ++i) params[i].copy_(values[i]);
   }
 
-  void prune(Model& model, const std::vector<std::string>& eligible,
-             std::map<std::string, at::Tensor>& masks) {
-    auto named = model.named_parameters(true);
+  void prune() {
+    auto named = final_->named_parameters(true);
     std::vector<at::Tensor> w, m;
-    for (const auto& n : eligible) {
+    for (const auto& n : eligible_) {
       w.push_back(named[n].detach());
-      m.push_back(masks[n]);
+      m.push_back(masks_[n]);
     }
     global_magnitude_prune_(w, m, cfg_.prune_ratio);
   }
 
-  // Trains from global step `begin` to `end`; returns the mean loss of the last epoch trained.
-  double train(Model& model, const std::vector<at::Tensor>& param_masks, int64_t round,
-               int64_t particle, int64_t begin, int64_t end, bool swa, RunningAverage* swa_avg) {
-    if (begin >= end) return 0.0;
+  ParticleState new_particle(Model& model, const std::vector<at::Tensor>& param_masks,
+                             int64_t round, int64_t particle) {
+    return ParticleState{0,
+                         MaskedSGD(model.parameters(true), param_masks,
+                                   SgdOptions{cfg_.momentum, cfg_.nesterov, cfg_.weight_decay}),
+                         BatchOrder(data_.x_train.size(0), hash_seed(cfg_.seed, round, particle)),
+                         RunningAverage(),
+                         0.0,
+                         0,
+                         0.0};
+  }
+
+  // Trains from st.step to `end`.
+  void train(Model& model, ParticleState& st, int64_t round, int64_t particle, int64_t end,
+             bool swa, bool checkpoints) {
     model.train(true);
-    MaskedSGD opt(model.parameters(true), param_masks,
-                  SgdOptions{cfg_.momentum, cfg_.nesterov, cfg_.weight_decay});
     ScheduleOptions sched;
     sched.kind = cfg_.schedule;
     sched.lr = cfg_.lr;
@@ -204,18 +525,17 @@ class Engine {
         std::llround(cfg_.warmup_epochs * static_cast<double>(plan_.steps_per_epoch)));
     sched.swa_start_step = plan_.swa ? plan_.swa_start_epoch * plan_.steps_per_epoch : -1;
     sched.swa_lr = cfg_.swa_lr;
-    BatchOrder order(data_.x_train.size(0), hash_seed(cfg_.seed, round, particle));
     const int64_t B = cfg_.batch_size;
     const int64_t spe = plan_.steps_per_epoch;
     const int64_t particles = particles_in_round(cfg_, std::max<int64_t>(round, 0));
-    double epoch_loss = 0.0, last_epoch_loss = 0.0;
-    int64_t epoch_steps = 0;
-    for (int64_t step = begin; step < end; ++step) {
+    int64_t epochs_since_checkpoint = 0;
+    for (; st.step < end;) {
+      const int64_t step = st.step;
       const int64_t epoch = step / spe, b = step % spe;
-      const at::Tensor idx = order.epoch(epoch).narrow(0, b * B, B).to(device_);
+      const at::Tensor idx = st.order.epoch(epoch).narrow(0, b * B, B).to(device_);
       const at::Tensor x = data_.x_train.index_select(0, idx);
       const at::Tensor y = data_.y_train.index_select(0, idx);
-      opt.zero_grad();
+      st.opt.zero_grad();
       at::Tensor loss = at::cross_entropy_loss(model.forward(x), y);
       loss.backward();
       const double lv = loss.item<double>();
@@ -223,22 +543,36 @@ class Engine {
                   round < 0 ? " (ticket)" : "", ", particle ", particle, ", step ", step,
                   "; lower the learning rate");
       const double lr = learning_rate(sched, step);
-      opt.step(lr);
-      epoch_loss += lv;
-      ++epoch_steps;
-      if (b == spe - 1 || step + 1 == end) {
-        last_epoch_loss = epoch_loss / static_cast<double>(epoch_steps);
-        if (b == spe - 1 && swa && swa_avg != nullptr && epoch >= plan_.swa_start_epoch)
-          swa_avg->update(model.parameters(true));
+      st.opt.step(lr);
+      st.epoch_loss += lv;
+      ++st.epoch_steps;
+      ++st.step;
+      bool epoch_end = false;
+      if (b == spe - 1 || st.step == end) {
+        st.last_loss = st.epoch_loss / static_cast<double>(st.epoch_steps);
+        if (b == spe - 1 && swa && epoch >= plan_.swa_start_epoch)
+          st.swa.update(model.parameters(true));
         if (hooks_.on_epoch)
           hooks_.on_epoch(
-              Progress{round, particle, particles, epoch + 1, cfg_.epochs, last_epoch_loss, lr});
-        epoch_loss = 0.0;
-        epoch_steps = 0;
+              Progress{round, particle, particles, epoch + 1, cfg_.epochs, st.last_loss, lr});
+        st.epoch_loss = 0.0;
+        st.epoch_steps = 0;
+        epoch_end = b == spe - 1;
       }
-      if (hooks_.check_interrupt) hooks_.check_interrupt();
+      if (checkpoints && epoch_end && st.step < end && ck_.every_epochs > 0 &&
+          ++epochs_since_checkpoint >= ck_.every_epochs) {
+        save_checkpoint(&st, round);
+        epochs_since_checkpoint = 0;
+      }
+      if (hooks_.check_interrupt) {
+        try {
+          hooks_.check_interrupt();
+        } catch (...) {
+          if (checkpoints) save_checkpoint(&st, round);  // stop cleanly: nothing done is lost
+          throw;
+        }
+      }
     }
-    return last_epoch_loss;
   }
 
   void recompute_bn(Model& model) {
@@ -248,7 +582,6 @@ class Engine {
       for (int64_t s = 0; s + B <= n || s == 0; s += B) {
         const int64_t len = std::min(B, n - s);
         model.forward(data_.x_train.narrow(0, s, len));
-        if (hooks_.check_interrupt) hooks_.check_interrupt();
       }
     });
   }
@@ -280,17 +613,16 @@ class Engine {
     return metrics(at::logsumexp(stacked, {0}) - std::log(static_cast<double>(logps.size())));
   }
 
-  void fill_sparsity(RoundResult& rr, Model& model, const std::vector<std::string>& prunable,
-                     const std::map<std::string, at::Tensor>& masks) {
-    auto named = model.named_parameters(true);
+  void fill_sparsity(RoundResult& rr) {
+    auto named = final_->named_parameters(true);
     int64_t all = 0, all_kept = 0;
-    for (const auto& n : prunable) {
+    for (const auto& n : prunable_) {
       const int64_t numel = named[n].numel();
-      auto it = masks.find(n);
-      const int64_t kept = it == masks.end() ? numel : it->second.sum().item<int64_t>();
+      auto it = masks_.find(n);
+      const int64_t kept = it == masks_.end() ? numel : it->second.sum().item<int64_t>();
       all += numel;
       all_kept += kept;
-      if (it != masks.end()) {
+      if (it != masks_.end()) {
         rr.prunable += numel;
         rr.remaining += kept;
       }
@@ -300,23 +632,48 @@ class Engine {
     rr.sparsity_all = 1.0 - static_cast<double>(all_kept) / static_cast<double>(all);
   }
 
+ public:
+  void set_fingerprint() { fingerprint_ = ckpt_path_.empty() ? "" : data_fingerprint(); }
+
+ private:
   const Config& cfg_;
   const Hooks& hooks_;
+  const CheckpointOptions& ck_;
   c10::Device device_;
   Dataset data_;
   Plan plan_;
   std::shared_ptr<ParticleAverager> averager_;
+  std::string ckpt_path_;
+  std::string fingerprint_;
+
+  ModelPtr ticket_, final_;
+  std::vector<ModelPtr> particles_;
+  std::vector<std::string> prunable_, eligible_;
+  std::map<std::string, at::Tensor> masks_;
+
+  // Progress (what a checkpoint records).
+  bool ticket_done_ = false;
+  int64_t rounds_done_ = 0;
+  int64_t masks_round_ = 0;     // the round the current masks are for
+  int64_t particles_done_ = 0;  // in round rounds_done_
+  std::vector<double> losses_;  // last-epoch losses of the finished particles of the round
+  std::vector<RoundResult> results_;
+  double round_seconds_ = 0.0;  // time spent in the current round before a resume
+  Clock::time_point round_t0_ = Clock::now();
+  double checkpoint_seconds_ = 0.0;
 };
 
 }  // namespace
 
-RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks) {
+RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks,
+                  const CheckpointOptions& checkpoint) {
   validate_config(cfg);
   const c10::Device dev(cfg.device);
   TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "config.device is '", cfg.device,
                     "' but this torch build has no usable CUDA device");
   validate_dataset(data, cfg.batch_size);
-  Engine engine(cfg, data, hooks);
+  Engine engine(cfg, data, hooks, checkpoint);
+  engine.set_fingerprint();
   return engine.run();
 }
 

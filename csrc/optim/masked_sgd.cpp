@@ -21,6 +21,14 @@ MaskedSGD::MaskedSGD(std::vector<at::Tensor> params, std::vector<at::Tensor> mas
   }
 }
 
+void MaskedSGD::set_momentum_buffers(std::vector<at::Tensor> buffers) {
+  TORCH_CHECK_VALUE(buffers.size() == params_.size(), "MaskedSGD: expected ", params_.size(),
+                    " momentum buffers, got ", buffers.size());
+  for (size_t i = 0; i < buffers.size(); ++i)
+    if (buffers[i].defined()) buffers[i] = buffers[i].to(params_[i].options());
+  buffers_ = std::move(buffers);
+}
+
 void MaskedSGD::zero_grad() {
   for (auto& p : params_) {
     at::Tensor g = p.mutable_grad();

@@ -67,11 +67,15 @@ void bind_engine(py::module_& m) {
       [](const Config& cfg, const at::Tensor& x_train, const at::Tensor& y_train,
          const at::Tensor& x_test, const at::Tensor& y_test, int64_t num_classes,
          std::function<void(const RoundResult&)> on_round,
-         std::function<void(const Progress&)> on_epoch) {
+         std::function<void(const Progress&)> on_epoch,
+         std::function<void(const std::vector<RoundResult>&)> on_restore,
+         const std::string& checkpoint_dir, int64_t checkpoint_every, bool fresh) {
         Dataset data{x_train, y_train, x_test, y_test, num_classes};
         Hooks hooks;
         hooks.on_round = std::move(on_round);
         hooks.on_epoch = std::move(on_epoch);
+        hooks.on_restore = std::move(on_restore);
+        CheckpointOptions ck{checkpoint_dir, checkpoint_every, fresh};
         hooks.check_interrupt = [] {
           py::gil_scoped_acquire gil;
           if (PyErr_CheckSignals() != 0) throw py::error_already_set();
@@ -79,13 +83,14 @@ void bind_engine(py::module_& m) {
         RunResult r;
         {
           py::gil_scoped_release nogil;
-          r = run_imp(cfg, data, hooks);
+          r = run_imp(cfg, data, hooks, ck);
         }
         return py::make_tuple(r.rounds, r.masks, r.state);
       },
       py::arg("config"), py::arg("x_train"), py::arg("y_train"), py::arg("x_test"),
       py::arg("y_test"), py::arg("num_classes"), py::arg("on_round") = nullptr,
-      py::arg("on_epoch") = nullptr);
+      py::arg("on_epoch") = nullptr, py::arg("on_restore") = nullptr,
+      py::arg("checkpoint_dir") = "", py::arg("checkpoint_every") = 1, py::arg("fresh") = false);
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);

@@ -19,6 +19,10 @@ class SWAMP_API RunningAverage {
   void update(const std::vector<at::Tensor>& values);
   int64_t count() const { return count_; }
   const std::vector<at::Tensor>& value() const { return avg_; }
+  void restore(std::vector<at::Tensor> values, int64_t count) {
+    avg_ = std::move(values);
+    count_ = count;
+  }
 
  private:
   std::vector<at::Tensor> avg_;

@@ -38,6 +38,15 @@ class SWAMP_API BatchOrder {
   // The permutation of epoch `epoch`; epochs must be asked for in increasing order.
   const at::Tensor& epoch(int64_t epoch);
 
+  // Exact state, for checkpoints: generator state, current permutation and its epoch.
+  struct State {
+    at::Tensor generator;
+    at::Tensor perm;
+    int64_t current = -1;
+  };
+  State state() const;
+  void restore(const State& s);
+
  private:
   int64_t n_;
   int64_t current_ = -1;

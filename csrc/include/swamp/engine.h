@@ -82,8 +82,16 @@ struct Hooks {
   std::function<void(const Progress&)> on_epoch;
   // Called between training steps; may throw to stop the run (e.g. on Ctrl-C).
   std::function<void()> check_interrupt;
+  // Called once at the start of a resumed run with the rounds completed before.
+  std::function<void(const std::vector<RoundResult>&)> on_restore;
   // Particle averaging; a LocalAverager when not set.
   std::shared_ptr<ParticleAverager> averager;
+};
+
+struct CheckpointOptions {
+  std::string dir;           // empty: no checkpoints
+  int64_t every_epochs = 1;  // also inside a particle's training, every this many epochs (0: never)
+  bool fresh = false;        // ignore (and replace) an existing checkpoint
 };
 
 struct RunResult {
@@ -94,6 +102,15 @@ struct RunResult {
       state;  // final averaged weights and buffers, zeros where masked
 };
 
-SWAMP_API RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks = {});
+// Runs IMP / SWAMP. With checkpoint.dir set, writes <dir>/checkpoint.swamp at the end of every
+// round, after every particle, every `every_epochs` epochs and when interrupted (an exception
+// thrown by hooks.check_interrupt), and resumes from it: a resumed run gives bitwise the same
+// result on the CPU as one never interrupted. Only `rounds` may differ from the checkpoint's config
+// (to extend a finished run); any other difference is an error naming the fields.
+SWAMP_API RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks = {},
+                            const CheckpointOptions& checkpoint = {});
+
+// The configuration as (field, value) text pairs, in declaration order.
+SWAMP_API std::vector<std::pair<std::string, std::string>> config_fields(const Config& cfg);
 
 }  // namespace swamp

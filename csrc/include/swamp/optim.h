@@ -27,6 +27,8 @@ class SWAMP_API MaskedSGD {
   void step(double lr);
   void zero_grad();
   const std::vector<at::Tensor>& momentum_buffers() const { return buffers_; }
+  // Restores buffers saved from momentum_buffers() (undefined entries: no step taken yet).
+  void set_momentum_buffers(std::vector<at::Tensor> buffers);
 
  private:
   std::vector<at::Tensor> params_;
