@@ -80,13 +80,7 @@ class Result:
         return dict(self._state)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "dataset": self.dataset,
-            "swamp_ext_version": _C.version(),
-            "torch_version": torch.__version__,
-            "rounds": [asdict(r) for r in self.rounds],
-        }
+        return _results_json(self.config, self.dataset, self.rounds)
 
     def save(self, out_dir: Union[str, os.PathLike]) -> None:
         """Writes results.json and model.safetensors (weights, and masks as ``mask.<name>``)."""
@@ -189,24 +183,43 @@ def run_imp(
 
     records: list[RoundRecord] = []
 
+    def write_results() -> None:
+        if ckpt:
+            path = os.path.join(ckpt, "results.json")
+            write_json(path, _results_json(config, data.name, records))
+
+    def restore_cb(rounds: Any) -> None:
+        records.extend(RoundRecord._from_cpp(r) for r in rounds)
+        write_results()
+
     def round_cb(r: Any) -> None:
         rec = RoundRecord._from_cpp(r)
         records.append(rec)
+        write_results()
         if bar is not None:
             bar.round_done(rec)
         if on_round is not None:
             on_round(rec)
 
-    _, masks, state = _C.run_imp(
-        config.to_cpp(),
-        data.x_train,
-        data.y_train,
-        data.x_test,
-        data.y_test,
-        data.num_classes,
-        round_cb,
-        on_epoch,
-    )
+    try:
+        _, masks, state = _C.run_imp(
+            config.to_cpp(), data.x_train, data.y_train, data.x_test, data.y_test,
+            data.num_classes, round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh,
+        )
+    except RuntimeError as e:
+        if str(e).startswith("training diverged"):
+            raise TrainingDivergedError(str(e), list(records)) from None
+        raise
+    finally:
+        if bar is not None:
+            bar.round_done(None)
     return Result(
         config=config, dataset=data.name, rounds=records, masks=dict(masks), _state=dict(state)
     )
+
+
+def _results_json(config: Config, dataset: str, rounds: list[RoundRecord]) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(), "dataset": dataset, "swamp_ext_version": _C.version(),
+        "torch_version": torch.__version__, "rounds": [asdict(r) for r in rounds],
+    }

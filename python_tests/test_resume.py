@@ -1,0 +1,257 @@
+"""Fault injection: runs killed, interrupted, resumed, corrupted and starved of disk space.
+
+A child process trains with checkpoints; the parent kills it at chosen points and resumes. The
+resumed result must be bitwise the one of a run never interrupted.
+"""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import swamp_ext
+from swamp_ext import Config, datasets, run_imp
+
+CFG = dict(model="conv4", method="swamp", particles=2, rounds=3, epochs=4, rewind_epochs=1,
+           batch_size=64, lr=0.05, seed=11)
+
+CHILD = textwrap.dedent(
+    """
+    import json, signal, sys
+    import torch
+    torch.set_num_threads(2)
+    import swamp_ext
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a full "disk" gives EFBIG, not a kill
+    cfg = swamp_ext.Config(**json.loads(sys.argv[1]))
+    data = swamp_ext.datasets.load("digits")
+    def prog(p):
+        print(f"EPOCH {p.round} {p.particle} {p.epoch}", flush=True)
+    def rnd(r):
+        print(f"ROUND {r.round}", flush=True)
+    try:
+        res = swamp_ext.run_imp(cfg, data, checkpoint_dir=sys.argv[2], checkpoint_every=1,
+                                progress=prog, on_round=rnd)
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+        sys.exit(130)
+    except Exception as e:
+        print(f"ERROR {type(e).__name__}: {e}", flush=True)
+        sys.exit(1)
+    torch.save({"masks": res.masks, "state": res.state_dict(),
+                "rounds": [(r.test_acc, r.test_nll, r.ensemble_acc, r.ensemble_nll, r.particle_nll,
+                            r.sparsity, r.train_loss, r.layer_density) for r in res.rounds]},
+               sys.argv[3])
+    print("DONE", flush=True)
+    """
+)
+
+
+def child_cmd(tmp_path, cfg, ckpt, out):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    return [sys.executable, str(script), json.dumps(cfg), str(ckpt), str(out)]
+
+
+def child_env(**extra):
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env.update(extra)
+    return env
+
+
+def run_child(tmp_path, cfg, ckpt, out, kill_at=None, sig=signal.SIGKILL, env=None, limit=None):
+    """Runs the child; with kill_at, sends `sig` when a line starting with it is printed."""
+    pre = None
+    if limit is not None:
+        def pre():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    p = subprocess.Popen(child_cmd(tmp_path, cfg, ckpt, out), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=env or child_env(),
+                         cwd=tmp_path, preexec_fn=pre)
+    lines = []
+    for line in p.stdout:
+        lines.append(line.rstrip())
+        if kill_at is not None and line.startswith(kill_at):
+            p.send_signal(sig)
+            kill_at = None
+    p.wait(timeout=600)
+    return p.returncode, lines
+
+
+def load(path):
+    return torch.load(path)
+
+
+def assert_same(a, b):
+    assert a["rounds"] == b["rounds"]
+    assert a["masks"].keys() == b["masks"].keys()
+    for k in a["masks"]:
+        assert torch.equal(a["masks"][k], b["masks"][k]), k
+    for k in a["state"]:
+        assert torch.equal(a["state"][k], b["state"][k]), k
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ref")
+    rc, lines = run_child(d, CFG, d / "ckpt", d / "ref.pt")
+    assert rc == 0, lines
+    return load(d / "ref.pt")
+
+
+def test_checkpointing_does_not_change_the_result(reference):
+    torch.set_num_threads(2)
+    res = run_imp(Config(**CFG), datasets.load("digits"), progress=False)
+    got = {"masks": res.masks, "state": res.state_dict(),
+           "rounds": [(r.test_acc, r.test_nll, r.ensemble_acc, r.ensemble_nll, r.particle_nll,
+                       r.sparsity, r.train_loss, r.layer_density) for r in res.rounds]}
+    assert_same(got, reference)
+
+
+@pytest.mark.parametrize("kill_at", [
+    "EPOCH -1 0 1",   # while training the ticket
+    "EPOCH 0 0 3",    # inside the first particle
+    "EPOCH 1 1 2",    # inside the second particle of round 1
+    "ROUND 0",        # between rounds
+    "EPOCH 2 1 4",    # the very end
+])
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference, kill_at):
+    ckpt = tmp_path / "ckpt"
+    rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt", kill_at=kill_at)
+    assert rc == -signal.SIGKILL, lines
+    rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt")
+    assert rc == 0, lines
+    assert_same(load(tmp_path / "out.pt"), reference)
+    if kill_at.startswith("EPOCH 1"):
+        # round 0 was not trained again
+        assert not any(line.startswith("EPOCH 0 ") for line in lines)
+    results = json.loads((ckpt / "results.json").read_text())
+    assert [r["round"] for r in results["rounds"]] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("nth_write", [2, 5])
+def test_crash_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, reference, nth_write):
+    ckpt = tmp_path / "ckpt"
+    rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt",
+                          env=child_env(SWAMP_TEST_CRASH_IN_WRITE=str(nth_write)))
+    assert rc == 86, lines  # died half-way through writing checkpoint.swamp.tmp
+    assert (ckpt / "checkpoint.swamp.tmp").exists()
+    rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt")
+    assert rc == 0, lines
+    assert_same(load(tmp_path / "out.pt"), reference)
+
+
+def test_ctrl_c_stops_promptly_after_saving_and_resumes(tmp_path, reference):
+    ckpt = tmp_path / "ckpt"
+    rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt", kill_at="EPOCH 1 0 2",
+                          sig=signal.SIGINT)
+    assert rc == 130 and lines[-1] == "INTERRUPTED", lines
+    # it stopped within a step or two of the signal: no further epoch was reported
+    assert lines[-2].startswith("EPOCH 1 0 2"), lines[-3:]
+    rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt")
+    assert rc == 0, lines
+    assert lines[0].startswith("EPOCH 1 0 "), "resumed inside the particle, not from its start"
+    assert_same(load(tmp_path / "out.pt"), reference)
+
+
+def test_full_disk_reports_the_file_and_keeps_the_last_checkpoint(tmp_path, reference):
+    ckpt = tmp_path / "ckpt"
+    # the first checkpoint (ticket + masks) fits, the larger mid-particle one does not
+    rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt", limit=1_500_000)
+    assert rc == 1, lines
+    assert "cannot write checkpoint" in lines[-1] and "checkpoint.swamp" in lines[-1], lines[-1]
+    assert "disk full" in lines[-1]
+    assert (ckpt / "checkpoint.swamp").exists() and not (ckpt / "checkpoint.swamp.tmp").exists()
+    rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt")
+    assert rc == 0, lines
+    assert_same(load(tmp_path / "out.pt"), reference)
+
+
+@pytest.fixture
+def partial_checkpoint(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    rc, _ = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt", kill_at="ROUND 0")
+    assert rc == -signal.SIGKILL
+    return ckpt
+
+
+def test_other_config_is_refused_naming_the_fields(partial_checkpoint):
+    data = datasets.load("digits")
+    other = Config(**dict(CFG, lr=0.07, particles=3))
+    with pytest.raises(ValueError, match=r"different configuration:(.|\n)*particles: checkpoint 2, "
+                                         r"now 3(.|\n)*lr: checkpoint 0.05"):
+        run_imp(other, data, checkpoint_dir=partial_checkpoint, progress=False)
+    before = (partial_checkpoint / "checkpoint.swamp").read_bytes()
+    with pytest.raises(ValueError, match="different data"):
+        small = datasets.from_arrays(data.x_train[:500], data.y_train[:500], data.x_test,
+                                     data.y_test, num_classes=10, name="digits")
+        run_imp(Config(**CFG), small, checkpoint_dir=partial_checkpoint, progress=False)
+    assert (partial_checkpoint / "checkpoint.swamp").read_bytes() == before  # untouched
+    res = run_imp(Config(**dict(CFG, rounds=1)), data, checkpoint_dir=partial_checkpoint,
+                  progress=False, fresh=True)
+    assert len(res.rounds) == 1
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_corrupt_checkpoint_is_detected_and_never_loaded(partial_checkpoint, damage):
+    path = partial_checkpoint / "checkpoint.swamp"
+    raw = bytearray(path.read_bytes())
+    if damage == "flip":
+        raw[len(raw) // 2] ^= 0x40
+    elif damage == "truncate":
+        raw = raw[: len(raw) - 1000]
+    else:
+        raw = bytearray()
+    path.write_bytes(bytes(raw))
+    with pytest.raises(RuntimeError, match="checksum|truncated|length") as err:
+        run_imp(Config(**CFG), datasets.load("digits"), checkpoint_dir=partial_checkpoint,
+                progress=False)
+    assert "checkpoint.swamp" in str(err.value)
+    assert path.read_bytes() == bytes(raw)
+
+
+def test_extending_a_finished_run_equals_running_longer(tmp_path):
+    data = datasets.load("digits")
+    cfg = dict(CFG, model="lenet_300_100", rounds=2)
+    run_imp(Config(**cfg), data, checkpoint_dir=tmp_path, progress=False)
+    again = run_imp(Config(**cfg), data, checkpoint_dir=tmp_path, progress=False)
+    assert len(again.rounds) == 2  # nothing retrained: the finished run comes back
+    longer = run_imp(Config(**dict(cfg, rounds=3)), data, checkpoint_dir=tmp_path, progress=False)
+    direct = run_imp(Config(**dict(cfg, rounds=3)), data, progress=False)
+    assert [r.test_acc for r in longer.rounds] == [r.test_acc for r in direct.rounds]
+    for k in direct.masks:
+        assert torch.equal(longer.masks[k], direct.masks[k])
+    with pytest.raises(ValueError, match="at least 3 rounds"):
+        run_imp(Config(**dict(cfg, rounds=1)), data, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_unwritable_checkpoint_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="checkpoint_dir"):
+        run_imp(Config(**CFG), datasets.load("digits"), checkpoint_dir=blocker / "sub",
+                progress=False)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        run_imp(Config(**CFG), datasets.load("digits"), checkpoint_dir=tmp_path,
+                checkpoint_every=-1, progress=False)
+
+
+def test_divergence_keeps_completed_rounds(tmp_path):
+    d = datasets.load("digits")
+    data = datasets.from_arrays(d.x_train.clone(), d.y_train, d.x_test, d.y_test, num_classes=10)
+
+    def poison(r):  # after round 0, make one training sample NaN: round 1 diverges
+        if r.round == 0:
+            data.x_train[:] = float("nan")
+
+    cfg = Config(**dict(CFG, model="lenet_300_100"))
+    with pytest.raises(swamp_ext.TrainingDivergedError, match=r"round 1, particle 0, step") as e:
+        run_imp(cfg, data, checkpoint_dir=tmp_path, on_round=poison, progress=False)
+    assert [r.round for r in e.value.rounds] == [0]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["round"] for r in saved["rounds"]] == [0]
