@@ -298,3 +298,11 @@ def test_mnist5k_is_built_in():
     # shuffled before splitting: every class in the test split
     assert len(torch.unique(d.y_test)) == 10
     assert abs(float(d.x_train.mean())) < 1e-3
+
+
+def test_deterministic_switch_is_scoped_to_the_run(digits):
+    assert not torch.are_deterministic_algorithms_enabled()
+    a = run(small(rounds=2, deterministic=True), digits)
+    assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
+    b = run(small(rounds=2), digits)
+    assert [r.test_nll for r in a.rounds] == [r.test_nll for r in b.rounds]

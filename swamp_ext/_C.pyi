@@ -73,6 +73,7 @@ class Config:
     device: str
     eval_batch_size: int
     bn_batch_size: int
+    deterministic: bool
     def __init__(self) -> None: ...
 
 def validate_config(config: Config) -> None: ...

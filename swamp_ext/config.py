@@ -56,6 +56,7 @@ class Config:
     device: str = "cpu"
     eval_batch_size: int = 1000
     bn_batch_size: int = 0
+    deterministic: bool = False
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -96,7 +97,7 @@ class Config:
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise TypeError(f"Config.{name} must be a string, got {type(v).__name__}")
-        for name in ("nesterov", "keep_first_last_dense"):
+        for name in ("nesterov", "keep_first_last_dense", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Config.{name} must be a bool")
         if self.use_swa is not None and not isinstance(self.use_swa, bool):

@@ -83,7 +83,8 @@ std::vector<std::pair<std::string, std::string>> config_fields(const Config& c) 
           {"seed", std::to_string(c.seed)},
           {"device", c.device},
           {"eval_batch_size", i(c.eval_batch_size)},
-          {"bn_batch_size", i(c.bn_batch_size)}};
+          {"bn_batch_size", i(c.bn_batch_size)},
+          {"deterministic", i(c.deterministic)}};
 }
 
 bool swa_enabled(const Config& c) {

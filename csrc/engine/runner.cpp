@@ -672,6 +672,23 @@ RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks,
   TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "config.device is '", cfg.device,
                     "' but this torch build has no usable CUDA device");
   validate_dataset(data, cfg.batch_size);
+  // Deterministic algorithms for this run only; the global settings come back afterwards.
+  struct DeterminismGuard {
+    at::Context& ctx = at::globalContext();
+    bool algos = ctx.deterministicAlgorithms(), warn = ctx.deterministicAlgorithmsWarnOnly();
+    bool cudnn = ctx.deterministicCuDNN(), bench = ctx.benchmarkCuDNN();
+    explicit DeterminismGuard(bool on) {
+      if (!on) return;
+      ctx.setDeterministicAlgorithms(true, false);
+      ctx.setDeterministicCuDNN(true);
+      ctx.setBenchmarkCuDNN(false);
+    }
+    ~DeterminismGuard() {
+      ctx.setDeterministicAlgorithms(algos, warn);
+      ctx.setDeterministicCuDNN(cudnn);
+      ctx.setBenchmarkCuDNN(bench);
+    }
+  } determinism(cfg.deterministic);
   Engine engine(cfg, data, hooks, checkpoint);
   engine.set_fingerprint();
   return engine.run();

@@ -33,7 +33,8 @@ void bind_engine(py::module_& m) {
       .def_readwrite("seed", &Config::seed)
       .def_readwrite("device", &Config::device)
       .def_readwrite("eval_batch_size", &Config::eval_batch_size)
-      .def_readwrite("bn_batch_size", &Config::bn_batch_size);
+      .def_readwrite("bn_batch_size", &Config::bn_batch_size)
+      .def_readwrite("deterministic", &Config::deterministic);
   m.def("validate_config", &validate_config, py::arg("config"));
 
   py::class_<RoundResult>(m, "RoundResult")

@@ -41,6 +41,9 @@ struct Config {
   std::string device = "cpu";
   int64_t eval_batch_size = 1000;
   int64_t bn_batch_size = 0;  // 0: batch_size
+  // CUDA: deterministic algorithms (cuDNN deterministic, no benchmark, deterministic index
+  // kernels) for the run; CPU results are bitwise reproducible with the same thread count anyway.
+  bool deterministic = false;
 };
 
 // Throws c10::ValueError naming the field for anything out of range.
