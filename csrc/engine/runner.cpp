@@ -204,6 +204,12 @@ class Engine {
   Engine(const Config& cfg, const Dataset& data, const Hooks& hooks, const CheckpointOptions& ck)
       : cfg_(cfg), hooks_(hooks), ck_(ck), device_(cfg.device) {
     data_ = dataset_to(data, device_);
+    Augment aug;
+    if (cfg.augment) aug = Augment{cfg.crop_padding, cfg.flip};
+    TORCH_CHECK_VALUE(!cfg.augment || data_.x_train.dim() == 4,
+                      "config.augment needs image inputs [N, C, H, W], got shape ",
+                      data_.x_train.sizes());
+    inputs_ = std::make_unique<InputPipeline>(data_, aug);
     plan_.steps_per_epoch = data_.x_train.size(0) / cfg.batch_size;  // last partial batch dropped
     plan_.total_steps = cfg.epochs * plan_.steps_per_epoch;
     plan_.rewind_step =
@@ -365,6 +371,8 @@ class Engine {
   std::string data_fingerprint() const {
     std::ostringstream o;
     o << data_.x_train.sizes() << data_.x_test.sizes() << " classes " << data_.num_classes;
+    for (size_t c = 0; c < data_.mean.size(); ++c)
+      o << " norm " << fmt_double(data_.mean[c]) << "/" << fmt_double(data_.std[c]);
     for (const at::Tensor* t : {&data_.x_train, &data_.y_train, &data_.x_test, &data_.y_test})
       o << " " << fmt_double(t->to(at::kDouble).sum().item<double>()) << " "
         << fmt_double(t->to(at::kDouble).abs().sum().item<double>());
@@ -533,7 +541,7 @@ class Engine {
       const int64_t step = st.step;
       const int64_t epoch = step / spe, b = step % spe;
       const at::Tensor idx = st.order.epoch(epoch).narrow(0, b * B, B).to(device_);
-      const at::Tensor x = data_.x_train.index_select(0, idx);
+      const at::Tensor x = (*inputs_)(data_.x_train.index_select(0, idx), &st.order.generator());
       const at::Tensor y = data_.y_train.index_select(0, idx);
       st.opt.zero_grad();
       at::Tensor loss = at::cross_entropy_loss(model.forward(x), y);
@@ -581,7 +589,7 @@ class Engine {
     recompute_batchnorm(model, [&] {
       for (int64_t s = 0; s + B <= n || s == 0; s += B) {
         const int64_t len = std::min(B, n - s);
-        model.forward(data_.x_train.narrow(0, s, len));
+        model.forward((*inputs_)(data_.x_train.narrow(0, s, len)));
       }
     });
   }
@@ -594,7 +602,8 @@ class Engine {
     const int64_t n = data_.x_test.size(0);
     for (int64_t s = 0; s < n; s += cfg_.eval_batch_size) {
       const int64_t len = std::min(cfg_.eval_batch_size, n - s);
-      parts.push_back(at::log_softmax(model.forward(data_.x_test.narrow(0, s, len)), 1));
+      parts.push_back(
+          at::log_softmax(model.forward((*inputs_)(data_.x_test.narrow(0, s, len))), 1));
     }
     model.train(was_training);
     return at::cat(parts, 0);
@@ -641,6 +650,7 @@ class Engine {
   const CheckpointOptions& ck_;
   c10::Device device_;
   Dataset data_;
+  std::unique_ptr<InputPipeline> inputs_;
   Plan plan_;
   std::shared_ptr<ParticleAverager> averager_;
   std::string ckpt_path_;

@@ -16,6 +16,17 @@ std::map<std::string, ModelFactory>& registry() {
   static std::map<std::string, ModelFactory> r;
   return r;
 }
+std::map<std::string, ModelResolver>& families() {
+  static std::map<std::string, ModelResolver> f;
+  return f;
+}
+ModelFactory resolve_family(const std::string& name) {
+  for (const auto& kv : families()) {
+    if (name.rfind(kv.first, 0) != 0) continue;
+    if (ModelFactory f = kv.second(name)) return f;
+  }
+  return nullptr;
+}
 std::mutex& registry_mutex() {
   static std::mutex m;
   return m;
@@ -27,6 +38,11 @@ void register_model(const std::string& name, ModelFactory factory) {
   registry()[name] = std::move(factory);
 }
 
+void register_model_family(const std::string& prefix, ModelResolver resolve) {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  families()[prefix] = std::move(resolve);
+}
+
 std::vector<std::string> model_names() {
   std::lock_guard<std::mutex> lock(registry_mutex());
   std::vector<std::string> names;
@@ -36,7 +52,7 @@ std::vector<std::string> model_names() {
 
 bool has_model(const std::string& name) {
   std::lock_guard<std::mutex> lock(registry_mutex());
-  return registry().count(name) > 0;
+  return registry().count(name) > 0 || resolve_family(name) != nullptr;
 }
 
 ModelPtr create_model(const std::string& name, const ModelSpec& spec, uint64_t seed) {
@@ -44,12 +60,14 @@ ModelPtr create_model(const std::string& name, const ModelSpec& spec, uint64_t s
   {
     std::lock_guard<std::mutex> lock(registry_mutex());
     auto it = registry().find(name);
-    if (it == registry().end()) {
+    if (it != registry().end()) factory = it->second;
+    if (!factory) factory = resolve_family(name);
+    if (!factory) {
       std::string known;
       for (const auto& kv : registry()) known += (known.empty() ? "" : ", ") + kv.first;
-      TORCH_CHECK_VALUE(false, "unknown model '", name, "'; known models: ", known);
+      TORCH_CHECK_VALUE(false, "unknown model '", name, "'; known models: ", known,
+                        " (and wrn<depth>_<width>)");
     }
-    factory = it->second;
   }
   TORCH_CHECK_VALUE(!spec.input_shape.empty(), "model '", name, "': empty input shape");
   for (int64_t d : spec.input_shape)

@@ -34,7 +34,10 @@ void bind_engine(py::module_& m) {
       .def_readwrite("device", &Config::device)
       .def_readwrite("eval_batch_size", &Config::eval_batch_size)
       .def_readwrite("bn_batch_size", &Config::bn_batch_size)
-      .def_readwrite("deterministic", &Config::deterministic);
+      .def_readwrite("deterministic", &Config::deterministic)
+      .def_readwrite("augment", &Config::augment)
+      .def_readwrite("crop_padding", &Config::crop_padding)
+      .def_readwrite("flip", &Config::flip);
   m.def("validate_config", &validate_config, py::arg("config"));
 
   py::class_<RoundResult>(m, "RoundResult")
@@ -67,11 +70,13 @@ void bind_engine(py::module_& m) {
       "run_imp",
       [](const Config& cfg, const at::Tensor& x_train, const at::Tensor& y_train,
          const at::Tensor& x_test, const at::Tensor& y_test, int64_t num_classes,
+         std::vector<double> mean, std::vector<double> std,
          std::function<void(const RoundResult&)> on_round,
          std::function<void(const Progress&)> on_epoch,
          std::function<void(const std::vector<RoundResult>&)> on_restore,
          const std::string& checkpoint_dir, int64_t checkpoint_every, bool fresh) {
-        Dataset data{x_train, y_train, x_test, y_test, num_classes};
+        Dataset data{x_train,     y_train,         x_test,        y_test,
+                     num_classes, std::move(mean), std::move(std)};
         Hooks hooks;
         hooks.on_round = std::move(on_round);
         hooks.on_epoch = std::move(on_epoch);
@@ -89,12 +94,22 @@ void bind_engine(py::module_& m) {
         return py::make_tuple(r.rounds, r.masks, r.state);
       },
       py::arg("config"), py::arg("x_train"), py::arg("y_train"), py::arg("x_test"),
-      py::arg("y_test"), py::arg("num_classes"), py::arg("on_round") = nullptr,
-      py::arg("on_epoch") = nullptr, py::arg("on_restore") = nullptr,
+      py::arg("y_test"), py::arg("num_classes"), py::arg("mean"), py::arg("std"),
+      py::arg("on_round") = nullptr, py::arg("on_epoch") = nullptr, py::arg("on_restore") = nullptr,
       py::arg("checkpoint_dir") = "", py::arg("checkpoint_every") = 1, py::arg("fresh") = false);
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);
+  models.def("has", &has_model, py::arg("name"));
+  models.def(
+      "train_throughput",
+      [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
+         int64_t batch_size, int64_t steps, const std::string& device) {
+        py::gil_scoped_release nogil;
+        return train_throughput(name, input_shape, num_classes, batch_size, steps, device);
+      },
+      py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("batch_size"),
+      py::arg("steps"), py::arg("device") = "cpu");
   models.def(
       "create",
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,

@@ -12,13 +12,34 @@
 namespace swamp {
 
 struct Dataset {
-  at::Tensor x_train;  // float, [N, ...]
+  // Inputs are float [N, ...] used as they are, or uint8 images [N, C, H, W] (kept on the device
+  // as uint8) that become floats in [0, 1] and are normalised per channel with mean / std.
+  at::Tensor x_train;
   at::Tensor y_train;  // int64, [N], values in [0, num_classes)
   at::Tensor x_test;
   at::Tensor y_test;
   int64_t num_classes = 0;
+  std::vector<double> mean;  // per channel, on the [0, 1] scale; empty: no normalisation
+  std::vector<double> std;
 
   std::vector<int64_t> input_shape() const;  // x_train.shape[1:]
+};
+
+struct Augment {
+  int64_t crop_padding = 0;  // random crop of the original size from the zero-padded image
+  bool flip = false;         // random horizontal flip
+};
+
+// Turns stored samples into model inputs on their device: uint8 -> float / 255, then (with a
+// generator) per-sample random crop and flip, then per-channel normalisation. No Python runs here.
+class SWAMP_API InputPipeline {
+ public:
+  InputPipeline(const Dataset& data, Augment augment);
+  at::Tensor operator()(const at::Tensor& x, at::Generator* gen = nullptr) const;
+
+ private:
+  at::Tensor mean_, std_;
+  Augment aug_;
 };
 
 // Checks shapes, dtypes, finiteness and label ranges; throws c10::ValueError / TypeError naming the
@@ -37,6 +58,8 @@ class SWAMP_API BatchOrder {
   BatchOrder(int64_t n, uint64_t seed);
   // The permutation of epoch `epoch`; epochs must be asked for in increasing order.
   const at::Tensor& epoch(int64_t epoch);
+  // The same generator also drives the particle's data augmentation.
+  at::Generator& generator() { return gen_; }
 
   // Exact state, for checkpoints: generator state, current permutation and its epoch.
   struct State {

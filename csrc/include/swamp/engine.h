@@ -44,6 +44,10 @@ struct Config {
   // CUDA: deterministic algorithms (cuDNN deterministic, no benchmark, deterministic index
   // kernels) for the run; CPU results are bitwise reproducible with the same thread count anyway.
   bool deterministic = false;
+  // Data augmentation of the training batches (per particle, from the particle's generator).
+  bool augment = false;
+  int64_t crop_padding = 4;
+  bool flip = true;
 };
 
 // Throws c10::ValueError naming the field for anything out of range.
@@ -112,6 +116,12 @@ struct RunResult {
 // (to extend a finished run); any other difference is an error naming the fields.
 SWAMP_API RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks = {},
                             const CheckpointOptions& checkpoint = {});
+
+// Training images per second of `model` (forward, backward and masked SGD step on random data of
+// the given shape), timed over `steps` steps after one warm-up step.
+SWAMP_API double train_throughput(const std::string& model, const std::vector<int64_t>& input_shape,
+                                  int64_t num_classes, int64_t batch_size, int64_t steps,
+                                  const std::string& device);
 
 // The configuration as (field, value) text pairs, in declaration order.
 SWAMP_API std::vector<std::pair<std::string, std::string>> config_fields(const Config& cfg);

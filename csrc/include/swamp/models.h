@@ -31,6 +31,11 @@ using ModelPtr = std::shared_ptr<Model>;
 using ModelFactory = std::function<ModelPtr(const ModelSpec&)>;
 
 SWAMP_API void register_model(const std::string& name, ModelFactory factory);
+// A family of models named by pattern (e.g. "wrn<depth>_<width>"): `resolve` returns a factory for
+// names it understands and nullptr otherwise. `prefix` is how the family is listed in
+// model_names().
+using ModelResolver = std::function<ModelFactory(const std::string& name)>;
+SWAMP_API void register_model_family(const std::string& prefix, ModelResolver resolve);
 SWAMP_API std::vector<std::string> model_names();
 SWAMP_API bool has_model(const std::string& name);
 // Builds the model and initialises it from `seed` (kaiming normal for conv, PyTorch's default

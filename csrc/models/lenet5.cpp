@@ -1,0 +1,35 @@
+// LeNet-5 (LeCun et al. 1998): conv 6@5x5 (padding 2), pool, conv 16@5x5, pool, 120-84 head.
+#include <ATen/ops/max_pool2d.h>
+
+#include "blocks.h"
+
+namespace swamp::models {
+namespace {
+class LeNet5 : public Model {
+ public:
+  explicit LeNet5(const ModelSpec& spec) {
+    require_image(spec, "lenet5", 8);
+    const int64_t c = spec.input_shape[0];
+    const int64_t h = ((spec.input_shape[1] / 2) - 4) / 2, w = ((spec.input_shape[2] / 2) - 4) / 2;
+    conv1 =
+        register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, 6, 5).padding(2)));
+    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(6, 16, 5)));
+    fc1 = register_module("fc1", torch::nn::Linear(16 * h * w, 120));
+    fc2 = register_module("fc2", torch::nn::Linear(120, 84));
+    fc3 = register_module("fc3", torch::nn::Linear(84, spec.num_classes));
+  }
+  at::Tensor forward(const at::Tensor& x) override {
+    at::Tensor h = at::max_pool2d(conv1->forward(x).relu_(), {2, 2});
+    h = at::max_pool2d(conv2->forward(h).relu_(), {2, 2}).flatten(1);
+    h = fc1->forward(h).relu_();
+    h = fc2->forward(h).relu_();
+    return fc3->forward(h);
+  }
+
+ private:
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+};
+}  // namespace
+SWAMP_REGISTER_MODEL("lenet5", LeNet5);
+}  // namespace swamp::models
