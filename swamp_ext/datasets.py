@@ -79,6 +79,8 @@ def _to_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             raise TypeError(f"{name} must be a numeric array, got dtype object")
+        if not value.flags.writeable:
+            value = value.copy()
         return torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, (list, tuple)):
         return torch.as_tensor(np.asarray(value))

@@ -56,6 +56,26 @@ void bind_ops(py::module_& m) {
       },
       py::arg("kind"), py::arg("lr"), py::arg("total_steps"), py::arg("warmup_steps"),
       py::arg("swa_start_step"), py::arg("swa_lr"), py::arg("step"));
+  m.def(
+      "prepare_inputs",
+      [](const at::Tensor& x, std::vector<double> mean, std::vector<double> std,
+         int64_t crop_padding, bool flip, std::optional<uint64_t> seed) {
+        Dataset d;
+        d.x_train = x;
+        d.mean = std::move(mean);
+        d.std = std::move(std);
+        TORCH_CHECK_VALUE(d.mean.size() == d.std.size(), "mean and std differ in length");
+        TORCH_CHECK_VALUE(
+            d.mean.empty() || (x.dim() == 4 && x.size(1) == static_cast<int64_t>(d.mean.size())),
+            "mean/std need [N, C, H, W] inputs with one entry per channel");
+        InputPipeline pipe(d, Augment{crop_padding, flip});
+        if (!seed) return pipe(x);
+        BatchOrder order(1, *seed);
+        return pipe(x, &order.generator());
+      },
+      py::arg("x"), py::arg("mean"), py::arg("std"), py::arg("crop_padding") = 0,
+      py::arg("flip") = false, py::arg("seed") = std::nullopt,
+      "The engine's input pipeline: uint8 -> [0, 1], random crop/flip (with a seed), normalise.");
   m.def("hash_seed", &hash_seed, py::arg("seed"), py::arg("round"), py::arg("particle"),
         py::arg("stream") = 0);
   m.def(
