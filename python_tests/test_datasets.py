@@ -84,7 +84,8 @@ def test_cifar100_fine_and_coarse(tmp_path):
 
 def write_idx(path, arr, gz):
     arr = np.asarray(arr, dtype=np.uint8)
-    header = struct.pack(">I", 0x0800 | arr.ndim) + b"".join(struct.pack(">I", s) for s in arr.shape)
+    dims = b"".join(struct.pack(">I", s) for s in arr.shape)
+    header = struct.pack(">I", 0x0800 | arr.ndim) + dims
     raw = header + arr.tobytes()
     if gz:
         path = path.with_name(path.name + ".gz")
