@@ -40,28 +40,40 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        # default None everywhere: only flags given on the command line override a recipe / file
         if f.name == "use_swa":
-            p.add_argument(flag, choices=["auto", "on", "off"], default="auto",
+            p.add_argument(flag, choices=["auto", "on", "off"], default=None,
                            help="force SWA on/off (default: the method's own)")
         elif isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"(default: {default})")
         elif f.name == "rewind_steps":
             p.add_argument(flag, type=int, default=None, help="overrides --rewind-epochs")
         else:
-            p.add_argument(flag, type=type(default), default=default,
-                           help=f"(default: {default})")
+            p.add_argument(flag, type=type(default), default=None, help=f"(default: {default})")
 
 
-def _config_from_args(args: argparse.Namespace) -> Any:
+def _config_from_args(args: argparse.Namespace) -> tuple[Any, str]:
+    """Config defaults <- recipe or --config file <- flags given; returns (config, dataset)."""
+    from . import recipes
     from .config import Config
 
-    values = {}
+    values: dict[str, Any] = {}
+    dataset = "mnist5k"
+    if args.recipe and args.config:
+        raise ValueError("give either --recipe or --config, not both")
+    if args.recipe or args.config:
+        r = recipes.get(args.recipe) if args.recipe else recipes.load_file(args.config)
+        values.update(r.config)
+        dataset = r.dataset
     for name in Config.fields():
         v = getattr(args, name)
+        if v is None:
+            continue
         if name == "use_swa":
             v = {"auto": None, "on": True, "off": False}[v]
         values[name] = v
-    return Config(**values)
+    return Config.from_dict(values), (args.dataset or dataset)
 
 
 def _print_round(r: Any) -> None:
@@ -74,8 +86,8 @@ def _run(args: argparse.Namespace) -> int:
     import swamp_ext
 
     try:
-        cfg = _config_from_args(args)
-        data = swamp_ext.datasets.load(args.dataset)
+        cfg, dataset = _config_from_args(args)
+        data = swamp_ext.datasets.load(dataset, root=args.data_root)
     except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
         print(f"swamp-ext: error: {e}", file=sys.stderr)
         return 2
@@ -119,8 +131,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="print the folder to put in CMAKE_PREFIX_PATH for find_package(swamp_core)")
     parser.add_argument("--version", action="store_true", help="print the version")
     sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run IMP / SWAMP on a built-in dataset")
-    run.add_argument("--dataset", default="mnist5k", help="mnist5k or digits")
+    run = sub.add_parser("run", help="run IMP / SWAMP")
+    run.add_argument("--dataset", default=None,
+                     help="mnist5k (default) or digits (built in); cifar10, cifar100, mnist, "
+                          "fashion_mnist, imagefolder (from --data-root)")
+    run.add_argument("--data-root", default=None, help="folder of a dataset read from disk")
+    run.add_argument("--recipe", default=None, help="a named recipe (see `swamp-ext recipes`)")
+    run.add_argument("--config", default=None, help="a TOML run file (a recipe you edited)")
     run.add_argument("--out", default=None, help="folder for results.json and model.safetensors")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="status line (default: when stderr is a terminal)")
@@ -129,6 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run.add_argument("--fresh", action="store_true",
                      help="ignore an existing checkpoint in --out and start over")
     _add_config_flags(run)
+    sub.add_parser("recipes", help="list the built-in recipes")
     args = parser.parse_args(argv)
     if args.cmake_prefix_path:
         print(cmake_prefix_path())
@@ -137,6 +155,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import swamp_ext
 
         print(swamp_ext.__version__)
+        return 0
+    if args.command == "recipes":
+        from . import recipes
+
+        for n in recipes.names():
+            r = recipes.get(n)
+            print(f"{n}\n  {r.description}\n  dataset: {r.dataset}; model: {r.config.get('model')}"
+                  f"\n  source: {r.source}\n  cost: {r.expected_cost}\n  file: {r.path}")
         return 0
     if args.command == "run":
         try:
