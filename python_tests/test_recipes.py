@@ -43,7 +43,8 @@ def test_recipe_on_the_command_line_with_overrides(tmp_path):
 
 
 def test_edited_config_file(tmp_path):
-    text = open(recipes.get("mnist5k_lenet_300_100").path).read()
+    with open(recipes.get("mnist5k_lenet_300_100").path) as f:
+        text = f.read()
     text = text.replace("particles = 4", "particles = 3").replace('dataset = "mnist5k"',
                                                                   'dataset = "digits"')
     (tmp_path / "mine.toml").write_text(text)
