@@ -18,7 +18,7 @@ import torch
 import swamp_ext
 from swamp_ext import Config, datasets, run_imp
 
-CFG = dict(model="conv4", method="swamp", particles=2, rounds=3, epochs=4, rewind_epochs=1,
+CFG = dict(model="conv4_small", method="swamp", particles=2, rounds=3, epochs=4, rewind_epochs=1,
            batch_size=64, lr=0.05, seed=11)
 
 CHILD = textwrap.dedent(
