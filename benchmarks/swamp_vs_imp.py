@@ -2,6 +2,7 @@
 
     python benchmarks/swamp_vs_imp.py                          # lenet_300_100, 3 seeds, 22 rounds
     python benchmarks/swamp_vs_imp.py --model conv4 --epochs 4 --seeds 0,1,2
+    python benchmarks/swamp_vs_imp.py --report runs.json   # the table of a saved (partial) run
 
 22 rounds of 20% reach 1 - 0.8**21 = 99.1% sparsity. Every method of a seed starts from the same
 initialisation; each round trains from the rewind point (epoch 1) to --epochs. The table also gives
@@ -38,13 +39,16 @@ def main() -> None:
     p.add_argument("--swa-lr", type=float, default=0.05)
     p.add_argument("--swa-start", type=float, default=0.75)
     p.add_argument("--prune-ratio", type=float, default=0.2)
-    p.add_argument("--json", help="also write all round records here")
+    p.add_argument("--json", help="also write all round records here (after every run)")
+    p.add_argument("--report", help="print the table of records saved by --json, and stop")
     a = p.parse_args()
+    if a.report:
+        with open(a.report) as f:
+            saved = json.load(f)
+        report(saved["args"], saved["records"])
+        return
     seeds = [int(s) for s in a.seeds.split(",")]
     data = swamp_ext.datasets.load(a.dataset)
-    acc: dict[str, list[list[float]]] = {m: [] for m in METHODS}
-    ens: list[list[float]] = []
-    sparsity: list[float] = []
     seconds = {m: 0.0 for m in METHODS}
     records = []
     for seed in seeds:
@@ -57,10 +61,6 @@ def main() -> None:
             t0 = time.perf_counter()
             res = swamp_ext.run_imp(cfg, data, progress=False)
             seconds[method] += time.perf_counter() - t0
-            acc[method].append([r.test_acc for r in res.rounds])
-            if method == "swamp":
-                ens.append([r.ensemble_acc for r in res.rounds])
-            sparsity = [r.sparsity for r in res.rounds]
             records.append({"seed": seed, "method": method,
                             "rounds": [vars(r) for r in res.rounds]})
             print(f"  seed {seed} {method:8s} done in {time.perf_counter() - t0:6.1f}s", flush=True)
@@ -68,8 +68,21 @@ def main() -> None:
                 with open(a.json, "w") as f:
                     json.dump({"args": vars(a), "records": records}, f, indent=1)
 
-    print(f"\n{a.model} on {a.dataset}: test accuracy (%) mean ± std over seeds {seeds}; "
-          f"{a.epochs} epochs/round, {a.particles} particles")
+    report(vars(a), records, seconds)
+
+
+def report(args: dict, records: list[dict], seconds: dict | None = None) -> None:
+    """Prints the comparison from round records (complete seeds only)."""
+    by = {(r["seed"], r["method"]): r["rounds"] for r in records}
+    seeds = sorted({s for s, _ in by if all((s, m) in by for m in METHODS)})
+    if not seeds:
+        print("no seed has all three methods yet")
+        return
+    acc = {m: [[x["test_acc"] for x in by[(s, m)]] for s in seeds] for m in METHODS}
+    ens = [[x["ensemble_acc"] for x in by[(s, "swamp")]] for s in seeds]
+    sparsity = [x["sparsity"] for x in by[(seeds[0], "imp")]]
+    print(f"\n{args['model']} on {args['dataset']}: test accuracy (%) mean ± std over seeds "
+          f"{seeds}; {args['epochs']} epochs/round, {args['particles']} particles")
     head = f"{'sparsity':>9} | " + " | ".join(f"{m:^13}" for m in METHODS)
     print(head + f" | {'swamp-imp':>9} | {'swamp ens':^13}")
     print("-" * len(head) + "-" * 30)
@@ -82,9 +95,11 @@ def main() -> None:
         statistics.fmean(acc["swamp"][s][r] for s in range(len(seeds)))
         >= statistics.fmean(acc["imp"][s][r] for s in range(len(seeds)))
         for r in range(len(sparsity)))
-    print(f"\nswamp >= imp (mean) at {wins} of {len(sparsity)} sparsities; wall seconds: "
-          + ", ".join(f"{m} {seconds[m]:.0f}" for m in METHODS)
-          + f" (swamp/imp cost ratio {seconds['swamp'] / seconds['imp']:.1f}x)")
+    line = f"\nswamp >= imp (mean) at {wins} of {len(sparsity)} sparsities"
+    if seconds:
+        line += ("; wall seconds: " + ", ".join(f"{m} {seconds[m]:.0f}" for m in METHODS)
+                 + f" (swamp/imp cost ratio {seconds['swamp'] / seconds['imp']:.1f}x)")
+    print(line)
 
 
 if __name__ == "__main__":
