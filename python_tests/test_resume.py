@@ -191,6 +191,11 @@ def test_other_config_is_refused_naming_the_fields(partial_checkpoint):
         small = datasets.from_arrays(data.x_train[:500], data.y_train[:500], data.x_test,
                                      data.y_test, num_classes=10, name="digits")
         run_imp(Config(**CFG), small, checkpoint_dir=partial_checkpoint, progress=False)
+    with pytest.raises(ValueError, match="different data"):
+        perm = torch.randperm(data.x_train.shape[0], generator=torch.Generator().manual_seed(0))
+        shuffled = datasets.from_arrays(data.x_train[perm], data.y_train[perm], data.x_test,
+                                        data.y_test, num_classes=10, name="digits")
+        run_imp(Config(**CFG), shuffled, checkpoint_dir=partial_checkpoint, progress=False)
     assert (partial_checkpoint / "checkpoint.swamp").read_bytes() == before  # untouched
     res = run_imp(Config(**dict(CFG, rounds=1)), data, checkpoint_dir=partial_checkpoint,
                   progress=False, fresh=True)

@@ -373,9 +373,21 @@ class Engine {
     o << data_.x_train.sizes() << data_.x_test.sizes() << " classes " << data_.num_classes;
     for (size_t c = 0; c < data_.mean.size(); ++c)
       o << " norm " << fmt_double(data_.mean[c]) << "/" << fmt_double(data_.std[c]);
-    for (const at::Tensor* t : {&data_.x_train, &data_.y_train, &data_.x_test, &data_.y_test})
-      o << " " << fmt_double(t->to(at::kDouble).sum().item<double>()) << " "
-        << fmt_double(t->to(at::kDouble).abs().sum().item<double>());
+    // Sums in float64, a few thousand samples at a time (no full-size copy of the data).
+    for (const at::Tensor* t : {&data_.x_train, &data_.y_train, &data_.x_test, &data_.y_test}) {
+      double sum = 0.0, abs_sum = 0.0, weighted = 0.0;
+      for (int64_t s = 0; s < t->size(0); s += 4096) {
+        const at::Tensor c =
+            t->narrow(0, s, std::min<int64_t>(4096, t->size(0) - s)).to(at::kDouble);
+        sum += c.sum().item<double>();
+        abs_sum += c.abs().sum().item<double>();
+        // per-sample sums weighted by position: a reordered dataset differs too
+        const at::Tensor per_sample = c.dim() > 1 ? c.flatten(1).sum(1) : c;
+        weighted +=
+            per_sample.dot(at::arange(s + 1, s + 1 + c.size(0), c.options())).item<double>();
+      }
+      o << " " << fmt_double(sum) << " " << fmt_double(abs_sum) << " " << fmt_double(weighted);
+    }
     return o.str();
   }
 
