@@ -27,6 +27,15 @@ def timed(f, n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def measure(x: torch.Tensor, dy: torch.Tensor, wm: torch.Tensor,
+            n: int) -> tuple[list[float], list[float]]:
+    csr, csr_t = wm.to_sparse_csr(), wm.t().contiguous().to_sparse_csr()
+    dense = [timed(lambda: x @ wm.t(), n), timed(lambda: dy @ wm, n), timed(lambda: dy.t() @ x, n)]
+    sparse = [timed(lambda: (csr @ x.t()).t(), n), timed(lambda: (csr_t @ dy.t()).t(), n),
+              timed(lambda: torch.sparse.sampled_addmm(csr, dy.t(), x, beta=0.0), n)]
+    return dense, sparse
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--batch", type=int, default=128)
@@ -44,12 +53,7 @@ def main() -> None:
     print(f"{'sparsity':>9} {'forward':>9} {'input grad':>11} {'weight grad':>12} {'all three':>10}")
     for sparsity in (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99):
         wm = w * (torch.rand(w.shape, generator=g) >= sparsity)
-        csr, csr_t = wm.to_sparse_csr(), wm.t().contiguous().to_sparse_csr()
-        dense = [timed(lambda: x @ wm.t(), a.repeats), timed(lambda: dy @ wm, a.repeats),
-                 timed(lambda: dy.t() @ x, a.repeats)]
-        sparse = [timed(lambda: (csr @ x.t()).t(), a.repeats),
-                  timed(lambda: (csr_t @ dy.t()).t(), a.repeats),
-                  timed(lambda: torch.sparse.sampled_addmm(csr, dy.t(), x, beta=0.0), a.repeats)]
+        dense, sparse = measure(x, dy, wm, a.repeats)
         r = [d / s for d, s in zip(dense, sparse)]
         print(f"{100 * sparsity:8.0f}% {r[0]:9.2f} {r[1]:11.2f} {r[2]:12.2f} "
               f"{sum(dense) / sum(sparse):10.2f}")
