@@ -50,7 +50,8 @@ def main() -> None:
     w = torch.randn(a.outputs, a.inputs, generator=g)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; x {list(x.shape)}, "
           f"W {list(w.shape)}; dense/CSR time ratios (>1: CSR faster)")
-    print(f"{'sparsity':>9} {'forward':>9} {'input grad':>11} {'weight grad':>12} {'all three':>10}")
+    print(f"{'sparsity':>9} {'forward':>9} {'input grad':>11} {'weight grad':>12}"
+          f" {'all three':>10}")
     for sparsity in (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99):
         wm = w * (torch.rand(w.shape, generator=g) >= sparsity)
         dense, sparse = measure(x, dy, wm, a.repeats)
