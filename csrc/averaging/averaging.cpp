@@ -1,5 +1,6 @@
 #include "swamp/averaging.h"
 
+#include <ATen/Functions.h>
 #include <c10/util/Exception.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/types.h>
@@ -17,7 +18,9 @@ void RunningAverage::update(const std::vector<at::Tensor>& values) {
     TORCH_CHECK(values.size() == avg_.size(), "RunningAverage: number of tensors changed");
     // avg += (v - avg) / (n + 1): the uniform mean of all snapshots so far
     const double w = 1.0 / static_cast<double>(count_ + 1);
-    for (size_t i = 0; i < avg_.size(); ++i) avg_[i].lerp_(values[i].detach(), w);
+    std::vector<at::Tensor> v;
+    for (const auto& t : values) v.push_back(t.detach());
+    at::_foreach_lerp_(avg_, v, w);  // one fused pass over all tensors
   }
   ++count_;
 }
@@ -30,12 +33,19 @@ void LocalAverager::average(const std::vector<std::vector<at::Tensor>>& particle
                     "LocalAverager: all particles must be local");
   const size_t n = particles[0].size();
   TORCH_CHECK_VALUE(out.size() == n, "average: output has ", out.size(), " tensors, expected ", n);
-  for (size_t i = 0; i < n; ++i) {
-    at::Tensor acc = particles[0][i].detach().clone();
-    for (size_t p = 1; p < particles.size(); ++p) acc.add_(particles[p][i].detach());
-    if (total_particles > 1) acc.div_(static_cast<double>(total_particles));
-    out[i].copy_(acc);
+  for (size_t p = 0; p < particles.size(); ++p)
+    TORCH_CHECK_VALUE(particles[p].size() == n, "average: particle ", p, " has ",
+                      particles[p].size(), " tensors, expected ", n);
+  // Fused passes over all tensors: sum the particles, divide, write out.
+  std::vector<at::Tensor> acc;
+  for (const auto& t : particles[0]) acc.push_back(t.detach().clone());
+  for (size_t p = 1; p < particles.size(); ++p) {
+    std::vector<at::Tensor> other;
+    for (const auto& t : particles[p]) other.push_back(t.detach());
+    at::_foreach_add_(acc, other);
   }
+  if (total_particles > 1) at::_foreach_div_(acc, static_cast<double>(total_particles));
+  at::_foreach_copy_(out, acc, /*non_blocking=*/false);
 }
 
 namespace {
