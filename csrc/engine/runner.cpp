@@ -549,26 +549,52 @@ class Engine {
     const int64_t spe = plan_.steps_per_epoch;
     const int64_t particles = particles_in_round(cfg_, std::max<int64_t>(round, 0));
     int64_t epochs_since_checkpoint = 0;
+    // The CPU reads the loss every step; a GPU reads it in groups and at epoch ends, so that the
+    // host does not wait for the device on every step. Divergence names the exact step either way.
+    const size_t sync_every = device_.is_cpu() ? 1 : 32;
+    std::vector<std::pair<int64_t, at::Tensor>> pending;
+    auto flush = [&] {
+      if (pending.empty()) return;
+      std::vector<at::Tensor> losses;
+      for (const auto& p : pending) losses.push_back(p.second);
+      const at::Tensor values = at::stack(losses).to(at::kDouble).cpu();
+      const double* v = values.const_data_ptr<double>();
+      for (size_t i = 0; i < pending.size(); ++i) {
+        check_finite(v[i], round, particle, pending[i].first);
+        st.epoch_loss += v[i];
+      }
+      pending.clear();
+    };
+    at::Tensor perm;  // this epoch's order, on the training device
+    int64_t perm_epoch = -1;
     for (; st.step < end;) {
       const int64_t step = st.step;
       const int64_t epoch = step / spe, b = step % spe;
-      const at::Tensor idx = st.order.epoch(epoch).narrow(0, b * B, B).to(device_);
+      if (epoch != perm_epoch) {
+        perm = st.order.epoch(epoch).to(device_);
+        perm_epoch = epoch;
+      }
+      const at::Tensor idx = perm.narrow(0, b * B, B);
       const at::Tensor x = (*inputs_)(data_.x_train.index_select(0, idx), &st.order.generator());
       const at::Tensor y = data_.y_train.index_select(0, idx);
       st.opt.zero_grad();
       at::Tensor loss = at::cross_entropy_loss(model.forward(x), y);
       loss.backward();
-      const double lv = loss.item<double>();
-      TORCH_CHECK(std::isfinite(lv), "training diverged: the loss is ", lv, " in round ", round,
-                  round < 0 ? " (ticket)" : "", ", particle ", particle, ", step ", step,
-                  "; lower the learning rate");
+      if (sync_every == 1) {
+        const double lv = loss.item<double>();
+        check_finite(lv, round, particle, step);
+        st.epoch_loss += lv;
+      } else {
+        pending.emplace_back(step, loss.detach());
+      }
       const double lr = learning_rate(sched, step);
       st.opt.step(lr);
-      st.epoch_loss += lv;
       ++st.epoch_steps;
       ++st.step;
+      if (pending.size() >= sync_every) flush();
       bool epoch_end = false;
       if (b == spe - 1 || st.step == end) {
+        flush();
         st.last_loss = st.epoch_loss / static_cast<double>(st.epoch_steps);
         if (b == spe - 1 && swa && epoch >= plan_.swa_start_epoch)
           st.swa.update(model.parameters(true));
@@ -588,11 +614,20 @@ class Engine {
         try {
           hooks_.check_interrupt();
         } catch (...) {
-          if (checkpoints) save_checkpoint(&st, round);  // stop cleanly: nothing done is lost
+          if (checkpoints) {  // stop cleanly: nothing done is lost
+            flush();
+            save_checkpoint(&st, round);
+          }
           throw;
         }
       }
     }
+  }
+
+  static void check_finite(double loss, int64_t round, int64_t particle, int64_t step) {
+    TORCH_CHECK(std::isfinite(loss), "training diverged: the loss is ", loss, " in round ", round,
+                round < 0 ? " (ticket)" : "", ", particle ", particle, ", step ", step,
+                "; lower the learning rate");
   }
 
   void recompute_bn(Model& model) {
