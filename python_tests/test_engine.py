@@ -306,3 +306,14 @@ def test_deterministic_switch_is_scoped_to_the_run(digits):
     assert not torch.are_deterministic_algorithms_enabled()  # restored afterwards
     b = run(small(rounds=2), digits)
     assert [r.test_nll for r in a.rounds] == [r.test_nll for r in b.rounds]
+
+
+def test_grouped_loss_reads_give_the_same_run_and_name_the_diverging_step(digits, monkeypatch):
+    # the GPU logic (losses read in groups, not every step) run on the CPU
+    a = run(small(rounds=2), digits)
+    monkeypatch.setenv("SWAMP_LOSS_SYNC_EVERY", "5")
+    b = run(small(rounds=2), digits)
+    assert [(r.test_nll, r.train_loss) for r in a.rounds] == [(r.test_nll, r.train_loss)
+                                                              for r in b.rounds]
+    with pytest.raises(RuntimeError, match=r"diverged.*round -1 \(ticket\), particle 0, step 2;"):
+        run(small(lr=1e6, momentum=0.0, rounds=1, method="imp"), digits)

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "swamp/checkpoint.h"
@@ -551,7 +552,10 @@ class Engine {
     int64_t epochs_since_checkpoint = 0;
     // The CPU reads the loss every step; a GPU reads it in groups and at epoch ends, so that the
     // host does not wait for the device on every step. Divergence names the exact step either way.
-    const size_t sync_every = device_.is_cpu() ? 1 : 32;
+    // SWAMP_LOSS_SYNC_EVERY overrides the group size (tests use it to run the GPU logic on a CPU).
+    size_t sync_every = device_.is_cpu() ? 1 : 32;
+    if (const char* env = std::getenv("SWAMP_LOSS_SYNC_EVERY"))
+      sync_every = static_cast<size_t>(std::max(1L, std::strtol(env, nullptr, 10)));
     std::vector<std::pair<int64_t, at::Tensor>> pending;
     auto flush = [&] {
       if (pending.empty()) return;
