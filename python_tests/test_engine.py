@@ -317,3 +317,14 @@ def test_grouped_loss_reads_give_the_same_run_and_name_the_diverging_step(digits
                                                               for r in b.rounds]
     with pytest.raises(RuntimeError, match=r"diverged.*round -1 \(ticket\), particle 0, step 2;"):
         run(small(lr=1e6, momentum=0.0, rounds=1, method="imp"), digits)
+
+
+def test_keep_first_last_dense(digits):
+    res = run(small(rounds=3, keep_first_last_dense=True), digits)
+    assert set(res.masks) == {"fc2.weight"}  # lenet_300_100: fc1 and fc3 stay dense
+    last = res.rounds[-1]
+    assert last.sparsity == pytest.approx(0.36, abs=1e-4)
+    assert last.layer_density["fc1.weight"] == 1.0 and last.layer_density["fc3.weight"] == 1.0
+    assert last.sparsity_all < last.sparsity
+    state = res.state_dict()
+    assert torch.count_nonzero(state["fc1.weight"]) == state["fc1.weight"].numel()
