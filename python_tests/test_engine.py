@@ -328,3 +328,12 @@ def test_keep_first_last_dense(digits):
     assert last.sparsity_all < last.sparsity
     state = res.state_dict()
     assert torch.count_nonzero(state["fc1.weight"]) == state["fc1.weight"].numel()
+
+
+def test_rewind_steps_and_schedules(digits):
+    a = run(small(rounds=2, rewind_steps=5, schedule="step", warmup_epochs=0.5), digits)
+    b = run(small(rounds=2, rewind_steps=0, nesterov=True), digits)
+    assert a.rounds[-1].test_acc > 0.5 and b.rounds[-1].test_acc > 0.5
+    assert a.rounds[0].test_nll != b.rounds[0].test_nll
+    with pytest.raises(ValueError, match="rewind_steps"):
+        run(small(rounds=1, rewind_steps=10_000), digits)
