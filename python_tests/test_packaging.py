@@ -41,25 +41,21 @@ def test_torch_version_mismatch_explains_how_to_rebuild(tmp_path):
     assert "--no-build-isolation" in out
 
 
+def cmake_prefix_path() -> str:
+    """What a C++ user runs: `python -m swamp_ext --cmake-prefix-path`."""
+    return subprocess.run([sys.executable, "-m", "swamp_ext", "--cmake-prefix-path"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_cmake_prefix_path_holds_the_package_config():
-    out = subprocess.run(
-        [sys.executable, "-m", "swamp_ext", "--cmake-prefix-path"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    out = cmake_prefix_path()
     assert (Path(out) / "lib" / "cmake" / "swamp_core" / "swamp_coreConfig.cmake").is_file()
     assert (Path(out) / "include" / "swamp" / "pruning.h").is_file()
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 def test_cpp_example_builds_and_runs_against_installed_package(tmp_path):
-    prefix = subprocess.run(
-        [sys.executable, "-m", "swamp_ext", "--cmake-prefix-path"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    prefix = cmake_prefix_path()
     build = tmp_path / "build"
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     env = dict(os.environ, MAKEFLAGS="-j2")
