@@ -235,6 +235,7 @@ class Engine {
       TORCH_CHECK_VALUE(f != nullptr, "checkpoint folder ", ck_.dir, " is not writable");
       std::fclose(f);
       std::remove(probe.c_str());
+      fingerprint_ = data_fingerprint();  // only checkpoints need it
     }
   }
 
@@ -279,7 +280,7 @@ class Engine {
       ParticleState t = new_particle(*ticket_, {}, -1, 0);
       train(*ticket_, t, -1, 0, plan_.rewind_step, false, /*checkpoints=*/false);
       ticket_done_ = true;
-      save_checkpoint(nullptr, 0);
+      save_checkpoint(nullptr);
     }
 
     for (int64_t round = rounds_done_; round < cfg_.rounds; ++round) {
@@ -307,7 +308,7 @@ class Engine {
         }
         losses_.push_back(st->last_loss);
         particles_done_ = p + 1;
-        save_checkpoint(nullptr, round);
+        save_checkpoint(nullptr);
       }
 
       // Average the particles (uniformly), then fix batch-norm statistics for the average.
@@ -350,7 +351,7 @@ class Engine {
         prune();
         masks_round_ = round + 1;
       }
-      save_checkpoint(nullptr, round + 1);
+      save_checkpoint(nullptr);
       if (hooks_.on_round) hooks_.on_round(rr);
     }
 
@@ -392,9 +393,9 @@ class Engine {
     return o.str();
   }
 
-  void save_checkpoint(const ParticleState* cur, int64_t round) {
+  // Writes everything needed to continue; `cur` is the particle being trained, if any.
+  void save_checkpoint(const ParticleState* cur) {
     if (ckpt_path_.empty()) return;
-    const auto t0 = Clock::now();
     TensorMap m;
     m["meta/format"] = string_tensor("swamp_ext-checkpoint-1");
     m["meta/config"] = string_tensor(encode_config(cfg_));
@@ -419,9 +420,7 @@ class Engine {
       cur->save(m, "cur/");
       save_module(m, "cur/model/", *particles_[particles_done_]);
     }
-    (void)round;
     save_tensors_atomic(ckpt_path_, m);
-    checkpoint_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
   }
 
   std::unique_ptr<ParticleState> restore() {
@@ -611,7 +610,7 @@ class Engine {
       }
       if (checkpoints && epoch_end && st.step < end && ck_.every_epochs > 0 &&
           ++epochs_since_checkpoint >= ck_.every_epochs) {
-        save_checkpoint(&st, round);
+        save_checkpoint(&st);
         epochs_since_checkpoint = 0;
       }
       if (hooks_.check_interrupt) {
@@ -620,7 +619,7 @@ class Engine {
         } catch (...) {
           if (checkpoints) {  // stop cleanly: nothing done is lost
             flush();
-            save_checkpoint(&st, round);
+            save_checkpoint(&st);
           }
           throw;
         }
@@ -692,9 +691,6 @@ class Engine {
     rr.sparsity_all = 1.0 - static_cast<double>(all_kept) / static_cast<double>(all);
   }
 
- public:
-  void set_fingerprint() { fingerprint_ = ckpt_path_.empty() ? "" : data_fingerprint(); }
-
  private:
   const Config& cfg_;
   const Hooks& hooks_;
@@ -721,7 +717,6 @@ class Engine {
   std::vector<RoundResult> results_;
   double round_seconds_ = 0.0;  // time spent in the current round before a resume
   Clock::time_point round_t0_ = Clock::now();
-  double checkpoint_seconds_ = 0.0;
 };
 
 }  // namespace
@@ -751,7 +746,6 @@ RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks,
     }
   } determinism(cfg.deterministic);
   Engine engine(cfg, data, hooks, checkpoint);
-  engine.set_fingerprint();
   return engine.run();
 }
 
