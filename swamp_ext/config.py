@@ -60,6 +60,9 @@ class Config:
     augment: bool = False
     crop_padding: int = 4
     flip: bool = True
+    particle_mode: str = "auto"
+    sparse_kernels: str = "auto"
+    sparse_density: float = 0.2
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +88,7 @@ class Config:
             "warmup_epochs",
             "swa_start",
             "swa_lr",
+            "sparse_density",
         )
         for name in ints:
             v = getattr(self, name)
@@ -97,7 +101,7 @@ class Config:
             if not math.isfinite(v):
                 raise _fail(name, f"must be finite, got {v}")
             setattr(self, name, float(v))
-        for name in ("model", "method", "schedule", "device"):
+        for name in ("model", "method", "schedule", "device", "particle_mode", "sparse_kernels"):
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise TypeError(f"Config.{name} must be a string, got {type(v).__name__}")
@@ -158,6 +162,17 @@ class Config:
             raise _fail("crop_padding", f"must be >= 0, got {self.crop_padding}")
         if self.bn_batch_size < 0:
             raise _fail("bn_batch_size", "must be >= 0 (0: batch_size)")
+        if self.particle_mode not in ("auto", "stacked", "sequential"):
+            raise _fail(
+                "particle_mode",
+                f"must be one of auto, stacked, sequential; got {self.particle_mode!r}",
+            )
+        if self.sparse_kernels not in ("auto", "on", "off"):
+            raise _fail(
+                "sparse_kernels", f"must be one of auto, on, off; got {self.sparse_kernels!r}"
+            )
+        if not 0.0 <= self.sparse_density <= 1.0:
+            raise _fail("sparse_density", f"must be in [0, 1], got {self.sparse_density}")
         dev = self.device.split(":")
         if (
             dev[0] not in ("cpu", "cuda")

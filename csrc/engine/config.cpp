@@ -43,6 +43,15 @@ void validate_config(const Config& c) {
   TORCH_CHECK_VALUE(c.eval_batch_size >= 1, "config.eval_batch_size must be >= 1");
   TORCH_CHECK_VALUE(c.bn_batch_size >= 0, "config.bn_batch_size must be >= 0");
   TORCH_CHECK_VALUE(c.crop_padding >= 0, "config.crop_padding must be >= 0");
+  TORCH_CHECK_VALUE(
+      c.particle_mode == "auto" || c.particle_mode == "stacked" || c.particle_mode == "sequential",
+      "config.particle_mode must be auto, stacked or sequential; got '", c.particle_mode, "'");
+  TORCH_CHECK_VALUE(
+      c.sparse_kernels == "auto" || c.sparse_kernels == "on" || c.sparse_kernels == "off",
+      "config.sparse_kernels must be auto, on or off; got '", c.sparse_kernels, "'");
+  TORCH_CHECK_VALUE(std::isfinite(c.sparse_density) && c.sparse_density >= 0.0 &&
+                        c.sparse_density <= 1.0,
+                    "config.sparse_density must be in [0, 1], got ", c.sparse_density);
   try {
     c10::Device d(c.device);
     TORCH_CHECK_VALUE(d.is_cpu() || d.is_cuda(), "config.device must be cpu or cuda");
@@ -88,12 +97,21 @@ std::vector<std::pair<std::string, std::string>> config_fields(const Config& c) 
           {"deterministic", i(c.deterministic)},
           {"augment", i(c.augment)},
           {"crop_padding", i(c.crop_padding)},
-          {"flip", i(c.flip)}};
+          {"flip", i(c.flip)},
+          {"particle_mode", c.particle_mode},
+          {"sparse_kernels", c.sparse_kernels},
+          {"sparse_density", num(c.sparse_density)}};
 }
 
 bool swa_enabled(const Config& c) {
   if (c.use_swa >= 0) return c.use_swa == 1;
   return c.method != "imp";
+}
+
+bool use_stacked_path(const Config& c, const std::vector<int64_t>& input_shape) {
+  if (c.particle_mode != "auto") return c.particle_mode == "stacked";
+  (void)input_shape;
+  return true;
 }
 
 int64_t particles_in_round(const Config& c, int64_t round) {

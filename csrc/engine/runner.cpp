@@ -17,6 +17,7 @@
 
 #include "swamp/checkpoint.h"
 #include "swamp/engine.h"
+#include "swamp/layers.h"
 #include "swamp/models.h"
 #include "swamp/optim.h"
 #include "swamp/pruning.h"
@@ -143,18 +144,22 @@ std::string encode_config(const Config& c) {
   return s;
 }
 
-// Everything a particle's training needs to continue from any step.
+// Everything the training of a group of particles (one, or several stacked in one model) needs to
+// continue from any step. Vectors hold one entry per particle of the group.
 struct ParticleState {
   int64_t step = 0;
   MaskedSGD opt;
-  BatchOrder order;
+  std::vector<BatchOrder> orders;
   RunningAverage swa;
-  double epoch_loss = 0.0;
+  std::vector<double> epoch_loss;
   int64_t epoch_steps = 0;
-  double last_loss = 0.0;
+  std::vector<double> last_loss;
+
+  int64_t size() const { return static_cast<int64_t>(orders.size()); }
 
   void save(TensorMap& out, const std::string& pre) const {
     out[pre + "step"] = scalar_i(step);
+    out[pre + "group"] = scalar_i(size());
     const auto& bufs = opt.momentum_buffers();
     out[pre + "momentum_count"] = scalar_i(static_cast<int64_t>(bufs.size()));
     for (size_t i = 0; i < bufs.size(); ++i)
@@ -162,17 +167,21 @@ struct ParticleState {
     out[pre + "swa_count"] = scalar_i(swa.count());
     for (size_t i = 0; i < swa.value().size(); ++i)
       out[pre + "swa/" + std::to_string(i)] = swa.value()[i];
-    const BatchOrder::State o = order.state();
-    out[pre + "order/generator"] = o.generator;
-    out[pre + "order/current"] = scalar_i(o.current);
-    if (o.perm.defined()) out[pre + "order/perm"] = o.perm;
-    out[pre + "epoch_loss"] = scalar_d(epoch_loss);
+    for (size_t g = 0; g < orders.size(); ++g) {
+      const std::string q = pre + std::to_string(g) + "/";
+      const BatchOrder::State o = orders[g].state();
+      out[q + "order/generator"] = o.generator;
+      out[q + "order/current"] = scalar_i(o.current);
+      if (o.perm.defined()) out[q + "order/perm"] = o.perm;
+      out[q + "epoch_loss"] = scalar_d(epoch_loss[g]);
+      out[q + "last_loss"] = scalar_d(last_loss[g]);
+    }
     out[pre + "epoch_steps"] = scalar_i(epoch_steps);
-    out[pre + "last_loss"] = scalar_d(last_loss);
   }
 
   void load(const TensorMap& in, const std::string& pre, const c10::Device& dev) {
     step = get_i(in, pre + "step");
+    TORCH_CHECK(get_i(in, pre + "group") == size(), "checkpoint: particle group size differs");
     const int64_t nb = get_i(in, pre + "momentum_count");
     std::vector<at::Tensor> bufs(static_cast<size_t>(nb));
     for (int64_t i = 0; i < nb; ++i) {
@@ -188,15 +197,18 @@ struct ParticleState {
       avg.push_back(it->second.to(dev));
     }
     swa.restore(std::move(avg), sc);
-    BatchOrder::State o;
-    o.generator = get_t(in, pre + "order/generator");
-    o.current = get_i(in, pre + "order/current");
-    auto it = in.find(pre + "order/perm");
-    if (it != in.end()) o.perm = it->second;
-    order.restore(o);
-    epoch_loss = get_d(in, pre + "epoch_loss");
+    for (size_t g = 0; g < orders.size(); ++g) {
+      const std::string q = pre + std::to_string(g) + "/";
+      BatchOrder::State o;
+      o.generator = get_t(in, q + "order/generator");
+      o.current = get_i(in, q + "order/current");
+      auto it = in.find(q + "order/perm");
+      if (it != in.end()) o.perm = it->second;
+      orders[g].restore(o);
+      epoch_loss[g] = get_d(in, q + "epoch_loss");
+      last_loss[g] = get_d(in, q + "last_loss");
+    }
     epoch_steps = get_i(in, pre + "epoch_steps");
-    last_loss = get_d(in, pre + "last_loss");
   }
 };
 
@@ -266,18 +278,18 @@ class Engine {
     for (const auto& n : eligible_)
       masks_[n] = at::ones_like(named[n], named[n].options().dtype(at::kBool));
 
-    std::unique_ptr<ParticleState> resume_particle;
+    std::unique_ptr<ParticleState> resume_group;
     if (!ckpt_path_.empty() && file_exists(ckpt_path_)) {
       if (ck_.fresh) {
         std::remove(ckpt_path_.c_str());
       } else {
-        resume_particle = restore();
+        resume_group = restore();
         if (hooks_.on_restore && !results_.empty()) hooks_.on_restore(results_);
       }
     }
 
     if (!ticket_done_) {
-      ParticleState t = new_particle(*ticket_, {}, -1, 0);
+      ParticleState t = new_group(*ticket_, 1, -1, 0);
       train(*ticket_, t, -1, 0, plan_.rewind_step, false, /*checkpoints=*/false);
       ticket_done_ = true;
       save_checkpoint(nullptr);
@@ -290,24 +302,33 @@ class Engine {
         masks_round_ = round;
       }
       const int64_t n = particles_in_round(cfg_, round);
-      const std::vector<at::Tensor> param_masks = masks_for(*ticket_);
-      for (int64_t p = particles_done_; p < n; ++p) {
-        Model& model = *particles_[p];
+      // The particles still to train, as one stacked group or one at a time (a resumed group
+      // keeps the way it was started).
+      while (particles_done_ < n) {
+        const int64_t first = particles_done_;
+        const int64_t group = resume_group             ? resume_group->size()
+                              : use_stacked(n - first) ? n - first
+                                                       : 1;
+        Model& model = group > 1 ? stacked_model(group) : *particles_[first];
         std::unique_ptr<ParticleState> st;
-        if (resume_particle) {
-          st = std::move(resume_particle);
+        if (resume_group) {
+          st = std::move(resume_group);
         } else {
-          rewind(model);
-          st = std::make_unique<ParticleState>(new_particle(model, param_masks, round, p));
+          rewind(model, group);
+          enter_sparse(model, group);
+          st = std::make_unique<ParticleState>(new_group(model, group, round, first));
           st->step = plan_.rewind_step;
         }
-        train(model, *st, round, p, plan_.total_steps, plan_.swa, /*checkpoints=*/true);
-        if (plan_.swa) {
-          load_parameters(model, st->swa.value());
-          recompute_bn(model);
+        train(model, *st, round, first, plan_.total_steps, plan_.swa, /*checkpoints=*/true);
+        if (plan_.swa) load_parameters(model, st->swa.value());
+        leave_sparse(model);
+        for (int64_t g = 0; g < group; ++g) {
+          Model& single = *particles_[first + g];
+          if (group > 1) copy_particle_out(model, group, g, single);
+          if (plan_.swa) recompute_bn(single);
+          losses_.push_back(st->last_loss[g]);
         }
-        losses_.push_back(st->last_loss);
-        particles_done_ = p + 1;
+        particles_done_ = first + group;
         save_checkpoint(nullptr);
       }
 
@@ -393,11 +414,12 @@ class Engine {
     return o.str();
   }
 
-  // Writes everything needed to continue; `cur` is the particle being trained, if any.
-  void save_checkpoint(const ParticleState* cur) {
+  // Writes everything needed to continue; `cur` is the group being trained (in `cur_model`), if
+  // any.
+  void save_checkpoint(const ParticleState* cur, Model* cur_model = nullptr) {
     if (ckpt_path_.empty()) return;
     TensorMap m;
-    m["meta/format"] = string_tensor("swamp_ext-checkpoint-1");
+    m["meta/format"] = string_tensor("swamp_ext-checkpoint-2");
     m["meta/config"] = string_tensor(encode_config(cfg_));
     m["meta/data"] = string_tensor(fingerprint_);
     m["meta/ticket_done"] = scalar_i(ticket_done_);
@@ -418,7 +440,8 @@ class Engine {
     if (cur != nullptr) {
       m["cur/active"] = scalar_i(1);
       cur->save(m, "cur/");
-      save_module(m, "cur/model/", *particles_[particles_done_]);
+      sync_sparse(*cur_model);
+      save_module(m, "cur/model/", *cur_model);
     }
     save_tensors_atomic(ckpt_path_, m);
   }
@@ -426,8 +449,10 @@ class Engine {
   std::unique_ptr<ParticleState> restore() {
     const TensorMap m = load_tensors_verified(ckpt_path_);
     TORCH_CHECK(
-        m.count("meta/format") && tensor_string(m.at("meta/format")) == "swamp_ext-checkpoint-1",
-        "checkpoint ", ckpt_path_, " has an unknown format");
+        m.count("meta/format") && tensor_string(m.at("meta/format")) == "swamp_ext-checkpoint-2",
+        "checkpoint ", ckpt_path_,
+        " has an unknown format (made by another version of swamp_ext?); resume it with that "
+        "version, or start over with fresh=True (--fresh)");
     // Same configuration (only `rounds` may change) and same data, or refuse.
     std::map<std::string, std::string> saved;
     {
@@ -474,10 +499,12 @@ class Engine {
       losses_.push_back(get_d(m, "done/" + std::to_string(p) + "/loss"));
     }
     if (m.count("cur/active")) {
-      Model& model = *particles_[particles_done_];
+      const int64_t group = get_i(m, "cur/group");
+      Model& model = group > 1 ? stacked_model(group) : *particles_[particles_done_];
       load_module(m, "cur/model/", model);
-      auto st = std::make_unique<ParticleState>(
-          new_particle(model, masks_for(*ticket_), rounds_done_, particles_done_));
+      enter_sparse(model, group);
+      auto st =
+          std::make_unique<ParticleState>(new_group(model, group, rounds_done_, particles_done_));
       st->load(m, "cur/", device_);
       return st;
     }
@@ -485,13 +512,79 @@ class Engine {
   }
 
   // ---- the steps of the algorithm ---------------------------------------------------------------
-  std::vector<at::Tensor> masks_for(Model& model) {
+  // Stacked training of `group` particles in one model, or one model per particle: the config's
+  // choice, or (auto) stacked wherever it is measured to be faster; see use_stacked_path().
+  bool use_stacked(int64_t group) const {
+    return group > 1 && use_stacked_path(cfg_, data_.input_shape());
+  }
+
+  Model& stacked_model(int64_t group) {
+    auto it = stacked_.find(group);
+    if (it == stacked_.end()) {
+      ModelSpec spec{data_.input_shape(), data_.num_classes, group};
+      ModelPtr m = create_model(cfg_.model, spec, 0);
+      m->to(device_);
+      it = stacked_.emplace(group, m).first;
+    }
+    return *it->second;
+  }
+
+  // The tensors the optimizer, SWA and averaging work on, one per parameter of `model` in order:
+  // the parameter itself, or the nonzero values of a linear layer in sparse mode.
+  std::vector<at::Tensor> trainable(Model& model) {
+    std::map<std::string, at::Tensor> values;
+    for (const auto& item : model.named_modules("", /*include_self=*/false))
+      if (auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(item.value()))
+        if (lin->is_sparse()) values[item.key() + ".weight"] = lin->values();
     std::vector<at::Tensor> out;
     for (const auto& item : model.named_parameters(true)) {
-      auto it = masks_.find(item.key());
-      out.push_back(it == masks_.end() ? at::Tensor() : it->second);
+      auto it = values.find(item.key());
+      out.push_back(it == values.end() ? item.value() : it->second);
     }
     return out;
+  }
+
+  // Masks of the trainable tensors of a `group`-particle model (undefined: unmasked, or sparse).
+  std::vector<at::Tensor> masks_for(Model& model, int64_t group) {
+    std::vector<at::Tensor> out;
+    const std::vector<at::Tensor> train = trainable(model);
+    size_t i = 0;
+    for (const auto& item : model.named_parameters(true)) {
+      auto it = masks_.find(item.key());
+      const bool sparse = !train[i++].is_same(item.value());
+      if (it == masks_.end() || sparse) {
+        out.emplace_back();
+      } else {
+        std::vector<int64_t> reps(static_cast<size_t>(it->second.dim()), 1);
+        reps[0] = group;
+        out.push_back(group == 1 ? it->second : it->second.repeat(reps));
+      }
+    }
+    return out;
+  }
+
+  // Linear layers whose mask is at or below the density threshold train with sparse kernels.
+  void enter_sparse(Model& model, int64_t group) {
+    (void)group;
+    if (cfg_.sparse_kernels == "off" || !device_.is_cpu()) return;
+    for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+      auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(item.value());
+      if (!lin) continue;
+      auto it = masks_.find(item.key() + ".weight");
+      if (it == masks_.end()) continue;
+      const double density = it->second.to(at::kFloat).mean().item<double>();
+      if (cfg_.sparse_kernels == "on" ? density < 1.0 : density <= cfg_.sparse_density)
+        lin->set_sparse(it->second);
+    }
+  }
+  void leave_sparse(Model& model) {
+    for (const auto& m : model.modules(/*include_self=*/false))
+      if (auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(m)) lin->clear_sparse();
+  }
+  void sync_sparse(Model& model) {
+    for (const auto& m : model.modules(/*include_self=*/false))
+      if (auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(m))
+        if (lin->is_sparse()) lin->sync_dense();
   }
 
   void apply_masks(Model& model) {
@@ -500,14 +593,45 @@ class Engine {
     for (const auto& kv : masks_) named[kv.first].mul_(kv.second);
   }
 
-  void rewind(Model& model) {
-    copy_state(*ticket_, model);
-    apply_masks(model);
+  // The ticket under the current masks, into every particle of `model`.
+  void rewind(Model& model, int64_t group) {
+    if (group == 1) {
+      copy_state(*ticket_, model);
+      apply_masks(model);
+      return;
+    }
+    torch::NoGradGuard no_grad;
+    Model& single = *particles_[0];  // scratch: overwritten when the group is copied out
+    copy_state(*ticket_, single);
+    apply_masks(single);
+    auto sp = single.named_parameters(true), sb = single.named_buffers(true);
+    for (auto& item : model.named_parameters(true))
+      broadcast_into(item.value(), sp[item.key()], group);
+    for (auto& item : model.named_buffers(true))
+      broadcast_into(item.value(), sb[item.key()], group);
+  }
+  static void broadcast_into(at::Tensor& stacked, const at::Tensor& single, int64_t group) {
+    if (stacked.dim() == 0) {
+      stacked.copy_(single);
+      return;
+    }
+    std::vector<int64_t> shape(single.sizes().begin(), single.sizes().end());
+    shape.insert(shape.begin(), group);
+    stacked.view(shape).copy_(single.unsqueeze(0).expand(shape));
+  }
+  // Particle g of a stacked model into a single-particle model.
+  static void copy_particle_out(Model& stacked, int64_t group, int64_t g, Model& single) {
+    torch::NoGradGuard no_grad;
+    auto sp = stacked.named_parameters(true), sb = stacked.named_buffers(true);
+    for (auto& item : single.named_parameters(true))
+      item.value().copy_(layers::particle_slice(sp[item.key()], group, g));
+    for (auto& item : single.named_buffers(true))
+      item.value().copy_(layers::particle_slice(sb[item.key()], group, g));
   }
 
   void load_parameters(Model& model, const std::vector<at::Tensor>& values) {
     torch::NoGradGuard no_grad;
-    auto params = model.parameters(true);
+    auto params = trainable(model);
     for (size_t i = 0; i < params.size(); ++i) params[i].copy_(values[i]);
   }
 
@@ -521,21 +645,50 @@ class Engine {
     global_magnitude_prune_(w, m, cfg_.prune_ratio);
   }
 
-  ParticleState new_particle(Model& model, const std::vector<at::Tensor>& param_masks,
-                             int64_t round, int64_t particle) {
-    return ParticleState{0,
-                         MaskedSGD(model.parameters(true), param_masks,
-                                   SgdOptions{cfg_.momentum, cfg_.nesterov, cfg_.weight_decay}),
-                         BatchOrder(data_.x_train.size(0), hash_seed(cfg_.seed, round, particle)),
-                         RunningAverage(),
-                         0.0,
-                         0,
-                         0.0};
+  // Training state for `group` particles (first: index of the first) of `model` in `round`.
+  ParticleState new_group(Model& model, int64_t group, int64_t round, int64_t first) {
+    ParticleState st{0,
+                     MaskedSGD(trainable(model), masks_for(model, group),
+                               SgdOptions{cfg_.momentum, cfg_.nesterov, cfg_.weight_decay}),
+                     {},
+                     RunningAverage(),
+                     std::vector<double>(static_cast<size_t>(group), 0.0),
+                     0,
+                     std::vector<double>(static_cast<size_t>(group), 0.0)};
+    for (int64_t g = 0; g < group; ++g)
+      st.orders.emplace_back(data_.x_train.size(0), hash_seed(cfg_.seed, round, first + g));
+    return st;
   }
 
-  // Trains from st.step to `end`.
-  void train(Model& model, ParticleState& st, int64_t round, int64_t particle, int64_t end,
-             bool swa, bool checkpoints) {
+  // The loss of a batch: one value per particle of the group (their sum is what is minimised:
+  // the particles do not interact, so each gets exactly its own gradient).
+  at::Tensor batch_loss(Model& model, ParticleState& st, int64_t b,
+                        const std::vector<at::Tensor>& perms) {
+    const int64_t B = cfg_.batch_size;
+    const int64_t G = st.size();
+    if (G == 1) {
+      const at::Tensor idx = perms[0].narrow(0, b * B, B);
+      const at::Tensor x =
+          (*inputs_)(data_.x_train.index_select(0, idx), &st.orders[0].generator());
+      const at::Tensor y = data_.y_train.index_select(0, idx);
+      return at::cross_entropy_loss(model.forward(x), y).reshape({1});
+    }
+    std::vector<at::Tensor> xs, ys;
+    for (int64_t g = 0; g < G; ++g) {
+      const at::Tensor idx = perms[g].narrow(0, b * B, B);
+      xs.push_back((*inputs_)(data_.x_train.index_select(0, idx), &st.orders[g].generator()));
+      ys.push_back(data_.y_train.index_select(0, idx));
+    }
+    const at::Tensor logits =
+        layers::split_outputs(model.forward(layers::stack_inputs(at::stack(xs))), G);
+    const at::Tensor ce = at::cross_entropy_loss(logits.reshape({G * B, -1}), at::cat(ys),
+                                                 /*weight=*/{}, at::Reduction::None);
+    return ce.view({G, B}).mean(1);
+  }
+
+  // Trains the group from st.step to `end`.
+  void train(Model& model, ParticleState& st, int64_t round, int64_t first, int64_t end, bool swa,
+             bool checkpoints) {
     model.train(true);
     ScheduleOptions sched;
     sched.kind = cfg_.schedule;
@@ -545,9 +698,9 @@ class Engine {
         std::llround(cfg_.warmup_epochs * static_cast<double>(plan_.steps_per_epoch)));
     sched.swa_start_step = plan_.swa ? plan_.swa_start_epoch * plan_.steps_per_epoch : -1;
     sched.swa_lr = cfg_.swa_lr;
-    const int64_t B = cfg_.batch_size;
     const int64_t spe = plan_.steps_per_epoch;
     const int64_t particles = particles_in_round(cfg_, std::max<int64_t>(round, 0));
+    const int64_t G = st.size();
     int64_t epochs_since_checkpoint = 0;
     // The CPU reads the loss every step; a GPU reads it in groups and at epoch ends, so that the
     // host does not wait for the device on every step. Divergence names the exact step either way.
@@ -556,39 +709,38 @@ class Engine {
     if (const char* env = std::getenv("SWAMP_LOSS_SYNC_EVERY"))
       sync_every = static_cast<size_t>(std::max(1L, std::strtol(env, nullptr, 10)));
     std::vector<std::pair<int64_t, at::Tensor>> pending;
+    auto add_losses = [&](const double* v, int64_t step) {
+      for (int64_t g = 0; g < G; ++g) {
+        check_finite(v[g], round, first + g, step);
+        st.epoch_loss[g] += v[g];
+      }
+    };
     auto flush = [&] {
       if (pending.empty()) return;
       std::vector<at::Tensor> losses;
       for (const auto& p : pending) losses.push_back(p.second);
-      const at::Tensor values = at::stack(losses).to(at::kDouble).cpu();
+      const at::Tensor values = at::stack(losses).to(at::kDouble).cpu().contiguous();
       const double* v = values.const_data_ptr<double>();
-      for (size_t i = 0; i < pending.size(); ++i) {
-        check_finite(v[i], round, particle, pending[i].first);
-        st.epoch_loss += v[i];
-      }
+      for (size_t i = 0; i < pending.size(); ++i) add_losses(v + i * G, pending[i].first);
       pending.clear();
     };
-    at::Tensor perm;  // this epoch's order, on the training device
+    std::vector<at::Tensor> perms(static_cast<size_t>(G));  // this epoch's orders, on the device
     int64_t perm_epoch = -1;
     for (; st.step < end;) {
       const int64_t step = st.step;
       const int64_t epoch = step / spe, b = step % spe;
       if (epoch != perm_epoch) {
-        perm = st.order.epoch(epoch).to(device_);
+        for (int64_t g = 0; g < G; ++g) perms[g] = st.orders[g].epoch(epoch).to(device_);
         perm_epoch = epoch;
       }
-      const at::Tensor idx = perm.narrow(0, b * B, B);
-      const at::Tensor x = (*inputs_)(data_.x_train.index_select(0, idx), &st.order.generator());
-      const at::Tensor y = data_.y_train.index_select(0, idx);
       st.opt.zero_grad();
-      at::Tensor loss = at::cross_entropy_loss(model.forward(x), y);
-      loss.backward();
+      const at::Tensor losses = batch_loss(model, st, b, perms);
+      losses.sum().backward();
       if (sync_every == 1) {
-        const double lv = loss.item<double>();
-        check_finite(lv, round, particle, step);
-        st.epoch_loss += lv;
+        const at::Tensor v = losses.detach().to(at::kDouble).contiguous();
+        add_losses(v.const_data_ptr<double>(), step);
       } else {
-        pending.emplace_back(step, loss.detach());
+        pending.emplace_back(step, losses.detach());
       }
       const double lr = learning_rate(sched, step);
       st.opt.step(lr);
@@ -598,19 +750,20 @@ class Engine {
       bool epoch_end = false;
       if (b == spe - 1 || st.step == end) {
         flush();
-        st.last_loss = st.epoch_loss / static_cast<double>(st.epoch_steps);
-        if (b == spe - 1 && swa && epoch >= plan_.swa_start_epoch)
-          st.swa.update(model.parameters(true));
+        for (int64_t g = 0; g < G; ++g)
+          st.last_loss[g] = st.epoch_loss[g] / static_cast<double>(st.epoch_steps);
+        if (b == spe - 1 && swa && epoch >= plan_.swa_start_epoch) st.swa.update(trainable(model));
         if (hooks_.on_epoch)
-          hooks_.on_epoch(
-              Progress{round, particle, particles, epoch + 1, cfg_.epochs, st.last_loss, lr});
-        st.epoch_loss = 0.0;
+          for (int64_t g = 0; g < G; ++g)
+            hooks_.on_epoch(
+                Progress{round, first + g, particles, epoch + 1, cfg_.epochs, st.last_loss[g], lr});
+        std::fill(st.epoch_loss.begin(), st.epoch_loss.end(), 0.0);
         st.epoch_steps = 0;
         epoch_end = b == spe - 1;
       }
       if (checkpoints && epoch_end && st.step < end && ck_.every_epochs > 0 &&
           ++epochs_since_checkpoint >= ck_.every_epochs) {
-        save_checkpoint(&st);
+        save_checkpoint(&st, &model);
         epochs_since_checkpoint = 0;
       }
       if (hooks_.check_interrupt) {
@@ -619,7 +772,7 @@ class Engine {
         } catch (...) {
           if (checkpoints) {  // stop cleanly: nothing done is lost
             flush();
-            save_checkpoint(&st);
+            save_checkpoint(&st, &model);
           }
           throw;
         }
@@ -705,6 +858,7 @@ class Engine {
 
   ModelPtr ticket_, final_;
   std::vector<ModelPtr> particles_;
+  std::map<int64_t, ModelPtr> stacked_;  // stacked models by group size, made when first needed
   std::vector<std::string> prunable_, eligible_;
   std::map<std::string, at::Tensor> masks_;
 

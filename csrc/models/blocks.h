@@ -13,13 +13,18 @@
 #include <string>
 #include <vector>
 
+#include "swamp/layers.h"
 #include "swamp/models.h"
 
 namespace swamp::models {
 
-inline torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
-  return torch::nn::Conv2d(
-      torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(false));
+// A bias-free convolution and a batch norm for `P` stacked particles.
+inline torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad,
+                              int64_t P) {
+  return layers::conv2d(in, out, k, stride, pad, P);
+}
+inline torch::nn::BatchNorm2d bn(int64_t channels, int64_t P) {
+  return layers::batchnorm(channels, P);
 }
 
 inline void require_image(const ModelSpec& spec, const char* model, int64_t min_hw) {
@@ -35,14 +40,14 @@ inline void require_image(const ModelSpec& spec, const char* model, int64_t min_
 // 1x1 convolution + batch norm on the shortcut when the shape changes.
 class BasicBlockImpl : public torch::nn::Module {
  public:
-  BasicBlockImpl(int64_t in, int64_t out, int64_t stride) {
-    conv1 = register_module("conv1", conv(in, out, 3, stride, 1));
-    bn1 = register_module("bn1", torch::nn::BatchNorm2d(out));
-    conv2 = register_module("conv2", conv(out, out, 3, 1, 1));
-    bn2 = register_module("bn2", torch::nn::BatchNorm2d(out));
+  BasicBlockImpl(int64_t in, int64_t out, int64_t stride, int64_t P) {
+    conv1 = register_module("conv1", conv(in, out, 3, stride, 1, P));
+    bn1 = register_module("bn1", bn(out, P));
+    conv2 = register_module("conv2", conv(out, out, 3, 1, 1, P));
+    bn2 = register_module("bn2", bn(out, P));
     if (stride != 1 || in != out) {
-      shortcut_conv = register_module("shortcut_conv", conv(in, out, 1, stride, 0));
-      shortcut_bn = register_module("shortcut_bn", torch::nn::BatchNorm2d(out));
+      shortcut_conv = register_module("shortcut_conv", conv(in, out, 1, stride, 0, P));
+      shortcut_bn = register_module("shortcut_bn", bn(out, P));
     }
   }
   at::Tensor forward(const at::Tensor& x) {
@@ -61,13 +66,13 @@ TORCH_MODULE(BasicBlock);
 // Pre-activation block of Wide ResNets (Zagoruyko & Komodakis 2016), no dropout.
 class WideBlockImpl : public torch::nn::Module {
  public:
-  WideBlockImpl(int64_t in, int64_t out, int64_t stride) {
-    bn1 = register_module("bn1", torch::nn::BatchNorm2d(in));
-    conv1 = register_module("conv1", conv(in, out, 3, stride, 1));
-    bn2 = register_module("bn2", torch::nn::BatchNorm2d(out));
-    conv2 = register_module("conv2", conv(out, out, 3, 1, 1));
+  WideBlockImpl(int64_t in, int64_t out, int64_t stride, int64_t P) {
+    bn1 = register_module("bn1", bn(in, P));
+    conv1 = register_module("conv1", conv(in, out, 3, stride, 1, P));
+    bn2 = register_module("bn2", bn(out, P));
+    conv2 = register_module("conv2", conv(out, out, 3, 1, 1, P));
     if (stride != 1 || in != out)
-      shortcut_conv = register_module("shortcut_conv", conv(in, out, 1, stride, 0));
+      shortcut_conv = register_module("shortcut_conv", conv(in, out, 1, stride, 0, P));
   }
   at::Tensor forward(const at::Tensor& x) {
     at::Tensor o = bn1->forward(x).relu();
@@ -84,10 +89,11 @@ TORCH_MODULE(WideBlock);
 
 // A stage of residual blocks: the first may change the width and stride.
 template <typename Block>
-torch::nn::ModuleList make_stage(int64_t in, int64_t out, int64_t blocks, int64_t stride) {
+torch::nn::ModuleList make_stage(int64_t in, int64_t out, int64_t blocks, int64_t stride,
+                                 int64_t P) {
   torch::nn::ModuleList stage;
   for (int64_t i = 0; i < blocks; ++i)
-    stage->push_back(Block(i == 0 ? in : out, out, i == 0 ? stride : 1));
+    stage->push_back(Block(i == 0 ? in : out, out, i == 0 ? stride : 1, P));
   return stage;
 }
 
@@ -111,20 +117,22 @@ class ConvNet : public Model {
  public:
   ConvNet(const ModelSpec& spec, const char* name, const std::vector<int64_t>& block_widths) {
     require_image(spec, name, 1 << block_widths.size());
+    const int64_t P = spec.particles;
     int64_t in = spec.input_shape[0], h = spec.input_shape[1], w = spec.input_shape[2];
     int i = 0;
     for (int64_t width : block_widths) {
       for (int j = 0; j < 2; ++j, ++i) {
-        convs.push_back(register_module("conv" + std::to_string(i + 1), conv(in, width, 3, 1, 1)));
-        bns.push_back(register_module("bn" + std::to_string(i + 1), torch::nn::BatchNorm2d(width)));
+        convs.push_back(
+            register_module("conv" + std::to_string(i + 1), conv(in, width, 3, 1, 1, P)));
+        bns.push_back(register_module("bn" + std::to_string(i + 1), bn(width, P)));
         in = width;
       }
       h /= 2;
       w /= 2;
     }
-    fc1 = register_module("fc1", torch::nn::Linear(in * h * w, 256));
-    fc2 = register_module("fc2", torch::nn::Linear(256, 256));
-    fc3 = register_module("fc3", torch::nn::Linear(256, spec.num_classes));
+    fc1 = register_module("fc1", layers::Linear(in * h * w, 256, P));
+    fc2 = register_module("fc2", layers::Linear(256, 256, P));
+    fc3 = register_module("fc3", layers::Linear(256, spec.num_classes, P));
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor h = x;
@@ -141,7 +149,7 @@ class ConvNet : public Model {
  private:
   std::vector<torch::nn::Conv2d> convs;
   std::vector<torch::nn::BatchNorm2d> bns;
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+  layers::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
 };
 
 }  // namespace swamp::models

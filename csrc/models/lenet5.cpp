@@ -9,14 +9,13 @@ class LeNet5 : public Model {
  public:
   explicit LeNet5(const ModelSpec& spec) {
     require_image(spec, "lenet5", 8);
-    const int64_t c = spec.input_shape[0];
+    const int64_t c = spec.input_shape[0], P = spec.particles;
     const int64_t h = ((spec.input_shape[1] / 2) - 4) / 2, w = ((spec.input_shape[2] / 2) - 4) / 2;
-    conv1 =
-        register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, 6, 5).padding(2)));
-    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(6, 16, 5)));
-    fc1 = register_module("fc1", torch::nn::Linear(16 * h * w, 120));
-    fc2 = register_module("fc2", torch::nn::Linear(120, 84));
-    fc3 = register_module("fc3", torch::nn::Linear(84, spec.num_classes));
+    conv1 = register_module("conv1", layers::conv2d(c, 6, 5, 1, 2, P, /*bias=*/true));
+    conv2 = register_module("conv2", layers::conv2d(6, 16, 5, 1, 0, P, /*bias=*/true));
+    fc1 = register_module("fc1", layers::Linear(16 * h * w, 120, P));
+    fc2 = register_module("fc2", layers::Linear(120, 84, P));
+    fc3 = register_module("fc3", layers::Linear(84, spec.num_classes, P));
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor h = at::max_pool2d(conv1->forward(x).relu_(), {2, 2});
@@ -28,7 +27,7 @@ class LeNet5 : public Model {
 
  private:
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+  layers::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
 };
 }  // namespace
 SWAMP_REGISTER_MODEL("lenet5", LeNet5);

@@ -2,6 +2,7 @@
 #include <torch/nn/functional/activation.h>
 #include <torch/nn/modules/linear.h>
 
+#include "swamp/layers.h"
 #include "swamp/models.h"
 
 namespace swamp {
@@ -10,11 +11,12 @@ namespace {
 class LeNet300100 : public Model {
  public:
   explicit LeNet300100(const ModelSpec& spec) {
+    const int64_t P = spec.particles;
     int64_t in = 1;
     for (int64_t d : spec.input_shape) in *= d;
-    fc1 = register_module("fc1", torch::nn::Linear(in, 300));
-    fc2 = register_module("fc2", torch::nn::Linear(300, 100));
-    fc3 = register_module("fc3", torch::nn::Linear(100, spec.num_classes));
+    fc1 = register_module("fc1", layers::Linear(in, 300, P));
+    fc2 = register_module("fc2", layers::Linear(300, 100, P));
+    fc3 = register_module("fc3", layers::Linear(100, spec.num_classes, P));
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor h = x.flatten(1);
@@ -24,7 +26,7 @@ class LeNet300100 : public Model {
   }
 
  private:
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+  layers::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
 };
 
 }  // namespace

@@ -11,14 +11,15 @@ class ResNet18 : public Model {
  public:
   ResNet18(const ModelSpec& spec, bool imagenet) : imagenet_(imagenet) {
     require_image(spec, imagenet ? "resnet18_imagenet" : "resnet18", imagenet ? 32 : 8);
-    conv1 = register_module("conv1", imagenet ? conv(spec.input_shape[0], 64, 7, 2, 3)
-                                              : conv(spec.input_shape[0], 64, 3, 1, 1));
-    bn1 = register_module("bn1", torch::nn::BatchNorm2d(64));
-    layer1 = register_module("layer1", make_stage<BasicBlock>(64, 64, 2, 1));
-    layer2 = register_module("layer2", make_stage<BasicBlock>(64, 128, 2, 2));
-    layer3 = register_module("layer3", make_stage<BasicBlock>(128, 256, 2, 2));
-    layer4 = register_module("layer4", make_stage<BasicBlock>(256, 512, 2, 2));
-    fc = register_module("fc", torch::nn::Linear(512, spec.num_classes));
+    const int64_t P = spec.particles;
+    conv1 = register_module("conv1", imagenet ? conv(spec.input_shape[0], 64, 7, 2, 3, P)
+                                              : conv(spec.input_shape[0], 64, 3, 1, 1, P));
+    bn1 = register_module("bn1", models::bn(64, P));
+    layer1 = register_module("layer1", make_stage<BasicBlock>(64, 64, 2, 1, P));
+    layer2 = register_module("layer2", make_stage<BasicBlock>(64, 128, 2, 2, P));
+    layer3 = register_module("layer3", make_stage<BasicBlock>(128, 256, 2, 2, P));
+    layer4 = register_module("layer4", make_stage<BasicBlock>(256, 512, 2, 2, P));
+    fc = register_module("fc", layers::Linear(512, spec.num_classes, P));
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor h = bn1->forward(conv1->forward(x)).relu_();
@@ -35,7 +36,7 @@ class ResNet18 : public Model {
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
   torch::nn::ModuleList layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
-  torch::nn::Linear fc{nullptr};
+  layers::Linear fc{nullptr};
 };
 struct ResNet18Cifar : ResNet18 {
   explicit ResNet18Cifar(const ModelSpec& s) : ResNet18(s, false) {}

@@ -8,13 +8,13 @@ class ResNetCifar : public Model {
  public:
   ResNetCifar(const ModelSpec& spec, const char* name, int64_t depth) {
     require_image(spec, name, 4);
-    const int64_t n = (depth - 2) / 6;
-    conv1 = register_module("conv1", conv(spec.input_shape[0], 16, 3, 1, 1));
-    bn1 = register_module("bn1", torch::nn::BatchNorm2d(16));
-    layer1 = register_module("layer1", make_stage<BasicBlock>(16, 16, n, 1));
-    layer2 = register_module("layer2", make_stage<BasicBlock>(16, 32, n, 2));
-    layer3 = register_module("layer3", make_stage<BasicBlock>(32, 64, n, 2));
-    fc = register_module("fc", torch::nn::Linear(64, spec.num_classes));
+    const int64_t n = (depth - 2) / 6, P = spec.particles;
+    conv1 = register_module("conv1", conv(spec.input_shape[0], 16, 3, 1, 1, P));
+    bn1 = register_module("bn1", models::bn(16, P));
+    layer1 = register_module("layer1", make_stage<BasicBlock>(16, 16, n, 1, P));
+    layer2 = register_module("layer2", make_stage<BasicBlock>(16, 32, n, 2, P));
+    layer3 = register_module("layer3", make_stage<BasicBlock>(32, 64, n, 2, P));
+    fc = register_module("fc", layers::Linear(64, spec.num_classes, P));
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor h = bn1->forward(conv1->forward(x)).relu_();
@@ -28,7 +28,7 @@ class ResNetCifar : public Model {
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};
   torch::nn::ModuleList layer1{nullptr}, layer2{nullptr}, layer3{nullptr};
-  torch::nn::Linear fc{nullptr};
+  layers::Linear fc{nullptr};
 };
 struct ResNet20 : ResNetCifar {
   explicit ResNet20(const ModelSpec& s) : ResNetCifar(s, "resnet20", 20) {}

@@ -12,6 +12,7 @@ class VGG : public Model {
  public:
   VGG(const ModelSpec& spec, const char* name, const std::vector<int64_t>& plan) {
     require_image(spec, name, 1);
+    const int64_t P = spec.particles;
     int64_t in = spec.input_shape[0], hw = std::min(spec.input_shape[1], spec.input_shape[2]);
     for (int64_t v : plan) {
       if (v == M) {
@@ -22,12 +23,12 @@ class VGG : public Model {
         continue;
       }
       const std::string i = std::to_string(convs.size() + 1);
-      convs.push_back(register_module("conv" + i, conv(in, v, 3, 1, 1)));
-      bns.push_back(register_module("bn" + i, torch::nn::BatchNorm2d(v)));
+      convs.push_back(register_module("conv" + i, conv(in, v, 3, 1, 1, P)));
+      bns.push_back(register_module("bn" + i, models::bn(v, P)));
       pools_.push_back(0);
       in = v;
     }
-    fc = register_module("fc", torch::nn::Linear(in, spec.num_classes));
+    fc = register_module("fc", layers::Linear(in, spec.num_classes, P));
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor h = x;
@@ -41,7 +42,7 @@ class VGG : public Model {
  private:
   std::vector<torch::nn::Conv2d> convs;
   std::vector<torch::nn::BatchNorm2d> bns;
-  torch::nn::Linear fc{nullptr};
+  layers::Linear fc{nullptr};
   std::vector<int> pools_;  // max-pools after each convolution
 };
 struct VGG11 : VGG {

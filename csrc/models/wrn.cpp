@@ -15,13 +15,13 @@ class WideResNet : public Model {
                       "wrn: depth must be 6n + 4 (>= 10) and width >= 1, got depth ", depth,
                       " width ", k);
     require_image(spec, "wrn", 4);
-    const int64_t n = (depth - 4) / 6;
-    conv1 = register_module("conv1", conv(spec.input_shape[0], 16, 3, 1, 1));
-    layer1 = register_module("layer1", make_stage<WideBlock>(16, 16 * k, n, 1));
-    layer2 = register_module("layer2", make_stage<WideBlock>(16 * k, 32 * k, n, 2));
-    layer3 = register_module("layer3", make_stage<WideBlock>(32 * k, 64 * k, n, 2));
-    bn = register_module("bn", torch::nn::BatchNorm2d(64 * k));
-    fc = register_module("fc", torch::nn::Linear(64 * k, spec.num_classes));
+    const int64_t n = (depth - 4) / 6, P = spec.particles;
+    conv1 = register_module("conv1", conv(spec.input_shape[0], 16, 3, 1, 1, P));
+    layer1 = register_module("layer1", make_stage<WideBlock>(16, 16 * k, n, 1, P));
+    layer2 = register_module("layer2", make_stage<WideBlock>(16 * k, 32 * k, n, 2, P));
+    layer3 = register_module("layer3", make_stage<WideBlock>(32 * k, 64 * k, n, 2, P));
+    bn = register_module("bn", models::bn(64 * k, P));
+    fc = register_module("fc", layers::Linear(64 * k, spec.num_classes, P));
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor h = conv1->forward(x);
@@ -35,7 +35,7 @@ class WideResNet : public Model {
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::ModuleList layer1{nullptr}, layer2{nullptr}, layer3{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
-  torch::nn::Linear fc{nullptr};
+  layers::Linear fc{nullptr};
 };
 
 struct Registrations {

@@ -37,7 +37,10 @@ void bind_engine(py::module_& m) {
       .def_readwrite("deterministic", &Config::deterministic)
       .def_readwrite("augment", &Config::augment)
       .def_readwrite("crop_padding", &Config::crop_padding)
-      .def_readwrite("flip", &Config::flip);
+      .def_readwrite("flip", &Config::flip)
+      .def_readwrite("particle_mode", &Config::particle_mode)
+      .def_readwrite("sparse_kernels", &Config::sparse_kernels)
+      .def_readwrite("sparse_density", &Config::sparse_density);
   m.def("validate_config", &validate_config, py::arg("config"));
 
   py::class_<RoundResult>(m, "RoundResult")

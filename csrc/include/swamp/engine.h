@@ -48,6 +48,15 @@ struct Config {
   bool augment = false;
   int64_t crop_padding = 4;
   bool flip = true;
+  // How the particles of a round train: "stacked" (all in one model, one forward/backward per
+  // step, see swamp/layers.h), "sequential" (one after the other) or "auto" (the faster for this
+  // device and model, see use_stacked_path). Both give the same results up to float rounding.
+  std::string particle_mode = "auto";
+  // Sparse kernels for pruned linear layers (CPU): "auto" (layers at or below sparse_density),
+  // "on" (every pruned linear layer) or "off". Same results as the dense masked step up to float
+  // rounding.
+  std::string sparse_kernels = "auto";
+  double sparse_density = 0.2;
 };
 
 // Throws c10::ValueError naming the field for anything out of range.
@@ -55,6 +64,8 @@ SWAMP_API void validate_config(const Config& cfg);
 // Particles and SWA used in round `round` by the configured method.
 SWAMP_API int64_t particles_in_round(const Config& cfg, int64_t round);
 SWAMP_API bool swa_enabled(const Config& cfg);
+// Whether the particles of a round train stacked (config.particle_mode, or the auto rule).
+SWAMP_API bool use_stacked_path(const Config& cfg, const std::vector<int64_t>& input_shape);
 
 struct RoundResult {
   int64_t round = 0;

@@ -18,6 +18,9 @@ namespace swamp {
 struct ModelSpec {
   std::vector<int64_t> input_shape;
   int64_t num_classes = 10;
+  // > 1: one module holds this many particles, stacked (see swamp/layers.h); every input then has
+  // the particles' channels side by side, [B, particles * C, ...], and so have the logits.
+  int64_t particles = 1;
 };
 
 // Every model is a torch::nn::Module with a single-tensor forward that returns logits.

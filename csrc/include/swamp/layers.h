@@ -1,0 +1,74 @@
+// The layers every built-in model is made of, able to hold N particles in one module ("stacked"):
+// one forward/backward trains N independent copies of the network, each on its own batch.
+//
+// Layout. A stacked activation is [B, N*C, ...]: sample b of every particle's batch sits in row b,
+// particle n's channels (or features) at [n*C, (n+1)*C). Every parameter and buffer is
+// particle-major, [N*out, ...], so that `t.view({N, -1, ...})[n]` is particle n's tensor and has
+// the single-particle shape. With N = 1 the layers are exactly torch's Linear / Conv2d /
+// BatchNorm2d (same parameter names, shapes, initialisation and kernels).
+//   Linear      weight [N*out, in], bias [N*out]: batched matmul over the particles
+//   conv2d()    a Conv2d with N*in -> N*out channels and groups = N (one group per particle)
+//   batchnorm() a BatchNorm2d over N*C channels: per-channel statistics are per particle
+//
+// Sparse mode (Linear): with a pruning mask set, the layer trains only the unpruned weights:
+// `values` (the nonzeros, row-major order, [N*nnz]) is the trainable tensor, the forward pass and
+// the input gradient are sparse x dense products and the weight gradient is computed at the
+// nonzeros only. sync_dense() writes the values back into `weight`.
+#pragma once
+
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+
+#include <memory>
+
+#include "swamp/export.h"
+
+namespace swamp::layers {
+
+struct SparseStructure;  // CSR + CSC index of a mask (layers.cpp)
+
+class SWAMP_API LinearImpl : public torch::nn::LinearImpl {
+ public:
+  LinearImpl(int64_t in, int64_t out, int64_t particles = 1, bool bias = true);
+  at::Tensor forward(const at::Tensor& x);
+
+  int64_t particles() const { return particles_; }
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+
+  // Sparse mode: `mask` is the single-particle [out, in] bool mask shared by all particles.
+  // Takes the current weights at the mask's nonzeros as the trainable values.
+  void set_sparse(const at::Tensor& mask);
+  // Writes the values back into `weight` (zeros elsewhere) and leaves sparse mode.
+  void clear_sparse();
+  bool is_sparse() const { return sparse_ != nullptr; }
+  // The trainable values (sparse mode only), [N * nnz].
+  at::Tensor& values() { return values_; }
+  // Writes the values into `weight` (zeros at pruned positions); stays in sparse mode.
+  void sync_dense();
+  // Loads `weight` (at the mask's nonzeros) into the values.
+  void load_from_dense();
+
+ private:
+  int64_t in_, out_, particles_;
+  std::shared_ptr<SparseStructure> sparse_;
+  at::Tensor values_;
+};
+TORCH_MODULE(Linear);
+
+// Conv2d with `particles` groups (no bias unless asked), see above.
+SWAMP_API torch::nn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride,
+                                   int64_t padding, int64_t particles = 1, bool bias = false);
+SWAMP_API torch::nn::BatchNorm2d batchnorm(int64_t channels, int64_t particles = 1);
+
+// Stacked layout helpers. Per-particle inputs [N, B, ...] -> the stacked [B, N*C, ...] layout.
+SWAMP_API at::Tensor stack_inputs(const at::Tensor& per_particle);
+// The same input for every particle: [B, C, ...] -> [B, N*C, ...].
+SWAMP_API at::Tensor repeat_input(const at::Tensor& x, int64_t particles);
+// Stacked logits [B, N*K] -> [N, B, K].
+SWAMP_API at::Tensor split_outputs(const at::Tensor& y, int64_t particles);
+// Particle n's slice of a particle-major tensor (scalars, e.g. num_batches_tracked, are shared).
+SWAMP_API at::Tensor particle_slice(const at::Tensor& stacked, int64_t particles, int64_t n);
+
+}  // namespace swamp::layers

@@ -1,0 +1,312 @@
+// Stacked layers and the sparse linear kernels (see swamp/layers.h).
+#include "swamp/layers.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Functions.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <torch/autograd.h>
+#include <torch/types.h>
+
+#include <vector>
+
+// The kernels below are plain loops over contiguous rows; on x86-64 Linux they are also compiled
+// for AVX2 + FMA and picked at load time on machines that have it.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define SWAMP_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SWAMP_TARGET_CLONES
+#endif
+
+namespace swamp::layers {
+
+// CSR (row-major nonzeros of the mask) and CSC views of one mask. Values live in CSR order.
+struct SparseStructure {
+  int64_t out = 0, in = 0, nnz = 0;
+  at::Tensor row_ptr;  // [out + 1]
+  at::Tensor col;      // [nnz]  column of each CSR entry
+  at::Tensor col_ptr;  // [in + 1]
+  at::Tensor csc_row;  // [nnz]  row of each CSC entry
+  at::Tensor csc_pos;  // [nnz]  CSR position of each CSC entry
+  at::Tensor
+      positions;  // [nnz]  flat index row * in + col of each CSR entry (on the weight's device)
+};
+
+namespace {
+
+std::shared_ptr<SparseStructure> build_structure(const at::Tensor& mask) {
+  auto s = std::make_shared<SparseStructure>();
+  const at::Tensor m = mask.to(at::kCPU, at::kBool).contiguous();
+  s->out = m.size(0);
+  s->in = m.size(1);
+  const bool* mp = m.const_data_ptr<bool>();
+  std::vector<int64_t> row_ptr(s->out + 1, 0), col, col_count(s->in + 1, 0);
+  for (int64_t o = 0; o < s->out; ++o) {
+    for (int64_t k = 0; k < s->in; ++k)
+      if (mp[o * s->in + k]) {
+        col.push_back(k);
+        ++col_count[k + 1];
+      }
+    row_ptr[o + 1] = static_cast<int64_t>(col.size());
+  }
+  s->nnz = static_cast<int64_t>(col.size());
+  std::vector<int64_t> col_ptr(col_count);
+  for (int64_t k = 0; k < s->in; ++k) col_ptr[k + 1] += col_ptr[k];
+  std::vector<int64_t> fill(col_ptr.begin(), col_ptr.end() - 1), csc_row(s->nnz), csc_pos(s->nnz),
+      positions(s->nnz);
+  for (int64_t o = 0; o < s->out; ++o)
+    for (int64_t e = row_ptr[o]; e < row_ptr[o + 1]; ++e) {
+      const int64_t k = col[e];
+      csc_row[fill[k]] = o;
+      csc_pos[fill[k]++] = e;
+      positions[e] = o * s->in + k;
+    }
+  auto t = [](const std::vector<int64_t>& v) {
+    return at::tensor(at::ArrayRef<int64_t>(v), at::kLong);
+  };
+  s->row_ptr = t(row_ptr);
+  s->col = t(col);
+  s->col_ptr = t(col_ptr);
+  s->csc_row = t(csc_row);
+  s->csc_pos = t(csc_pos);
+  s->positions = t(positions);
+  return s;
+}
+
+// y[b] += v * x[b]
+template <typename T>
+SWAMP_TARGET_CLONES void axpy(int64_t n, T v, const T* __restrict x, T* __restrict y) {
+  for (int64_t b = 0; b < n; ++b) y[b] += v * x[b];
+}
+template <typename T>
+SWAMP_TARGET_CLONES T dot(int64_t n, const T* __restrict x, const T* __restrict y) {
+  T acc = 0;
+  for (int64_t b = 0; b < n; ++b) acc += x[b] * y[b];
+  return acc;
+}
+
+// yT[p*out + o, :] = bias + sum over row o of values * xT[p*in + col, :]
+at::Tensor spmm_rows(const SparseStructure& s, int64_t particles, const at::Tensor& values,
+                     const at::Tensor& bias, const at::Tensor& xT) {
+  const int64_t B = xT.size(1);
+  at::Tensor yT = at::empty({particles * s.out, B}, xT.options());
+  const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
+  const int64_t* col = s.col.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(xT.scalar_type(), "swamp_sparse_linear_forward", [&] {
+    const scalar_t* v = values.const_data_ptr<scalar_t>();
+    const scalar_t* x = xT.const_data_ptr<scalar_t>();
+    const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* y = yT.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, particles * s.out, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t p = r / s.out, o = r % s.out;
+        scalar_t* yr = y + r * B;
+        const scalar_t b0 = bp ? bp[r] : scalar_t(0);
+        for (int64_t b = 0; b < B; ++b) yr[b] = b0;
+        const scalar_t* vp = v + p * s.nnz;
+        const scalar_t* xp = x + p * s.in * B;
+        for (int64_t e = rp[o]; e < rp[o + 1]; ++e) axpy<scalar_t>(B, vp[e], xp + col[e] * B, yr);
+      }
+    });
+  });
+  return yT;
+}
+
+// dxT[p*in + k, :] = sum over column k of values * gT[p*out + row, :]
+at::Tensor spmm_cols(const SparseStructure& s, int64_t particles, const at::Tensor& values,
+                     const at::Tensor& gT) {
+  const int64_t B = gT.size(1);
+  at::Tensor dxT = at::empty({particles * s.in, B}, gT.options());
+  const int64_t* cp = s.col_ptr.const_data_ptr<int64_t>();
+  const int64_t* row = s.csc_row.const_data_ptr<int64_t>();
+  const int64_t* pos = s.csc_pos.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(gT.scalar_type(), "swamp_sparse_linear_input_grad", [&] {
+    const scalar_t* v = values.const_data_ptr<scalar_t>();
+    const scalar_t* g = gT.const_data_ptr<scalar_t>();
+    scalar_t* dx = dxT.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, particles * s.in, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t p = r / s.in, k = r % s.in;
+        scalar_t* dr = dx + r * B;
+        for (int64_t b = 0; b < B; ++b) dr[b] = 0;
+        const scalar_t* vp = v + p * s.nnz;
+        const scalar_t* gp = g + p * s.out * B;
+        for (int64_t e = cp[k]; e < cp[k + 1]; ++e)
+          axpy<scalar_t>(B, vp[pos[e]], gp + row[e] * B, dr);
+      }
+    });
+  });
+  return dxT;
+}
+
+// dvalues[p*nnz + e] = <gT[p*out + row(e), :], xT[p*in + col(e), :]> (the weight gradient at the
+// nonzeros only: a sampled dense x dense product)
+at::Tensor sddmm(const SparseStructure& s, int64_t particles, const at::Tensor& gT,
+                 const at::Tensor& xT) {
+  const int64_t B = gT.size(1);
+  at::Tensor dv = at::empty({particles * s.nnz}, gT.options());
+  const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
+  const int64_t* col = s.col.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(gT.scalar_type(), "swamp_sparse_linear_weight_grad", [&] {
+    const scalar_t* g = gT.const_data_ptr<scalar_t>();
+    const scalar_t* x = xT.const_data_ptr<scalar_t>();
+    scalar_t* d = dv.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, particles * s.out, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t p = r / s.out, o = r % s.out;
+        const scalar_t* gr = g + r * B;
+        const scalar_t* xp = x + p * s.in * B;
+        scalar_t* dp = d + p * s.nnz;
+        for (int64_t e = rp[o]; e < rp[o + 1]; ++e) dp[e] = dot<scalar_t>(B, gr, xp + col[e] * B);
+      }
+    });
+  });
+  return dv;
+}
+
+// Rows of a [B, F] tensor as a contiguous [F, B] (free when x is already such a transpose, as the
+// output of a sparse layer is).
+at::Tensor transposed(const at::Tensor& x) { return x.t().contiguous(); }
+
+struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& values, const at::Tensor& bias,
+                            const std::shared_ptr<SparseStructure>& s, int64_t particles) {
+    const at::Tensor xT = transposed(x);
+    ctx->save_for_backward({xT, values});
+    ctx->saved_data["particles"] = particles;
+    ctx->saved_data["has_bias"] = bias.defined();
+    ctx->saved_data["shape"] = std::vector<int64_t>{s->out, s->in, s->nnz};
+    ctx->saved_data["row_ptr"] = s->row_ptr;
+    ctx->saved_data["col"] = s->col;
+    ctx->saved_data["col_ptr"] = s->col_ptr;
+    ctx->saved_data["csc_row"] = s->csc_row;
+    ctx->saved_data["csc_pos"] = s->csc_pos;
+    return spmm_rows(*s, particles, values, bias, xT).t();
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& xT = saved[0];
+    const at::Tensor& values = saved[1];
+    const int64_t particles = ctx->saved_data["particles"].toInt();
+    SparseStructure st;
+    const auto shape = ctx->saved_data["shape"].toIntVector();
+    st.out = shape[0];
+    st.in = shape[1];
+    st.nnz = shape[2];
+    st.row_ptr = ctx->saved_data["row_ptr"].toTensor();
+    st.col = ctx->saved_data["col"].toTensor();
+    st.col_ptr = ctx->saved_data["col_ptr"].toTensor();
+    st.csc_row = ctx->saved_data["csc_row"].toTensor();
+    st.csc_pos = ctx->saved_data["csc_pos"].toTensor();
+    const SparseStructure* s = &st;
+    const at::Tensor gT = transposed(grads[0]);
+    at::Tensor dx, dv, db;
+    if (ctx->needs_input_grad(0)) dx = spmm_cols(*s, particles, values, gT).t();
+    if (ctx->needs_input_grad(1)) dv = sddmm(*s, particles, gT, xT);
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) db = grads[0].sum(0);
+    return {dx, dv, db, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, int64_t particles, bool bias)
+    : torch::nn::LinearImpl(torch::nn::LinearOptions(in, out * particles).bias(bias)),
+      in_(in),
+      out_(out),
+      particles_(particles) {
+  TORCH_CHECK_VALUE(particles >= 1, "Linear: particles must be >= 1, got ", particles);
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == particles_ * in_, "Linear: expected input [B, ",
+                    particles_ * in_, "], got ", x.sizes());
+  if (sparse_) return SparseLinearFunction::apply(x, values_, bias, sparse_, particles_);
+  if (particles_ == 1) return torch::nn::LinearImpl::forward(x);
+  const int64_t B = x.size(0), N = particles_;
+  const at::Tensor x3 = x.view({B, N, in_}).transpose(0, 1);          // [N, B, in]
+  const at::Tensor w3 = weight.view({N, out_, in_}).transpose(1, 2);  // [N, in, out]
+  const at::Tensor y = bias.defined() ? at::baddbmm(bias.view({N, 1, out_}), x3, w3)
+                                      : at::bmm(x3, w3);  // [N, B, out]
+  return y.transpose(0, 1).reshape({B, N * out_});
+}
+
+void LinearImpl::set_sparse(const at::Tensor& mask) {
+  TORCH_CHECK_VALUE(weight.device().is_cpu(),
+                    "Linear: sparse mode needs CPU tensors, the weight is on ", weight.device());
+  TORCH_CHECK_VALUE(mask.dim() == 2 && mask.size(0) == out_ && mask.size(1) == in_,
+                    "Linear: sparse mask must be [", out_, ", ", in_, "], got ", mask.sizes());
+  if (sparse_) clear_sparse();
+  sparse_ = build_structure(mask);
+  load_from_dense();
+}
+
+void LinearImpl::load_from_dense() {
+  TORCH_CHECK(sparse_, "Linear: not in sparse mode");
+  torch::NoGradGuard no_grad;
+  values_ = weight.detach()
+                .view({particles_, out_ * in_})
+                .index_select(1, sparse_->positions)
+                .reshape({particles_ * sparse_->nnz})
+                .set_requires_grad(true);
+}
+
+void LinearImpl::sync_dense() {
+  TORCH_CHECK(sparse_, "Linear: not in sparse mode");
+  torch::NoGradGuard no_grad;
+  at::Tensor w = weight.view({particles_, out_ * in_});
+  w.zero_();
+  w.index_copy_(1, sparse_->positions, values_.detach().view({particles_, sparse_->nnz}));
+}
+
+void LinearImpl::clear_sparse() {
+  if (!sparse_) return;
+  sync_dense();
+  sparse_.reset();
+  values_ = at::Tensor();
+}
+
+torch::nn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding,
+                         int64_t particles, bool bias) {
+  TORCH_CHECK_VALUE(particles >= 1, "conv2d: particles must be >= 1, got ", particles);
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in * particles, out * particles, kernel)
+                               .stride(stride)
+                               .padding(padding)
+                               .groups(particles)
+                               .bias(bias));
+}
+
+torch::nn::BatchNorm2d batchnorm(int64_t channels, int64_t particles) {
+  TORCH_CHECK_VALUE(particles >= 1, "batchnorm: particles must be >= 1, got ", particles);
+  return torch::nn::BatchNorm2d(channels * particles);
+}
+
+at::Tensor stack_inputs(const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.dim() >= 3, "stack_inputs: expected [N, B, C, ...], got ", x.sizes());
+  std::vector<int64_t> shape(x.sizes().begin() + 1, x.sizes().end());
+  shape[1] *= x.size(0);
+  return x.transpose(0, 1).reshape(shape);
+}
+
+at::Tensor repeat_input(const at::Tensor& x, int64_t particles) {
+  if (particles == 1) return x;
+  std::vector<int64_t> reps(static_cast<size_t>(x.dim()), 1);
+  reps[1] = particles;
+  return x.repeat(reps);
+}
+
+at::Tensor split_outputs(const at::Tensor& y, int64_t particles) {
+  return y.view({y.size(0), particles, -1}).transpose(0, 1);
+}
+
+at::Tensor particle_slice(const at::Tensor& t, int64_t particles, int64_t n) {
+  if (t.dim() == 0 || particles == 1) return t;
+  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+  shape[0] /= particles;
+  shape.insert(shape.begin(), particles);
+  return t.view(shape).select(0, n);
+}
+
+}  // namespace swamp::layers
