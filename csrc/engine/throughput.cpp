@@ -3,11 +3,15 @@
 #include <c10/util/Exception.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "swamp/engine.h"
+#include "swamp/layers.h"
 #include "swamp/models.h"
 #include "swamp/optim.h"
+#include "swamp/pruning.h"
 
 namespace swamp {
 
@@ -38,6 +42,102 @@ double train_throughput(const std::string& name, const std::vector<int64_t>& inp
   for (int64_t i = 0; i < steps; ++i) step();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return static_cast<double>(batch_size * steps) / s;
+}
+
+double train_step_seconds(const StepBenchOptions& o) {
+  TORCH_CHECK_VALUE(o.batch_size >= 1 && o.steps >= 1 && o.repeats >= 1 && o.particles >= 1,
+                    "train_step_seconds: batch_size, steps, repeats and particles must be >= 1");
+  TORCH_CHECK_VALUE(o.sparsity >= 0.0 && o.sparsity < 1.0,
+                    "train_step_seconds: sparsity must be in [0, 1)");
+  TORCH_CHECK_VALUE(
+      o.sparse_kernels == "off" || o.sparse_kernels == "on" || o.sparse_kernels == "auto",
+      "train_step_seconds: sparse_kernels must be off, on or auto");
+  const c10::Device dev(o.device);
+  TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "train_step_seconds: no CUDA device");
+  torch::manual_seed(0);
+  // One-shot global magnitude masks of the single-particle model.
+  ModelPtr single = create_model(o.model, ModelSpec{o.input_shape, o.num_classes}, 0);
+  std::map<std::string, at::Tensor> masks;
+  {
+    auto named = single->named_parameters(true);
+    std::vector<at::Tensor> w, m;
+    for (const auto& n : prunable_parameter_names(*single)) {
+      masks[n] = at::ones_like(named[n], at::kBool);
+      w.push_back(named[n].detach());
+      m.push_back(masks[n]);
+    }
+    if (o.sparsity > 0.0) global_magnitude_prune_(w, m, o.sparsity);
+  }
+  const int64_t P = o.stacked ? o.particles : 1;
+  const int64_t copies = o.stacked ? 1 : o.particles;
+  struct Unit {
+    ModelPtr model;
+    std::unique_ptr<MaskedSGD> opt;
+    at::Tensor x, y;
+  };
+  std::vector<Unit> units;
+  for (int64_t c = 0; c < copies; ++c) {
+    Unit u;
+    u.model = create_model(o.model, ModelSpec{o.input_shape, o.num_classes, P}, 0);
+    u.model->to(dev);
+    u.model->train(true);
+    std::map<std::string, at::Tensor> values;
+    for (const auto& item : u.model->named_modules("", false)) {
+      auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(item.value());
+      if (!lin) continue;
+      const at::Tensor& mask = masks.at(item.key() + ".weight");
+      const double density = mask.to(at::kFloat).mean().item<double>();
+      if (o.sparse_kernels == "on" ? density < 1.0
+                                   : o.sparse_kernels == "auto" && density <= o.sparse_density) {
+        lin->set_sparse(mask.to(dev));
+        values[item.key() + ".weight"] = lin->values();
+      }
+    }
+    std::vector<at::Tensor> params, param_masks;
+    for (const auto& item : u.model->named_parameters(true)) {
+      auto v = values.find(item.key());
+      auto m = masks.find(item.key());
+      params.push_back(v != values.end() ? v->second : item.value());
+      if (v != values.end() || m == masks.end()) {
+        param_masks.emplace_back();
+      } else {
+        std::vector<int64_t> reps(static_cast<size_t>(m->second.dim()), 1);
+        reps[0] = P;
+        param_masks.push_back(m->second.repeat(reps).to(dev));
+      }
+    }
+    u.opt = std::make_unique<MaskedSGD>(params, param_masks, SgdOptions{0.9, false, 5e-4});
+    std::vector<int64_t> shape{P, o.batch_size};
+    shape.insert(shape.end(), o.input_shape.begin(), o.input_shape.end());
+    u.x = layers::stack_inputs(at::randn(shape, at::TensorOptions().device(dev)));
+    if (P == 1) u.x = u.x.contiguous();
+    u.y = at::randint(0, o.num_classes, {P * o.batch_size},
+                      at::TensorOptions().dtype(at::kLong).device(dev));
+    units.push_back(std::move(u));
+  }
+  auto step = [&] {
+    double total = 0.0;
+    for (auto& u : units) {
+      u.opt->zero_grad();
+      const at::Tensor logits = layers::split_outputs(u.model->forward(u.x), P);
+      at::Tensor loss = at::cross_entropy_loss(logits.reshape({P * o.batch_size, -1}), u.y) *
+                        static_cast<double>(P);
+      loss.backward();
+      u.opt->step(0.01);
+      total += loss.item<double>();  // synchronises on CUDA
+    }
+    return total;
+  };
+  step();
+  std::vector<double> times;
+  for (int64_t r = 0; r < o.repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < o.steps; ++i) step();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                    static_cast<double>(o.steps));
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
 }
 
 }  // namespace swamp

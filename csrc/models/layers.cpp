@@ -8,6 +8,8 @@
 #include <torch/autograd.h>
 #include <torch/types.h>
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
 // The kernels below are plain loops over contiguous rows; on x86-64 Linux they are also compiled
@@ -73,43 +75,112 @@ std::shared_ptr<SparseStructure> build_structure(const at::Tensor& mask) {
   return s;
 }
 
-// y[b] += v * x[b]
+// The kernels accumulate 4 vectors of 32 bytes (32 floats) of the batch at a time in registers,
+// written with GCC/Clang vector extensions (AVX2 in the x86-64-v3 clone, SSE pairs otherwise).
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector values never cross a non-inlined call
 template <typename T>
-SWAMP_TARGET_CLONES void axpy(int64_t n, T v, const T* __restrict x, T* __restrict y) {
-  for (int64_t b = 0; b < n; ++b) y[b] += v * x[b];
-}
+struct Vec {
+  typedef T type __attribute__((vector_size(32)));
+  static constexpr int64_t lanes = 32 / sizeof(T);
+  static inline type load(const T* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static inline void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+};
+
+// out[r, :] = init[r] + sum_e vals[e] * in[idx[e], :] over the entries e of row r
+// (forward: rows of the CSR, input gradient: columns of the CSC).
 template <typename T>
-SWAMP_TARGET_CLONES T dot(int64_t n, const T* __restrict x, const T* __restrict y) {
-  T acc = 0;
-  for (int64_t b = 0; b < n; ++b) acc += x[b] * y[b];
-  return acc;
+SWAMP_TARGET_CLONES void gather_rows(int64_t begin, int64_t end, int64_t rows_per_particle,
+                                     int64_t in_rows_per_particle, int64_t nnz, int64_t B,
+                                     const int64_t* ptr, const int64_t* idx, const int64_t* pos,
+                                     const T* vals, const T* in, const T* init, T* out) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t L = Vec<T>::lanes;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t p = r / rows_per_particle, o = r % rows_per_particle;
+    const T* vp = vals + p * nnz;
+    const T* ip = in + p * in_rows_per_particle * B;
+    const T b0 = init ? init[r] : T(0);
+    T* orow = out + r * B;
+    int64_t c = 0;
+    for (; c + 4 * L <= B; c += 4 * L) {
+      V a0 = {};
+      a0 += b0;
+      V a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t e = ptr[o]; e < ptr[o + 1]; ++e) {
+        const T v = vp[pos ? pos[e] : e];
+        const T* x = ip + idx[e] * B + c;
+        a0 += v * Vec<T>::load(x);
+        a1 += v * Vec<T>::load(x + L);
+        a2 += v * Vec<T>::load(x + 2 * L);
+        a3 += v * Vec<T>::load(x + 3 * L);
+      }
+      Vec<T>::store(orow + c, a0);
+      Vec<T>::store(orow + c + L, a1);
+      Vec<T>::store(orow + c + 2 * L, a2);
+      Vec<T>::store(orow + c + 3 * L, a3);
+    }
+    for (; c < B; ++c) {
+      T acc = b0;
+      for (int64_t e = ptr[o]; e < ptr[o + 1]; ++e)
+        acc += vp[pos ? pos[e] : e] * ip[idx[e] * B + c];
+      orow[c] = acc;
+    }
+  }
 }
 
-// yT[p*out + o, :] = bias + sum over row o of values * xT[p*in + col, :]
+// d[e] = <g[row(e), :], x[col(e), :]> for the CSR entries of rows [begin, end).
+template <typename T>
+SWAMP_TARGET_CLONES void sampled_dots(int64_t begin, int64_t end, int64_t out, int64_t in,
+                                      int64_t nnz, int64_t B, const int64_t* ptr,
+                                      const int64_t* col, const T* g, const T* x, T* d) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t L = Vec<T>::lanes;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t p = r / out, o = r % out;
+    const T* gr = g + r * B;
+    const T* xp = x + p * in * B;
+    T* dp = d + p * nnz;
+    for (int64_t e = ptr[o]; e < ptr[o + 1]; ++e) {
+      const T* xr = xp + col[e] * B;
+      V a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      int64_t c = 0;
+      for (; c + 4 * L <= B; c += 4 * L) {
+        a0 += Vec<T>::load(gr + c) * Vec<T>::load(xr + c);
+        a1 += Vec<T>::load(gr + c + L) * Vec<T>::load(xr + c + L);
+        a2 += Vec<T>::load(gr + c + 2 * L) * Vec<T>::load(xr + c + 2 * L);
+        a3 += Vec<T>::load(gr + c + 3 * L) * Vec<T>::load(xr + c + 3 * L);
+      }
+      const V a = (a0 + a1) + (a2 + a3);
+      T sum = 0;
+      for (int64_t j = 0; j < L; ++j) sum += a[j];
+      for (; c < B; ++c) sum += gr[c] * xr[c];
+      dp[e] = sum;
+    }
+  }
+}
+
+// y = yT^T with yT[p*out + o, :] = bias + sum over row o of values * xT[p*in + col, :]
 at::Tensor spmm_rows(const SparseStructure& s, int64_t particles, const at::Tensor& values,
                      const at::Tensor& bias, const at::Tensor& xT) {
   const int64_t B = xT.size(1);
-  at::Tensor yT = at::empty({particles * s.out, B}, xT.options());
-  const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
-  const int64_t* col = s.col.const_data_ptr<int64_t>();
+  // [B, N*out] with the batch contiguous: the memory of a [N*out, B] matrix, but not a view (so
+  // that in-place activations on it stay cheap for autograd).
+  at::Tensor y = at::empty_strided({B, particles * s.out}, {1, B}, xT.options());
+  at::Tensor yT = y.t();
   AT_DISPATCH_FLOATING_TYPES(xT.scalar_type(), "swamp_sparse_linear_forward", [&] {
-    const scalar_t* v = values.const_data_ptr<scalar_t>();
-    const scalar_t* x = xT.const_data_ptr<scalar_t>();
     const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* y = yT.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, particles * s.out, 8, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t p = r / s.out, o = r % s.out;
-        scalar_t* yr = y + r * B;
-        const scalar_t b0 = bp ? bp[r] : scalar_t(0);
-        for (int64_t b = 0; b < B; ++b) yr[b] = b0;
-        const scalar_t* vp = v + p * s.nnz;
-        const scalar_t* xp = x + p * s.in * B;
-        for (int64_t e = rp[o]; e < rp[o + 1]; ++e) axpy<scalar_t>(B, vp[e], xp + col[e] * B, yr);
-      }
+    at::parallel_for(0, particles * s.out, 4, [&](int64_t begin, int64_t end) {
+      gather_rows<scalar_t>(begin, end, s.out, s.in, s.nnz, B, s.row_ptr.const_data_ptr<int64_t>(),
+                            s.col.const_data_ptr<int64_t>(), nullptr,
+                            values.const_data_ptr<scalar_t>(), xT.const_data_ptr<scalar_t>(), bp,
+                            yT.mutable_data_ptr<scalar_t>());
     });
   });
-  return yT;
+  return y;
 }
 
 // dxT[p*in + k, :] = sum over column k of values * gT[p*out + row, :]
@@ -117,23 +188,13 @@ at::Tensor spmm_cols(const SparseStructure& s, int64_t particles, const at::Tens
                      const at::Tensor& gT) {
   const int64_t B = gT.size(1);
   at::Tensor dxT = at::empty({particles * s.in, B}, gT.options());
-  const int64_t* cp = s.col_ptr.const_data_ptr<int64_t>();
-  const int64_t* row = s.csc_row.const_data_ptr<int64_t>();
-  const int64_t* pos = s.csc_pos.const_data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(gT.scalar_type(), "swamp_sparse_linear_input_grad", [&] {
-    const scalar_t* v = values.const_data_ptr<scalar_t>();
-    const scalar_t* g = gT.const_data_ptr<scalar_t>();
-    scalar_t* dx = dxT.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, particles * s.in, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t p = r / s.in, k = r % s.in;
-        scalar_t* dr = dx + r * B;
-        for (int64_t b = 0; b < B; ++b) dr[b] = 0;
-        const scalar_t* vp = v + p * s.nnz;
-        const scalar_t* gp = g + p * s.out * B;
-        for (int64_t e = cp[k]; e < cp[k + 1]; ++e)
-          axpy<scalar_t>(B, vp[pos[e]], gp + row[e] * B, dr);
-      }
+    at::parallel_for(0, particles * s.in, 8, [&](int64_t begin, int64_t end) {
+      gather_rows<scalar_t>(begin, end, s.in, s.out, s.nnz, B, s.col_ptr.const_data_ptr<int64_t>(),
+                            s.csc_row.const_data_ptr<int64_t>(),
+                            s.csc_pos.const_data_ptr<int64_t>(), values.const_data_ptr<scalar_t>(),
+                            gT.const_data_ptr<scalar_t>(), nullptr,
+                            dxT.mutable_data_ptr<scalar_t>());
     });
   });
   return dxT;
@@ -145,28 +206,47 @@ at::Tensor sddmm(const SparseStructure& s, int64_t particles, const at::Tensor& 
                  const at::Tensor& xT) {
   const int64_t B = gT.size(1);
   at::Tensor dv = at::empty({particles * s.nnz}, gT.options());
-  const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
-  const int64_t* col = s.col.const_data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(gT.scalar_type(), "swamp_sparse_linear_weight_grad", [&] {
-    const scalar_t* g = gT.const_data_ptr<scalar_t>();
-    const scalar_t* x = xT.const_data_ptr<scalar_t>();
-    scalar_t* d = dv.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, particles * s.out, 8, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t p = r / s.out, o = r % s.out;
-        const scalar_t* gr = g + r * B;
-        const scalar_t* xp = x + p * s.in * B;
-        scalar_t* dp = d + p * s.nnz;
-        for (int64_t e = rp[o]; e < rp[o + 1]; ++e) dp[e] = dot<scalar_t>(B, gr, xp + col[e] * B);
-      }
+    at::parallel_for(0, particles * s.out, 4, [&](int64_t begin, int64_t end) {
+      sampled_dots<scalar_t>(begin, end, s.out, s.in, s.nnz, B, s.row_ptr.const_data_ptr<int64_t>(),
+                             s.col.const_data_ptr<int64_t>(), gT.const_data_ptr<scalar_t>(),
+                             xT.const_data_ptr<scalar_t>(), dv.mutable_data_ptr<scalar_t>());
     });
   });
   return dv;
 }
 
-// Rows of a [B, F] tensor as a contiguous [F, B] (free when x is already such a transpose, as the
-// output of a sparse layer is).
-at::Tensor transposed(const at::Tensor& x) { return x.t().contiguous(); }
+// [R, C] -> contiguous [C, R] in 32 x 32 tiles (ATen's generic strided copy is several times
+// slower for this shape of problem).
+template <typename T>
+SWAMP_TARGET_CLONES void transpose_tiles(int64_t rb_begin, int64_t rb_end, int64_t R, int64_t C,
+                                         const T* in, T* out) {
+  constexpr int64_t K = 32;
+  for (int64_t rb = rb_begin; rb < rb_end; ++rb) {
+    const int64_t r0 = rb * K, r1 = std::min(R, r0 + K);
+    for (int64_t c0 = 0; c0 < C; c0 += K) {
+      const int64_t c1 = std::min(C, c0 + K);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) out[c * R + r] = in[r * C + c];
+    }
+  }
+}
+
+// Rows of a [B, F] tensor as a contiguous [F, B]: free when x already has the batch contiguous
+// (the output of a sparse layer), a tiled transpose otherwise.
+at::Tensor transposed(const at::Tensor& x) {
+  if (x.t().is_contiguous()) return x.t();
+  const at::Tensor c = x.contiguous();
+  const int64_t R = c.size(0), C = c.size(1);
+  at::Tensor out = at::empty({C, R}, c.options());
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "swamp_transpose", [&] {
+    at::parallel_for(0, (R + 31) / 32, 1, [&](int64_t begin, int64_t end) {
+      transpose_tiles<scalar_t>(begin, end, R, C, c.const_data_ptr<scalar_t>(),
+                                out.mutable_data_ptr<scalar_t>());
+    });
+  });
+  return out;
+}
 
 struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -182,7 +262,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     ctx->saved_data["col_ptr"] = s->col_ptr;
     ctx->saved_data["csc_row"] = s->csc_row;
     ctx->saved_data["csc_pos"] = s->csc_pos;
-    return spmm_rows(*s, particles, values, bias, xT).t();
+    return spmm_rows(*s, particles, values, bias, xT);  // [B, N*out], batch contiguous
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -205,7 +285,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     at::Tensor dx, dv, db;
     if (ctx->needs_input_grad(0)) dx = spmm_cols(*s, particles, values, gT).t();
     if (ctx->needs_input_grad(1)) dv = sddmm(*s, particles, gT, xT);
-    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) db = grads[0].sum(0);
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) db = gT.sum(1);
     return {dx, dv, db, at::Tensor(), at::Tensor()};
   }
 };
@@ -223,6 +303,8 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, int64_t particles, bool bias)
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
   TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == particles_ * in_, "Linear: expected input [B, ",
                     particles_ * in_, "], got ", x.sizes());
+  // The kernels work on activations with the batch contiguous ([B, F] with strides (1, B)); the
+  // output has that layout, so that a following sparse layer reads it without a copy.
   if (sparse_) return SparseLinearFunction::apply(x, values_, bias, sparse_, particles_);
   if (particles_ == 1) return torch::nn::LinearImpl::forward(x);
   const int64_t B = x.size(0), N = particles_;

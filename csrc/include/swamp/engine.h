@@ -134,6 +134,27 @@ SWAMP_API double train_throughput(const std::string& model, const std::vector<in
                                   int64_t num_classes, int64_t batch_size, int64_t steps,
                                   const std::string& device);
 
+// Seconds per training step (forward, backward, masked SGD step on random data) of `particles`
+// particles of a model pruned one-shot by global magnitude to `sparsity`: stacked in one model or
+// one model after the other, with the dense masked step or sparse kernels for the linear layers
+// ("off" / "on" / "auto" with sparse_density, as in Config). Median over `repeats` timings of
+// `steps` steps, after a warm-up step.
+struct StepBenchOptions {
+  std::string model = "lenet_300_100";
+  std::vector<int64_t> input_shape{1, 28, 28};
+  int64_t num_classes = 10;
+  int64_t batch_size = 128;
+  int64_t particles = 1;
+  bool stacked = true;
+  double sparsity = 0.0;
+  std::string sparse_kernels = "off";
+  double sparse_density = 0.2;
+  int64_t steps = 20;
+  int64_t repeats = 5;
+  std::string device = "cpu";
+};
+SWAMP_API double train_step_seconds(const StepBenchOptions& options);
+
 // The configuration as (field, value) text pairs, in declaration order.
 SWAMP_API std::vector<std::pair<std::string, std::string>> config_fields(const Config& cfg);
 
