@@ -260,3 +260,20 @@ def test_divergence_keeps_completed_rounds(tmp_path):
     assert [r.round for r in e.value.rounds] == [0]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["round"] for r in saved["rounds"]] == [0]
+
+
+def test_stacked_sparse_run_resumes_bitwise(tmp_path):
+    """A stacked group with sparse linear layers, killed mid-training and resumed, gives the run
+    never interrupted."""
+    cfg = dict(CFG, particle_mode="stacked", sparse_kernels="on", rounds=2, prune_ratio=0.6)
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    rc, lines = run_child(ref_dir, cfg, ref_dir / "ckpt", ref_dir / "ref.pt")
+    assert rc == 0, lines
+    ckpt = tmp_path / "ckpt"
+    rc, lines = run_child(tmp_path, cfg, ckpt, tmp_path / "out.pt", kill_at="EPOCH 1 1 2")
+    assert rc == -signal.SIGKILL, lines
+    rc, lines = run_child(tmp_path, cfg, ckpt, tmp_path / "out.pt")
+    assert rc == 0, lines
+    assert not any(line.startswith("EPOCH 0 ") for line in lines)
+    assert_same(load(tmp_path / "out.pt"), load(ref_dir / "ref.pt"))

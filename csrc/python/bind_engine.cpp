@@ -3,6 +3,7 @@
 
 #include "bindings.h"
 #include "swamp/engine.h"
+#include "swamp/layers.h"
 #include "swamp/models.h"
 
 namespace swamp::python {
@@ -126,9 +127,68 @@ void bind_engine(py::module_& m) {
       },
       py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("batch_size") = 128,
       py::arg("particles") = 1, py::arg("stacked") = true, py::arg("sparsity") = 0.0,
-      py::arg("sparse_kernels") = "off", py::arg("sparse_density") = 0.2, py::arg("steps") = 20,
+      py::arg("sparse_kernels") = "off", py::arg("sparse_density") = 0.3, py::arg("steps") = 20,
       py::arg("repeats") = 5, py::arg("device") = "cpu",
       "Seconds per training step of pruned, possibly stacked / sparse particles.");
+  models.def(
+      "particles_forward_backward",
+      [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
+         const std::vector<std::map<std::string, at::Tensor>>& states, const at::Tensor& x,
+         const at::Tensor& y, bool stacked) {
+        const int64_t N = static_cast<int64_t>(states.size());
+        TORCH_CHECK_VALUE(N >= 1, "particles_forward_backward: no particle states");
+        TORCH_CHECK_VALUE(
+            x.dim() >= 3 && x.size(0) == N && y.dim() == 2 && y.size(0) == N,
+            "particles_forward_backward: x must be [N, B, ...] and y [N, B] with N = ", N,
+            " particles");
+        auto load = [](torch::nn::Module& m, const std::map<std::string, at::Tensor>& st, int64_t P,
+                       int64_t n) {
+          torch::NoGradGuard no_grad;
+          for (auto& item : m.named_parameters(true))
+            layers::particle_slice(item.value(), P, n).copy_(st.at(item.key()));
+          for (auto& item : m.named_buffers(true))
+            if (item.value().dim() > 0 || n == 0)
+              layers::particle_slice(item.value(), P, n).copy_(st.at(item.key()));
+        };
+        auto grads_of = [](torch::nn::Module& m, int64_t P, int64_t n) {
+          std::map<std::string, at::Tensor> g;
+          for (const auto& item : m.named_parameters(true))
+            g[item.key()] = layers::particle_slice(item.value().grad(), P, n).clone();
+          return g;
+        };
+        std::vector<std::map<std::string, at::Tensor>> grads;
+        at::Tensor logits;
+        py::gil_scoped_release nogil;
+        if (stacked) {
+          ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes, N}, 0);
+          model->to(x.scalar_type());
+          for (int64_t n = 0; n < N; ++n) load(*model, states[n], N, n);
+          model->train(true);
+          logits = layers::split_outputs(model->forward(layers::stack_inputs(x)), N);
+          at::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), y.reshape(-1))
+              .mul(static_cast<double>(N))
+              .backward();
+          for (int64_t n = 0; n < N; ++n) grads.push_back(grads_of(*model, N, n));
+        } else {
+          std::vector<at::Tensor> outs;
+          for (int64_t n = 0; n < N; ++n) {
+            ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, 0);
+            model->to(x.scalar_type());
+            load(*model, states[n], 1, 0);
+            model->train(true);
+            outs.push_back(model->forward(x[n]));
+            at::cross_entropy_loss(outs.back(), y[n]).backward();
+            grads.push_back(grads_of(*model, 1, 0));
+          }
+          logits = at::stack(outs);
+        }
+        return std::make_pair(logits.detach(), grads);
+      },
+      py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("states"),
+      py::arg("x"), py::arg("y"), py::arg("stacked"),
+      "One training-mode forward and backward of N particles (states), each on its own batch, in "
+      "the dtype of x: "
+      "stacked in one model or one model each. Returns (logits [N, B, K], per-particle grads).");
   models.def(
       "create",
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
