@@ -5,7 +5,7 @@ particle (every model), sparse linear kernels vs the dense masked step, and both
 import pytest
 import torch
 
-from swamp_ext import Config, _C, datasets, models, run_imp
+from swamp_ext import _C, Config, datasets, models, run_imp
 
 # Every registered model (and one of the wrn family) on inputs it accepts, kept small.
 SHAPES = {
