@@ -5,8 +5,12 @@ hyper-parameters, measured in one run:
   * a whole swamp run (default 16 rounds of 20%, to ~97% sparsity): reference seconds / ours, and
     the mean accuracy over rounds of each.
 
-    python benchmarks/speed.py                          # lenet_300_100 on mnist5k
-    python benchmarks/speed.py --model conv4_small --rounds 3 --epochs 3
+  * achieved training FLOP/s of one dense step (forward + backward FLOPs counted by
+    torch.utils.flop_counter on the PyTorch mirror of the model) as a fraction of this machine's
+    fp32 matmul FLOP/s (a 2048 x 2048 torch.mm, measured in the same run).
+
+    cd benchmarks && python speed.py                   # lenet_300_100 on mnist5k
+    cd benchmarks && python speed.py --model conv4 --epochs 1 --rounds 0
 """
 
 from __future__ import annotations
@@ -17,8 +21,31 @@ import time
 
 import torch
 from reference_torch import run as reference_run
+from torch.utils.flop_counter import FlopCounterMode
 
 import swamp_ext
+from swamp_ext import _C
+from swamp_ext.torch_models import build
+
+
+def matmul_flops() -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            torch.mm(a, b)
+        best = min(best, (time.perf_counter() - t0) / 5)
+    return 2 * 2048**3 / best
+
+
+def step_flops(model: str, shape, batch: int) -> float:
+    net = build(model, shape, 10)
+    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+    with FlopCounterMode(display=False) as fc:
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+    return fc.get_total_flops()
 
 
 def ours(cfg, data):
@@ -30,9 +57,10 @@ def ours(cfg, data):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="lenet_300_100")
-    p.add_argument("--rounds", type=int, default=16)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--particles", type=int, default=4)
+    p.add_argument("--rounds", dest="rounds", type=int, default=16,
+                   help="rounds of the whole run (0: skip it)")
     a = p.parse_args()
     data = swamp_ext.datasets.load("mnist5k")
     base = dict(model=a.model, epochs=a.epochs, particles=a.particles, seed=0)
@@ -47,6 +75,16 @@ def main() -> None:
     t_ref = time.perf_counter() - t0
     print(f"dense round: ours imp {t_imp:.2f}s, ours swamp {t_sw:.2f}s, reference swamp "
           f"{t_ref:.2f}s -> swamp/imp {t_sw / t_imp:.2f}x, reference/ours {t_ref / t_sw:.2f}x")
+
+    peak = matmul_flops()
+    flops = step_flops(a.model, data.input_shape, 128)
+    step = _C.models.train_step_seconds(a.model, list(data.input_shape), 10, batch_size=128,
+                                        steps=10, repeats=5)
+    print(f"dense step: {flops / 1e6:.1f} MFLOP in {step * 1e3:.2f} ms = {flops / step / 1e9:.1f} "
+          f"GFLOP/s; fp32 matmul {peak / 1e9:.1f} GFLOP/s -> {100 * flops / step / peak:.0f}% of "
+          f"matmul (goal >= 85%)")
+    if a.rounds == 0:
+        return
 
     cfg = swamp_ext.Config(**base, method="swamp", rounds=a.rounds)
     t_ours, rounds = ours(cfg, data)
