@@ -6,7 +6,7 @@ in one run. The step is forward, backward and masked SGD (momentum 0.9, weight d
     python benchmarks/sparse_step.py --model lenet5 --shape 1 28 28 --particles 4
 
 Columns: dense masked step, sparse step (every pruned linear layer on sparse kernels), the
-engine's auto choice (layers at density <= 0.3 sparse), and sparse / dense. Goal at 95% sparsity:
+engine's auto choice (layers at density <= 0.5 sparse), and sparse / dense. Goal at 95% sparsity:
 sparse <= 0.3x dense.
 """
 

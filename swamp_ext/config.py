@@ -62,7 +62,7 @@ class Config:
     flip: bool = True
     particle_mode: str = "auto"
     sparse_kernels: str = "auto"
-    sparse_density: float = 0.3
+    sparse_density: float = 0.5
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -127,7 +127,7 @@ void bind_engine(py::module_& m) {
       },
       py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("batch_size") = 128,
       py::arg("particles") = 1, py::arg("stacked") = true, py::arg("sparsity") = 0.0,
-      py::arg("sparse_kernels") = "off", py::arg("sparse_density") = 0.3, py::arg("steps") = 20,
+      py::arg("sparse_kernels") = "off", py::arg("sparse_density") = 0.5, py::arg("steps") = 20,
       py::arg("repeats") = 5, py::arg("device") = "cpu",
       "Seconds per training step of pruned, possibly stacked / sparse particles.");
   models.def(

@@ -56,7 +56,7 @@ struct Config {
   // "on" (every pruned linear layer) or "off". Same results as the dense masked step up to float
   // rounding.
   std::string sparse_kernels = "auto";
-  double sparse_density = 0.3;
+  double sparse_density = 0.5;
 };
 
 // Throws c10::ValueError naming the field for anything out of range.
@@ -148,7 +148,7 @@ struct StepBenchOptions {
   bool stacked = true;
   double sparsity = 0.0;
   std::string sparse_kernels = "off";
-  double sparse_density = 0.3;
+  double sparse_density = 0.5;
   int64_t steps = 20;
   int64_t repeats = 5;
   std::string device = "cpu";
