@@ -96,13 +96,12 @@ def assert_runs_close(a, b, atol, rel=1e-4):
 def test_stacked_run_equals_sequential_run(model):
     kw = dict(model=model, sparse_kernels="off")
     if model == "conv4_small":
-        kw.update(rounds=2, epochs=2, rewind_steps=2, lr=0.01)
+        # one epoch a round: with batch norm, longer float32 training drifts chaotically (two
+        # epochs: the last loss moves 3% between 1 and 2 threads, stacked or not)
+        kw.update(rounds=2, epochs=1, rewind_epochs=0, rewind_steps=2, lr=0.01)
     seq = run(particle_mode="sequential", **kw)
     st = run(particle_mode="stacked", **kw)
-    if model == "conv4_small":  # batch norm: float32 drift as large as changing the thread count
-        assert_runs_close(seq, st, atol=5e-2, rel=1e-2)  # relative error of each tensor
-    else:
-        assert_runs_close(seq, st, atol=1e-3)
+    assert_runs_close(seq, st, atol=5e-3 if model == "conv4_small" else 1e-3)
 
 
 @pytest.mark.parametrize("mode", ["sequential", "stacked"])

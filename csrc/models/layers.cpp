@@ -12,13 +12,8 @@
 #include <cstring>
 #include <vector>
 
-// The kernels below are plain loops over contiguous rows; on x86-64 Linux they are also compiled
-// for AVX2 + FMA and picked at load time on machines that have it.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#define SWAMP_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SWAMP_TARGET_CLONES
-#endif
+// The kernels below are plain loops over contiguous rows (SWAMP_TARGET_CLONES: also an AVX2 build).
+#include "../common/simd.h"
 
 namespace swamp::layers {
 

@@ -1,10 +1,70 @@
 #include <ATen/Functions.h>
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <torch/types.h>
 
+#include "../common/simd.h"
 #include "swamp/optim.h"
 
 namespace swamp {
+
+namespace {
+
+// One pass over a contiguous parameter: the same element-wise operations, in the same order, as
+// the foreach path below (d = (g + wd p) m; buf = mu buf + d; p = (p - lr dir) m), reading each
+// array once instead of once per operation. A first step starts from a zero buffer (mu 0 + d = d).
+template <typename T, bool kMask, bool kMomentum, bool kNesterov>
+inline __attribute__((always_inline)) void sgd_loop(T* p, const T* g, const T* m, T* buf, int64_t n,
+                                                    T lr, T wd, T mu) {
+  for (int64_t j = 0; j < n; ++j) {
+    T d = g[j] + wd * p[j];
+    if constexpr (kMask) d = d * m[j];
+    T dir = d;
+    if constexpr (kMomentum) {
+      const T b = mu * buf[j] + d;
+      buf[j] = b;
+      dir = kNesterov ? d + mu * b : b;
+    }
+    T q = p[j] + (-lr) * dir;
+    if constexpr (kMask) q = q * m[j];
+    p[j] = q;
+  }
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void sgd_dispatch(T* p, const T* g, const T* m, T* buf,
+                                                        int64_t n, T lr, T wd, T mu,
+                                                        bool nesterov) {
+  const bool mask = m != nullptr, momentum = buf != nullptr;
+  if (mask && momentum && nesterov)
+    return sgd_loop<T, true, true, true>(p, g, m, buf, n, lr, wd, mu);
+  if (mask && momentum) return sgd_loop<T, true, true, false>(p, g, m, buf, n, lr, wd, mu);
+  if (mask) return sgd_loop<T, true, false, false>(p, g, m, buf, n, lr, wd, mu);
+  if (momentum && nesterov) return sgd_loop<T, false, true, true>(p, g, m, buf, n, lr, wd, mu);
+  if (momentum) return sgd_loop<T, false, true, false>(p, g, m, buf, n, lr, wd, mu);
+  sgd_loop<T, false, false, false>(p, g, m, buf, n, lr, wd, mu);
+}
+
+SWAMP_TARGET_CLONES void sgd_kernel(float* p, const float* g, const float* m, float* buf, int64_t n,
+                                    float lr, float wd, float mu, bool nesterov) {
+  sgd_dispatch<float>(p, g, m, buf, n, lr, wd, mu, nesterov);
+}
+
+SWAMP_TARGET_CLONES void sgd_kernel(double* p, const double* g, const double* m, double* buf,
+                                    int64_t n, double lr, double wd, double mu, bool nesterov) {
+  sgd_dispatch<double>(p, g, m, buf, n, lr, wd, mu, nesterov);
+}
+
+bool fusable(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m, const at::Tensor& b) {
+  auto same = [&](const at::Tensor& t) {
+    return !t.defined() || (t.device() == p.device() && t.scalar_type() == p.scalar_type() &&
+                            t.sizes() == p.sizes() && t.is_contiguous());
+  };
+  return p.device().is_cpu() && (p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble) &&
+         p.is_contiguous() && same(g) && same(m) && same(b);
+}
+
+}  // namespace
 
 MaskedSGD::MaskedSGD(std::vector<at::Tensor> params, std::vector<at::Tensor> masks,
                      SgdOptions options)
@@ -29,23 +89,42 @@ void MaskedSGD::set_momentum_buffers(std::vector<at::Tensor> buffers) {
   buffers_ = std::move(buffers);
 }
 
+// Gradients are released, not zeroed (PyTorch's set_to_none): the next backward then hands its
+// gradient over instead of adding it to a zeroed tensor, two passes fewer per parameter.
 void MaskedSGD::zero_grad() {
-  for (auto& p : params_) {
-    at::Tensor g = p.mutable_grad();
-    if (g.defined()) g.zero_();
-  }
+  for (auto& p : params_) p.mutable_grad().reset();
 }
 
-// One fused (foreach) pass per operation over all parameters: on CUDA a handful of multi-tensor
-// kernels per step instead of several kernels per parameter; on the CPU the same element-wise
-// operations in the same order as a per-parameter loop (bitwise identical results).
+// CPU float/double parameters: one fused pass per parameter (sgd_kernel), in parallel chunks.
+// Everything else (CUDA, other dtypes, strided tensors): one foreach pass per operation over all
+// of them, a handful of multi-tensor kernels per step on CUDA.
 void MaskedSGD::step(double lr) {
   torch::NoGradGuard no_grad;
-  std::vector<size_t> idx;  // parameters that have a gradient
+  std::vector<size_t> idx;  // parameters for the foreach path
   std::vector<at::Tensor> p, g;
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor grad = params_[i].grad();
     if (!grad.defined()) continue;
+    at::Tensor& p_i = params_[i];
+    at::Tensor& buf = buffers_[i];
+    if (fusable(p_i, grad, masks_[i], buf)) {
+      if (opt_.momentum != 0.0 && !buf.defined()) buf = at::zeros_like(p_i);
+      const int64_t n = p_i.numel();
+      AT_DISPATCH_FLOATING_TYPES(p_i.scalar_type(), "masked_sgd", [&] {
+        scalar_t* pp = p_i.data_ptr<scalar_t>();
+        const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+        const scalar_t* mp = masks_[i].defined() ? masks_[i].const_data_ptr<scalar_t>() : nullptr;
+        scalar_t* bp = opt_.momentum != 0.0 ? buf.data_ptr<scalar_t>() : nullptr;
+        const auto s_lr = static_cast<scalar_t>(lr);
+        const auto s_wd = static_cast<scalar_t>(opt_.weight_decay);
+        const auto s_mu = static_cast<scalar_t>(opt_.momentum);
+        at::parallel_for(0, n, 1 << 15, [&](int64_t b, int64_t e) {
+          sgd_kernel(pp + b, gp + b, mp ? mp + b : nullptr, bp ? bp + b : nullptr, e - b, s_lr,
+                     s_wd, s_mu, opt_.nesterov);
+        });
+      });
+      continue;
+    }
     idx.push_back(i);
     p.push_back(params_[i]);
     g.push_back(grad);
