@@ -104,6 +104,19 @@ def test_stacked_run_equals_sequential_run(model):
     assert_runs_close(seq, st, atol=5e-3 if model == "conv4_small" else 1e-3)
 
 
+@pytest.mark.parametrize("model, expected", [("lenet_300_100", "stacked"),
+                                             ("conv4_small", "sequential")])
+def test_auto_particle_mode_on_cpu(model, expected):
+    # measured rule (benchmarks/stacked_step.py): linear-only models stacked, conv models not;
+    # the two paths differ in float rounding, so bitwise equality tells which one ran
+    kw = dict(model=model, rounds=2, epochs=1, rewind_epochs=0, rewind_steps=2)
+    auto, ref = run(particle_mode="auto", **kw), run(particle_mode=expected, **kw)
+    other = run(particle_mode="sequential" if expected == "stacked" else "stacked", **kw)
+    sa, sr, so = auto.state_dict(), ref.state_dict(), other.state_dict()
+    assert all(torch.equal(sa[k], sr[k]) for k in sa)
+    assert not all(torch.equal(sa[k], so[k]) for k in sa)
+
+
 @pytest.mark.parametrize("mode", ["sequential", "stacked"])
 def test_sparse_kernels_equal_the_dense_masked_step(mode):
     dense = run(sparse_kernels="off", particle_mode=mode)

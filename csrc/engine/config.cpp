@@ -1,5 +1,6 @@
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
+#include <torch/nn/modules/conv.h>
 
 #include <cmath>
 #include <cstdio>
@@ -108,14 +109,18 @@ bool swa_enabled(const Config& c) {
   return c.method != "imp";
 }
 
-bool use_stacked_path(const Config& c, const std::vector<int64_t>& input_shape) {
+bool use_stacked_path(const Config& c, const torch::nn::Module& model) {
   if (c.particle_mode != "auto") return c.particle_mode == "stacked";
-  // Measured (benchmarks/stacked_step.py): on a 2-core CPU one model's step already keeps both
-  // cores busy and the stacked step is slower (0.6-0.75x of sequential for lenet_300_100 and
-  // Conv-4: layout copies of the batched weight gradients, grouped convolutions); on a GPU, where
-  // one small model leaves the device mostly idle, the particles run stacked.
-  (void)input_shape;
-  return !c10::Device(c.device).is_cpu();
+  // On a GPU, where one small model leaves the device mostly idle, the particles run stacked.
+  if (!c10::Device(c.device).is_cpu()) return true;
+  // Measured on a 2-core CPU (benchmarks/stacked_step.py, 4 particles): models made of linear
+  // layers train faster stacked (lenet_300_100 1.2-1.3x dense, 1.4x at 95% sparsity: batched
+  // matmuls, particle-major activations), models with convolutions slower (0.4-0.66x: CPU
+  // grouped convolutions).
+  for (const auto& m : model.modules(/*include_self=*/true))
+    if (m->as<torch::nn::Conv2d>() || m->as<torch::nn::Conv1d>() || m->as<torch::nn::Conv3d>())
+      return false;
+  return true;
 }
 
 int64_t particles_in_round(const Config& c, int64_t round) {

@@ -515,7 +515,7 @@ class Engine {
   // Stacked training of `group` particles in one model, or one model per particle: the config's
   // choice, or (auto) stacked wherever it is measured to be faster; see use_stacked_path().
   bool use_stacked(int64_t group) const {
-    return group > 1 && use_stacked_path(cfg_, data_.input_shape());
+    return group > 1 && use_stacked_path(cfg_, *particles_.at(0));
   }
 
   Model& stacked_model(int64_t group) {

@@ -227,17 +227,25 @@ SWAMP_TARGET_CLONES void transpose_tiles(int64_t rb_begin, int64_t rb_end, int64
   }
 }
 
-// Rows of a [B, F] tensor as a contiguous [F, B]: free when x already has the batch contiguous
-// (the output of a sparse layer), a tiled transpose otherwise.
+// Rows of a [B, F] tensor as a contiguous [F, B] (of each [B, F] matrix of an [N, B, F] tensor:
+// [N, F, B]): free when x already has the batch contiguous (the output of a sparse layer), a
+// tiled transpose otherwise.
 at::Tensor transposed(const at::Tensor& x) {
-  if (x.t().is_contiguous()) return x.t();
+  const at::Tensor xt = x.transpose(-1, -2);
+  if (xt.is_contiguous()) return xt;
   const at::Tensor c = x.contiguous();
-  const int64_t R = c.size(0), C = c.size(1);
-  at::Tensor out = at::empty({C, R}, c.options());
+  const int64_t N = c.dim() == 3 ? c.size(0) : 1, R = c.size(-2), C = c.size(-1);
+  const int64_t blocks = (R + 31) / 32;
+  at::Tensor out = at::empty_like(xt, at::MemoryFormat::Contiguous);
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "swamp_transpose", [&] {
-    at::parallel_for(0, (R + 31) / 32, 1, [&](int64_t begin, int64_t end) {
-      transpose_tiles<scalar_t>(begin, end, R, C, c.const_data_ptr<scalar_t>(),
-                                out.mutable_data_ptr<scalar_t>());
+    const scalar_t* in = c.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end;) {  // runs of row blocks within one matrix
+        const int64_t n = i / blocks, b0 = i % blocks, b1 = std::min(blocks, b0 + (end - i));
+        transpose_tiles<scalar_t>(b0, b1, R, C, in + n * R * C, o + n * R * C);
+        i += b1 - b0;
+      }
     });
   });
   return out;
@@ -247,8 +255,13 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& values, const at::Tensor& bias,
                             const std::shared_ptr<SparseStructure>& s, int64_t particles) {
-    const at::Tensor xT = transposed(x);
+    // x: [B, N*in], or particle-major [N, B, in] (then y is [N, B, out]; the layout views are
+    // made here, inside the function, so that in-place ops on y cost no view bookkeeping)
+    const bool pm = x.dim() == 3;
+    const int64_t B = x.size(-2);
+    const at::Tensor xT = pm ? transposed(x).view({-1, B}) : transposed(x);
     ctx->save_for_backward({xT, values});
+    ctx->saved_data["pm"] = pm;
     ctx->saved_data["particles"] = particles;
     ctx->saved_data["has_bias"] = bias.defined();
     ctx->saved_data["shape"] = std::vector<int64_t>{s->out, s->in, s->nnz};
@@ -257,7 +270,11 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     ctx->saved_data["col_ptr"] = s->col_ptr;
     ctx->saved_data["csc_row"] = s->csc_row;
     ctx->saved_data["csc_pos"] = s->csc_pos;
-    return spmm_rows(*s, particles, values, bias, xT);  // [B, N*out], batch contiguous
+    const at::Tensor y = spmm_rows(*s, particles, values, bias, xT);  // [B, N*out], (1, B)
+    if (!pm) return y;
+    // the same storage as [N, B, out] with strides (out*B, 1, B): a new tensor, not a view
+    return at::empty({0}, y.options())
+        .set_(y.storage(), y.storage_offset(), {particles, B, s->out}, {s->out * B, 1, B});
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -276,12 +293,47 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     st.csc_row = ctx->saved_data["csc_row"].toTensor();
     st.csc_pos = ctx->saved_data["csc_pos"].toTensor();
     const SparseStructure* s = &st;
-    const at::Tensor gT = transposed(grads[0]);
+    const bool pm = ctx->saved_data["pm"].toBool();
+    const int64_t B = xT.size(1);
+    const at::Tensor gT = pm ? transposed(grads[0]).view({-1, B}) : transposed(grads[0]);
     at::Tensor dx, dv, db;
-    if (ctx->needs_input_grad(0)) dx = spmm_cols(*s, particles, values, gT).t();
+    if (ctx->needs_input_grad(0)) {
+      dx = spmm_cols(*s, particles, values, gT);  // [N*in, B]
+      dx = pm ? dx.view({particles, s->in, B}).transpose(1, 2) : dx.t();
+    }
     if (ctx->needs_input_grad(1)) dv = sddmm(*s, particles, gT, xT);
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) db = gT.sum(1);
     return {dx, dv, db, at::Tensor(), at::Tensor()};
+  }
+};
+
+// The dense stacked linear layer on particle-major activations: y[n] = x[n] w[n]^T + b[n]. Its
+// own backward so that the weight gradient comes out as [N, out, in], the parameter's layout
+// (autograd through a transposed view of the weight would copy it back every step).
+struct StackedLinearFunction : public torch::autograd::Function<StackedLinearFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& weight, const at::Tensor& bias, int64_t particles) {
+    const int64_t N = particles, in = x.size(2), out = weight.size(0) / N;
+    const at::Tensor w3 = weight.view({N, out, in});
+    ctx->save_for_backward({x, weight});
+    ctx->saved_data["particles"] = particles;
+    ctx->saved_data["has_bias"] = bias.defined();
+    return bias.defined() ? at::baddbmm(bias.view({N, 1, out}), x, w3.transpose(1, 2))
+                          : at::bmm(x, w3.transpose(1, 2));
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1];
+    const int64_t N = ctx->saved_data["particles"].toInt(), in = x.size(2);
+    const int64_t out = weight.size(0) / N;
+    const at::Tensor g = grads[0].contiguous();  // [N, B, out]
+    at::Tensor dx, dw, db;
+    if (ctx->needs_input_grad(0)) dx = at::bmm(g, weight.view({N, out, in}));
+    if (ctx->needs_input_grad(1)) dw = at::bmm(g.transpose(1, 2), x).view({N * out, in});
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2))
+      db = g.sum(1).view({N * out});
+    return {dx, dw, db, at::Tensor()};
   }
 };
 
@@ -296,6 +348,12 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, int64_t particles, bool bias)
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  if (x.dim() == 3) {  // particle-major [N, B, in]
+    TORCH_CHECK_VALUE(x.size(0) == particles_ && x.size(2) == in_, "Linear: expected input [",
+                      particles_, ", B, ", in_, "], got ", x.sizes());
+    if (sparse_) return SparseLinearFunction::apply(x, values_, bias, sparse_, particles_);
+    return StackedLinearFunction::apply(x.contiguous(), weight, bias, particles_);
+  }
   TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == particles_ * in_, "Linear: expected input [B, ",
                     particles_ * in_, "], got ", x.sizes());
   // The kernels work on activations with the batch contiguous ([B, F] with strides (1, B)); the
@@ -372,6 +430,19 @@ at::Tensor repeat_input(const at::Tensor& x, int64_t particles) {
   std::vector<int64_t> reps(static_cast<size_t>(x.dim()), 1);
   reps[1] = particles;
   return x.repeat(reps);
+}
+
+at::Tensor to_particle_major(const at::Tensor& x, int64_t particles) {
+  if (particles == 1) return x;
+  TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) % particles == 0, "to_particle_major: expected [B, ",
+                    particles, "*F], got ", x.sizes());
+  return x.view({x.size(0), particles, -1}).transpose(0, 1).contiguous();
+}
+
+at::Tensor from_particle_major(const at::Tensor& y) {
+  if (y.dim() == 2) return y;
+  TORCH_CHECK_VALUE(y.dim() == 3, "from_particle_major: expected [N, B, F], got ", y.sizes());
+  return y.transpose(0, 1).reshape({y.size(1), y.size(0) * y.size(2)});
 }
 
 at::Tensor split_outputs(const at::Tensor& y, int64_t particles) {

@@ -19,10 +19,10 @@ class LeNet300100 : public Model {
     fc3 = register_module("fc3", layers::Linear(100, spec.num_classes, P));
   }
   at::Tensor forward(const at::Tensor& x) override {
-    at::Tensor h = x.flatten(1);
+    at::Tensor h = layers::to_particle_major(x.flatten(1), fc1->particles());
     h = fc1->forward(h).relu_();
     h = fc2->forward(h).relu_();
-    return fc3->forward(h);
+    return layers::from_particle_major(fc3->forward(h));
   }
 
  private:

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
 
 #include <functional>
 #include <map>
@@ -64,8 +65,9 @@ SWAMP_API void validate_config(const Config& cfg);
 // Particles and SWA used in round `round` by the configured method.
 SWAMP_API int64_t particles_in_round(const Config& cfg, int64_t round);
 SWAMP_API bool swa_enabled(const Config& cfg);
-// Whether the particles of a round train stacked (config.particle_mode, or the auto rule).
-SWAMP_API bool use_stacked_path(const Config& cfg, const std::vector<int64_t>& input_shape);
+// Whether the particles of a round train stacked: config.particle_mode, or the auto rule for the
+// device and `model` (one particle of the architecture).
+SWAMP_API bool use_stacked_path(const Config& cfg, const torch::nn::Module& model);
 
 struct RoundResult {
   int64_t round = 0;

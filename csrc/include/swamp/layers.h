@@ -6,7 +6,10 @@
 // particle-major, [N*out, ...], so that `t.view({N, -1, ...})[n]` is particle n's tensor and has
 // the single-particle shape. With N = 1 the layers are exactly torch's Linear / Conv2d /
 // BatchNorm2d (same parameter names, shapes, initialisation and kernels).
-//   Linear      weight [N*out, in], bias [N*out]: batched matmul over the particles
+//   Linear      weight [N*out, in], bias [N*out]: batched matmul over the particles. Besides the
+//               stacked [B, N*in] input it takes a particle-major [N, B, in] one and then
+//               returns [N, B, out]: a stack of linear layers runs without layout copies
+//               between them (to_particle_major / from_particle_major around the stack).
 //   conv2d()    a Conv2d with N*in -> N*out channels and groups = N (one group per particle)
 //   batchnorm() a BatchNorm2d over N*C channels: per-channel statistics are per particle
 //
@@ -66,6 +69,10 @@ SWAMP_API torch::nn::BatchNorm2d batchnorm(int64_t channels, int64_t particles =
 SWAMP_API at::Tensor stack_inputs(const at::Tensor& per_particle);
 // The same input for every particle: [B, C, ...] -> [B, N*C, ...].
 SWAMP_API at::Tensor repeat_input(const at::Tensor& x, int64_t particles);
+// [B, N*F] -> [N, B, F] (contiguous) for a stack of Linear layers; N = 1: unchanged.
+SWAMP_API at::Tensor to_particle_major(const at::Tensor& x, int64_t particles);
+// [N, B, F] -> the stacked [B, N*F]; a 2-d tensor is returned unchanged.
+SWAMP_API at::Tensor from_particle_major(const at::Tensor& y);
 // Stacked logits [B, N*K] -> [N, B, K].
 SWAMP_API at::Tensor split_outputs(const at::Tensor& y, int64_t particles);
 // Particle n's slice of a particle-major tensor (scalars, e.g. num_batches_tracked, are shared).
