@@ -58,6 +58,21 @@ def test_stacked_forward_backward_equals_per_particle(name, shape):
             assert err < 1e-8, f"{name} particle {p} {k}: relative error {err:.2e}"
 
 
+@pytest.mark.parametrize("stacked", [True, False])
+def test_states_missing_or_misshapen_entries_name_them(stacked):
+    state, _ = models.create("lenet_300_100", [1, 8, 8], 10)
+    x, y = torch.randn(2, 4, 1, 8, 8), torch.zeros(2, 4, dtype=torch.long)
+    broken = dict(state)
+    del broken["fc2.bias"]
+    with pytest.raises(ValueError, match="state 1 has no entry 'fc2.bias'"):
+        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state, broken], x, y,
+                                             stacked=stacked)
+    broken = dict(state, **{"fc1.weight": torch.zeros(3, 3)})
+    with pytest.raises(ValueError, match="state 0 entry 'fc1.weight' has shape"):
+        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [broken, state], x, y,
+                                             stacked=stacked)
+
+
 def test_stacked_needs_matching_states():
     state, _ = models.create("lenet_300_100", [1, 8, 8], 10)
     with pytest.raises(ValueError, match="particles"):

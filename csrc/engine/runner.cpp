@@ -315,7 +315,7 @@ class Engine {
           st = std::move(resume_group);
         } else {
           rewind(model, group);
-          enter_sparse(model, group);
+          enter_sparse(model);
           st = std::make_unique<ParticleState>(new_group(model, group, round, first));
           st->step = plan_.rewind_step;
         }
@@ -502,7 +502,7 @@ class Engine {
       const int64_t group = get_i(m, "cur/group");
       Model& model = group > 1 ? stacked_model(group) : *particles_[particles_done_];
       load_module(m, "cur/model/", model);
-      enter_sparse(model, group);
+      enter_sparse(model);
       auto st =
           std::make_unique<ParticleState>(new_group(model, group, rounds_done_, particles_done_));
       st->load(m, "cur/", device_);
@@ -529,63 +529,21 @@ class Engine {
     return *it->second;
   }
 
-  // The tensors the optimizer, SWA and averaging work on, one per parameter of `model` in order:
-  // the parameter itself, or the nonzero values of a linear layer in sparse mode.
-  std::vector<at::Tensor> trainable(Model& model) {
-    std::map<std::string, at::Tensor> values;
-    for (const auto& item : model.named_modules("", /*include_self=*/false))
-      if (auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(item.value()))
-        if (lin->is_sparse()) values[item.key() + ".weight"] = lin->values();
-    std::vector<at::Tensor> out;
-    for (const auto& item : model.named_parameters(true)) {
-      auto it = values.find(item.key());
-      out.push_back(it == values.end() ? item.value() : it->second);
-    }
-    return out;
-  }
-
-  // Masks of the trainable tensors of a `group`-particle model (undefined: unmasked, or sparse).
+  // The tensors the optimizer, SWA and averaging work on (the values of sparse layers instead
+  // of their weights) and their masks; see swamp/layers.h.
+  std::vector<at::Tensor> trainable(Model& model) { return layers::trainable_tensors(model); }
   std::vector<at::Tensor> masks_for(Model& model, int64_t group) {
-    std::vector<at::Tensor> out;
-    const std::vector<at::Tensor> train = trainable(model);
-    size_t i = 0;
-    for (const auto& item : model.named_parameters(true)) {
-      auto it = masks_.find(item.key());
-      const bool sparse = !train[i++].is_same(item.value());
-      if (it == masks_.end() || sparse) {
-        out.emplace_back();
-      } else {
-        std::vector<int64_t> reps(static_cast<size_t>(it->second.dim()), 1);
-        reps[0] = group;
-        out.push_back(group == 1 ? it->second : it->second.repeat(reps));
-      }
-    }
-    return out;
+    return layers::trainable_masks(model, masks_, group);
   }
 
-  // Linear layers whose mask is at or below the density threshold train with sparse kernels.
-  void enter_sparse(Model& model, int64_t group) {
-    (void)group;
-    if (cfg_.sparse_kernels == "off" || !device_.is_cpu()) return;
-    for (const auto& item : model.named_modules("", /*include_self=*/false)) {
-      auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(item.value());
-      if (!lin) continue;
-      auto it = masks_.find(item.key() + ".weight");
-      if (it == masks_.end()) continue;
-      const double density = it->second.to(at::kFloat).mean().item<double>();
-      if (cfg_.sparse_kernels == "on" ? density < 1.0 : density <= cfg_.sparse_density)
-        lin->set_sparse(it->second);
-    }
+  // Linear layers whose mask is at or below the density threshold train with sparse kernels
+  // (CPU only).
+  void enter_sparse(Model& model) {
+    if (device_.is_cpu())
+      layers::enable_sparse(model, masks_, cfg_.sparse_kernels, cfg_.sparse_density);
   }
-  void leave_sparse(Model& model) {
-    for (const auto& m : model.modules(/*include_self=*/false))
-      if (auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(m)) lin->clear_sparse();
-  }
-  void sync_sparse(Model& model) {
-    for (const auto& m : model.modules(/*include_self=*/false))
-      if (auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(m))
-        if (lin->is_sparse()) lin->sync_dense();
-  }
+  void leave_sparse(Model& model) { layers::disable_sparse(model); }
+  void sync_sparse(Model& model) { layers::sync_sparse(model); }
 
   void apply_masks(Model& model) {
     torch::NoGradGuard no_grad;

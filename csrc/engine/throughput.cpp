@@ -81,32 +81,10 @@ double train_step_seconds(const StepBenchOptions& o) {
     u.model = create_model(o.model, ModelSpec{o.input_shape, o.num_classes, P}, 0);
     u.model->to(dev);
     u.model->train(true);
-    std::map<std::string, at::Tensor> values;
-    for (const auto& item : u.model->named_modules("", false)) {
-      auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(item.value());
-      if (!lin) continue;
-      const at::Tensor& mask = masks.at(item.key() + ".weight");
-      const double density = mask.to(at::kFloat).mean().item<double>();
-      if (o.sparse_kernels == "on" ? density < 1.0
-                                   : o.sparse_kernels == "auto" && density <= o.sparse_density) {
-        lin->set_sparse(mask.to(dev));
-        values[item.key() + ".weight"] = lin->values();
-      }
-    }
-    std::vector<at::Tensor> params, param_masks;
-    for (const auto& item : u.model->named_parameters(true)) {
-      auto v = values.find(item.key());
-      auto m = masks.find(item.key());
-      params.push_back(v != values.end() ? v->second : item.value());
-      if (v != values.end() || m == masks.end()) {
-        param_masks.emplace_back();
-      } else {
-        std::vector<int64_t> reps(static_cast<size_t>(m->second.dim()), 1);
-        reps[0] = P;
-        param_masks.push_back(m->second.repeat(reps).to(dev));
-      }
-    }
-    u.opt = std::make_unique<MaskedSGD>(params, param_masks, SgdOptions{0.9, false, 5e-4});
+    if (dev.is_cpu()) layers::enable_sparse(*u.model, masks, o.sparse_kernels, o.sparse_density);
+    u.opt = std::make_unique<MaskedSGD>(layers::trainable_tensors(*u.model),
+                                        layers::trainable_masks(*u.model, masks, P),
+                                        SgdOptions{0.9, false, 5e-4});
     std::vector<int64_t> shape{P, o.batch_size};
     shape.insert(shape.end(), o.input_shape.begin(), o.input_shape.end());
     u.x = layers::stack_inputs(at::randn(shape, at::TensorOptions().device(dev)));

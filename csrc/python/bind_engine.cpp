@@ -141,14 +141,23 @@ void bind_engine(py::module_& m) {
             x.dim() >= 3 && x.size(0) == N && y.dim() == 2 && y.size(0) == N,
             "particles_forward_backward: x must be [N, B, ...] and y [N, B] with N = ", N,
             " particles");
+        // state `index` into particle n of a P-particle model
         auto load = [](torch::nn::Module& m, const std::map<std::string, at::Tensor>& st, int64_t P,
-                       int64_t n) {
+                       int64_t n, int64_t index) {
           torch::NoGradGuard no_grad;
-          for (auto& item : m.named_parameters(true))
-            layers::particle_slice(item.value(), P, n).copy_(st.at(item.key()));
+          auto put = [&](const std::string& key, const at::Tensor& t) {
+            at::Tensor dst = layers::particle_slice(t, P, n);
+            auto it = st.find(key);
+            TORCH_CHECK_VALUE(it != st.end(), "particles_forward_backward: state ", index,
+                              " has no entry '", key, "'");
+            TORCH_CHECK_VALUE(it->second.sizes() == dst.sizes(),
+                              "particles_forward_backward: state ", index, " entry '", key,
+                              "' has shape ", it->second.sizes(), ", expected ", dst.sizes());
+            dst.copy_(it->second);
+          };
+          for (auto& item : m.named_parameters(true)) put(item.key(), item.value());
           for (auto& item : m.named_buffers(true))
-            if (item.value().dim() > 0 || n == 0)
-              layers::particle_slice(item.value(), P, n).copy_(st.at(item.key()));
+            if (item.value().dim() > 0 || n == 0) put(item.key(), item.value());
         };
         auto grads_of = [](torch::nn::Module& m, int64_t P, int64_t n) {
           std::map<std::string, at::Tensor> g;
@@ -162,7 +171,7 @@ void bind_engine(py::module_& m) {
         if (stacked) {
           ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes, N}, 0);
           model->to(x.scalar_type());
-          for (int64_t n = 0; n < N; ++n) load(*model, states[n], N, n);
+          for (int64_t n = 0; n < N; ++n) load(*model, states[n], N, n, n);
           model->train(true);
           logits = layers::split_outputs(model->forward(layers::stack_inputs(x)), N);
           at::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), y.reshape(-1))
@@ -174,7 +183,7 @@ void bind_engine(py::module_& m) {
           for (int64_t n = 0; n < N; ++n) {
             ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, 0);
             model->to(x.scalar_type());
-            load(*model, states[n], 1, 0);
+            load(*model, states[n], 1, 0, n);
             model->train(true);
             outs.push_back(model->forward(x[n]));
             at::cross_entropy_loss(outs.back(), y[n]).backward();

@@ -23,7 +23,10 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "swamp/export.h"
 
@@ -59,6 +62,27 @@ class SWAMP_API LinearImpl : public torch::nn::LinearImpl {
   at::Tensor values_;
 };
 TORCH_MODULE(Linear);
+
+// ---- sparse mode over a whole model ----------------------------------------------------------
+// Single-particle masks by parameter name ("<module>.weight"), as the pruning code keeps them.
+using MaskMap = std::map<std::string, at::Tensor>;
+// Puts every Linear layer of `model` with a mask into sparse mode according to `mode`: "on" every
+// pruned layer (density < 1), "auto" those with density <= `max_density`, "off" none. Returns
+// how many layers went sparse. The sparse kernels are CPU only: the caller keeps them off
+// elsewhere.
+SWAMP_API int64_t enable_sparse(torch::nn::Module& model, const MaskMap& masks,
+                                const std::string& mode, double max_density);
+// Leaves sparse mode in every layer (the values written back into the weights).
+SWAMP_API void disable_sparse(torch::nn::Module& model);
+// Writes the values of every sparse layer into its weight, staying sparse.
+SWAMP_API void sync_sparse(torch::nn::Module& model);
+// The tensors an optimizer, SWA and averaging work on, one per parameter of `model` in order:
+// the parameter itself, or the values of a Linear layer in sparse mode.
+SWAMP_API std::vector<at::Tensor> trainable_tensors(torch::nn::Module& model);
+// The masks of trainable_tensors(model) for a `particles`-particle model: each parameter's mask
+// repeated per particle; undefined for unmasked parameters and sparse values.
+SWAMP_API std::vector<at::Tensor> trainable_masks(torch::nn::Module& model, const MaskMap& masks,
+                                                  int64_t particles);
 
 // Conv2d with `particles` groups (no bias unless asked), see above.
 SWAMP_API torch::nn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride,
