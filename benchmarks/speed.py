@@ -61,28 +61,43 @@ def main() -> None:
     p.add_argument("--particles", type=int, default=4)
     p.add_argument("--rounds", dest="rounds", type=int, default=16,
                    help="rounds of the whole run (0: skip it)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="repeats of the short measurements (the fastest is reported)")
     a = p.parse_args()
     data = swamp_ext.datasets.load("mnist5k")
     base = dict(model=a.model, epochs=a.epochs, particles=a.particles, seed=0)
     print(f"{a.model} on mnist5k, {a.particles} particles, {a.epochs} epochs/round, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    # one dense round (the ticket's epochs included in both)
-    t_imp, _ = ours(swamp_ext.Config(**base, method="imp", rounds=1), data)
-    t_sw, _ = ours(swamp_ext.Config(**base, method="swamp", rounds=1), data)
-    t0 = time.perf_counter()
-    reference_run(swamp_ext.Config(**base, method="swamp", rounds=1), data)
-    t_ref = time.perf_counter() - t0
-    print(f"dense round: ours imp {t_imp:.2f}s, ours swamp {t_sw:.2f}s, reference swamp "
-          f"{t_ref:.2f}s -> swamp/imp {t_sw / t_imp:.2f}x, reference/ours {t_ref / t_sw:.2f}x")
-
-    peak = matmul_flops()
+    # The machine is shared: our two-thread steps were seen to run 2x slower for tens of seconds
+    # at a time (a core busy elsewhere; the mostly single-threaded Python reference suffers less).
+    # Each short measurement is repeated, interleaved, and the fastest one is reported.
     flops = step_flops(a.model, data.input_shape, 128)
-    step = _C.models.train_step_seconds(a.model, list(data.input_shape), 10, batch_size=128,
-                                        steps=10, repeats=5)
-    print(f"dense step: {flops / 1e6:.1f} MFLOP in {step * 1e3:.2f} ms = {flops / step / 1e9:.1f} "
-          f"GFLOP/s; fp32 matmul {peak / 1e9:.1f} GFLOP/s -> {100 * flops / step / peak:.0f}% of "
-          f"matmul (goal >= 85%)")
+    peak, steps = 0.0, {1: float("inf"), a.particles: float("inf")}
+    for _ in range(a.repeats):
+        peak = max(peak, matmul_flops())
+        for n in steps:
+            steps[n] = min(steps[n], _C.models.train_step_seconds(
+                a.model, list(data.input_shape), 10, batch_size=128, particles=n, stacked=True,
+                steps=10, repeats=5))
+    print(f"fp32 matmul {peak / 1e9:.1f} GFLOP/s (2048^2 torch.mm); dense training step, batch 128:")
+    for n, s in steps.items():
+        f = n * flops / s
+        print(f"  {n} particle{'s' if n > 1 else ''}{' stacked' if n > 1 else ''}: "
+              f"{n * flops / 1e6:.1f} MFLOP in {s * 1e3:.2f} ms = {f / 1e9:.1f} GFLOP/s -> "
+              f"{100 * f / peak:.0f}% of matmul (goal >= 85%)")
+    # one dense round (the ticket's epochs included in both)
+    t_imp = t_sw = t_ref = float("inf")
+    for _ in range(a.repeats):
+        t_imp = min(t_imp, ours(swamp_ext.Config(**base, method="imp", rounds=1), data)[0])
+        t_sw = min(t_sw, ours(swamp_ext.Config(**base, method="swamp", rounds=1), data)[0])
+        t0 = time.perf_counter()
+        reference_run(swamp_ext.Config(**base, method="swamp", rounds=1), data)
+        t_ref = min(t_ref, time.perf_counter() - t0)
+    print(f"dense round (best of {a.repeats}): ours imp {t_imp:.2f}s, ours swamp {t_sw:.2f}s, "
+          f"reference swamp {t_ref:.2f}s -> swamp/imp {t_sw / t_imp:.2f}x, reference/ours "
+          f"{t_ref / t_sw:.2f}x")
+
     if a.rounds == 0:
         return
 

@@ -140,7 +140,7 @@ class ConvNet : public Model {
       h = bns[i]->forward(convs[i]->forward(h)).relu_();
       if (i % 2 == 1) h = at::max_pool2d(h, {2, 2});
     }
-    h = fc1->forward(layers::to_particle_major(h.flatten(1), fc1->particles())).relu_();
+    h = fc1->forward(layers::to_particle_major(h, fc1->particles())).relu_();
     h = fc2->forward(h).relu_();
     return layers::from_particle_major(fc3->forward(h));
   }

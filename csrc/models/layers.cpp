@@ -497,10 +497,12 @@ at::Tensor repeat_input(const at::Tensor& x, int64_t particles) {
 }
 
 at::Tensor to_particle_major(const at::Tensor& x, int64_t particles) {
-  if (particles == 1) return x;
-  TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) % particles == 0, "to_particle_major: expected [B, ",
-                    particles, "*F], got ", x.sizes());
-  return x.view({x.size(0), particles, -1}).transpose(0, 1).contiguous();
+  if (particles == 1) return x.flatten(1);
+  TORCH_CHECK_VALUE(x.dim() >= 2 && x.size(1) % particles == 0, "to_particle_major: expected [B, ",
+                    particles, "*C, ...], got ", x.sizes());
+  // no copy at all when x is a particle-major tensor seen as stacked (stack_inputs of
+  // single-channel images)
+  return x.reshape({x.size(0), particles, -1}).transpose(0, 1).contiguous();
 }
 
 at::Tensor from_particle_major(const at::Tensor& y) {

@@ -19,7 +19,7 @@ class LeNet5 : public Model {
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor h = at::max_pool2d(conv1->forward(x).relu_(), {2, 2});
-    h = at::max_pool2d(conv2->forward(h).relu_(), {2, 2}).flatten(1);
+    h = at::max_pool2d(conv2->forward(h).relu_(), {2, 2});
     h = fc1->forward(layers::to_particle_major(h, fc1->particles())).relu_();
     h = fc2->forward(h).relu_();
     return layers::from_particle_major(fc3->forward(h));

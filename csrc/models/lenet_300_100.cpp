@@ -19,7 +19,7 @@ class LeNet300100 : public Model {
     fc3 = register_module("fc3", layers::Linear(100, spec.num_classes, P));
   }
   at::Tensor forward(const at::Tensor& x) override {
-    at::Tensor h = layers::to_particle_major(x.flatten(1), fc1->particles());
+    at::Tensor h = layers::to_particle_major(x, fc1->particles());
     h = fc1->forward(h).relu_();
     h = fc2->forward(h).relu_();
     return layers::from_particle_major(fc3->forward(h));

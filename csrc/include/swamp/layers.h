@@ -93,7 +93,7 @@ SWAMP_API torch::nn::BatchNorm2d batchnorm(int64_t channels, int64_t particles =
 SWAMP_API at::Tensor stack_inputs(const at::Tensor& per_particle);
 // The same input for every particle: [B, C, ...] -> [B, N*C, ...].
 SWAMP_API at::Tensor repeat_input(const at::Tensor& x, int64_t particles);
-// [B, N*F] -> [N, B, F] (contiguous) for a stack of Linear layers; N = 1: unchanged.
+// [B, N*C, ...] -> [N, B, C*...] (contiguous) for a stack of Linear layers; N = 1: flatten(1).
 SWAMP_API at::Tensor to_particle_major(const at::Tensor& x, int64_t particles);
 // [N, B, F] -> the stacked [B, N*F]; a 2-d tensor is returned unchanged.
 SWAMP_API at::Tensor from_particle_major(const at::Tensor& y);
