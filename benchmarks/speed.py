@@ -80,7 +80,8 @@ def main() -> None:
             steps[n] = min(steps[n], _C.models.train_step_seconds(
                 a.model, list(data.input_shape), 10, batch_size=128, particles=n, stacked=True,
                 steps=10, repeats=5))
-    print(f"fp32 matmul {peak / 1e9:.1f} GFLOP/s (2048^2 torch.mm); dense training step, batch 128:")
+    print(f"fp32 matmul {peak / 1e9:.1f} GFLOP/s (2048^2 torch.mm); dense training step, "
+          "batch 128:")
     for n, s in steps.items():
         f = n * flops / s
         print(f"  {n} particle{'s' if n > 1 else ''}{' stacked' if n > 1 else ''}: "
