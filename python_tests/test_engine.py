@@ -187,6 +187,49 @@ def test_masked_sgd_keeps_pruned_weights_grads_and_momentum_zero():
     assert torch.allclose(w[mask], ref[mask], atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+@pytest.mark.parametrize("weight_decay", [0.0, 5e-4])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_masked_sgd_matches_torch_sgd(dtype, momentum, nesterov, weight_decay, masked, layout):
+    # contiguous CPU parameters take the fused one-pass kernel, strided ones the foreach path
+    torch.manual_seed(0)
+    w0 = torch.randn(30, 20, dtype=dtype)
+    w = (w0.clone() if layout == "contiguous" else w0.t().contiguous().t()).requires_grad_(True)
+    assert w.is_contiguous() == (layout == "contiguous")
+    ref = torch.nn.Parameter(w0.clone())
+    mask = torch.rand(30, 20) > 0.5
+    with torch.no_grad():
+        if masked:
+            w.mul_(mask)
+            ref.mul_(mask)
+    opt = swamp_ext._C.ops.MaskedSGD([w], [mask] if masked else [], momentum=momentum,
+                                     nesterov=nesterov, weight_decay=weight_decay)
+    torch_opt = torch.optim.SGD([ref], lr=0.05, momentum=momentum, nesterov=nesterov,
+                                weight_decay=weight_decay)
+    for _ in range(6):
+        g = torch.randn(30, 20, dtype=dtype)
+        opt.zero_grad()
+        assert w.grad is None  # released, not zeroed
+        w.grad = g.clone()
+        opt.step(0.05)
+        torch_opt.zero_grad()
+        ref.grad = g * mask if masked else g.clone()
+        torch_opt.step()
+        if masked:
+            with torch.no_grad():
+                ref.mul_(mask)
+            assert torch.all(w[~mask] == 0)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(w.detach(), ref.detach(), rtol=0, atol=tol)
+    if momentum:
+        buf = opt.momentum_buffers()[0]
+        assert buf.dtype == dtype
+        if masked:
+            assert torch.all(buf[~mask] == 0)
+
+
 @pytest.mark.parametrize(
     "kw, field",
     [
