@@ -24,7 +24,10 @@ class SWAMP_API MaskedSGD {
  public:
   // `masks[i]` is the bool mask of `params[i]`, or undefined for unmasked parameters.
   MaskedSGD(std::vector<at::Tensor> params, std::vector<at::Tensor> masks, SgdOptions options);
+  // CPU float/double parameters: one fused pass per parameter; otherwise foreach kernels.
   void step(double lr);
+  // Releases the gradients (PyTorch's set_to_none): the next backward hands its gradient over
+  // instead of adding it to zeros. Parameters without a gradient are skipped by step().
   void zero_grad();
   const std::vector<at::Tensor>& momentum_buffers() const { return buffers_; }
   // Restores buffers saved from momentum_buffers() (undefined entries: no step taken yet).
