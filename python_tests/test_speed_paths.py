@@ -58,6 +58,54 @@ def test_stacked_forward_backward_equals_per_particle(name, shape):
             assert err < 1e-8, f"{name} particle {p} {k}: relative error {err:.2e}"
 
 
+@pytest.mark.parametrize("name,shape", [("lenet_300_100", [1, 8, 8]), ("lenet5", [1, 12, 12]),
+                                        ("conv2", [1, 8, 8])])
+@pytest.mark.parametrize("stacked", [False, True])
+def test_sparse_forward_backward_equals_dense_masked(name, shape, stacked):
+    # the sparse kernels (2-d and particle-major layouts) against the dense masked computation,
+    # exactly (float64), one step of N particles
+    torch.manual_seed(0)
+    n, b = 3, 5
+    states = states_for(name, shape, n)
+    _, prunable = models.create(name, shape, 10)
+    masks = {k: torch.rand(states[0][k].shape) > 0.9 for k in prunable}
+    masks[prunable[-1]] = torch.rand(states[0][prunable[-1]].shape) > 0.3  # a denser layer
+    x = torch.randn(n, b, *shape, dtype=torch.float64)
+    y = torch.randint(0, 10, (n, b))
+    ref_logits, ref_grads = _C.models.particles_forward_backward(
+        name, shape, 10, states, x, y, stacked=False, masks=masks, sparse_kernels="off")
+    logits, grads = _C.models.particles_forward_backward(
+        name, shape, 10, states, x, y, stacked=stacked, masks=masks, sparse_kernels="on")
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-10)
+    for p in range(n):
+        assert ref_grads[p].keys() == grads[p].keys()
+        for k, ref in ref_grads[p].items():
+            got = grads[p][k]
+            if k in masks:
+                if k.startswith("fc"):  # sparse layer: exactly zero where pruned
+                    assert torch.count_nonzero(got[~masks[k]]) == 0, k
+                ref, got = ref * masks[k], got * masks[k]  # what the masked optimizer uses
+            torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10, msg=k)
+    # the masks did prune: the unmasked computation differs
+    dense_logits, _ = _C.models.particles_forward_backward(name, shape, 10, states, x, y,
+                                                           stacked=stacked)
+    assert not torch.allclose(dense_logits, logits)
+
+
+def test_forward_backward_masks_are_checked():
+    state, _ = models.create("lenet_300_100", [1, 8, 8], 10)
+    x, y = torch.randn(1, 4, 1, 8, 8), torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="unknown parameter 'fc9.weight'"):
+        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state], x, y,
+                                             stacked=True, masks={"fc9.weight": torch.ones(2, 2)})
+    with pytest.raises(ValueError, match="mask 'fc1.weight' has shape"):
+        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state], x, y,
+                                             stacked=True, masks={"fc1.weight": torch.ones(2, 2)})
+    with pytest.raises(ValueError, match="mode must be off, on or auto"):
+        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state], x, y,
+                                             stacked=True, sparse_kernels="fast")
+
+
 @pytest.mark.parametrize("stacked", [True, False])
 def test_states_missing_or_misshapen_entries_name_them(stacked):
     state, _ = models.create("lenet_300_100", [1, 8, 8], 10)

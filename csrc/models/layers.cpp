@@ -388,12 +388,19 @@ void LinearImpl::load_from_dense() {
                 .set_requires_grad(true);
 }
 
-void LinearImpl::sync_dense() {
+at::Tensor LinearImpl::dense_from_values(const at::Tensor& values) const {
   TORCH_CHECK(sparse_, "Linear: not in sparse mode");
+  TORCH_CHECK_VALUE(values.numel() == particles_ * sparse_->nnz, "Linear: expected ",
+                    particles_ * sparse_->nnz, " values, got ", values.numel());
   torch::NoGradGuard no_grad;
-  at::Tensor w = weight.view({particles_, out_ * in_});
-  w.zero_();
-  w.index_copy_(1, sparse_->positions, values_.detach().view({particles_, sparse_->nnz}));
+  return at::zeros({particles_, out_ * in_}, values.options())
+      .index_copy_(1, sparse_->positions, values.detach().reshape({particles_, sparse_->nnz}))
+      .view({particles_ * out_, in_});
+}
+
+void LinearImpl::sync_dense() {
+  torch::NoGradGuard no_grad;
+  weight.copy_(dense_from_values(values_));
 }
 
 void LinearImpl::clear_sparse() {

@@ -134,7 +134,8 @@ void bind_engine(py::module_& m) {
       "particles_forward_backward",
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
          const std::vector<std::map<std::string, at::Tensor>>& states, const at::Tensor& x,
-         const at::Tensor& y, bool stacked) {
+         const at::Tensor& y, bool stacked, const std::map<std::string, at::Tensor>& masks,
+         const std::string& sparse_kernels) {
         const int64_t N = static_cast<int64_t>(states.size());
         TORCH_CHECK_VALUE(N >= 1, "particles_forward_backward: no particle states");
         TORCH_CHECK_VALUE(
@@ -159,10 +160,36 @@ void bind_engine(py::module_& m) {
           for (auto& item : m.named_buffers(true))
             if (item.value().dim() > 0 || n == 0) put(item.key(), item.value());
         };
+        // pruned weights multiplied by their mask, then the layers `sparse_kernels` picks go sparse
+        auto prune = [&](torch::nn::Module& m, int64_t P) {
+          {
+            torch::NoGradGuard no_grad;
+            auto named = m.named_parameters(true);
+            for (const auto& kv : masks) {
+              TORCH_CHECK_VALUE(named.contains(kv.first),
+                                "particles_forward_backward: mask for unknown parameter '",
+                                kv.first, "'");
+              at::Tensor p = named[kv.first];
+              TORCH_CHECK_VALUE(kv.second.sizes() == layers::particle_slice(p, P, 0).sizes(),
+                                "particles_forward_backward: mask '", kv.first, "' has shape ",
+                                kv.second.sizes());
+              for (int64_t n = 0; n < P; ++n)
+                layers::particle_slice(p, P, n).mul_(kv.second.to(p.options()));
+            }
+          }
+          layers::enable_sparse(m, masks, sparse_kernels, 1.0);
+        };
+        // a sparse layer's weight gradient is its values' gradient, as a dense tensor
         auto grads_of = [](torch::nn::Module& m, int64_t P, int64_t n) {
           std::map<std::string, at::Tensor> g;
           for (const auto& item : m.named_parameters(true))
-            g[item.key()] = layers::particle_slice(item.value().grad(), P, n).clone();
+            if (item.value().grad().defined())
+              g[item.key()] = layers::particle_slice(item.value().grad(), P, n).clone();
+          for (const auto& item : m.named_modules("", /*include_self=*/false))
+            if (auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(item.value()))
+              if (lin->is_sparse())
+                g[item.key() + ".weight"] =
+                    layers::particle_slice(lin->dense_from_values(lin->values().grad()), P, n);
           return g;
         };
         std::vector<std::map<std::string, at::Tensor>> grads;
@@ -172,6 +199,7 @@ void bind_engine(py::module_& m) {
           ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes, N}, 0);
           model->to(x.scalar_type());
           for (int64_t n = 0; n < N; ++n) load(*model, states[n], N, n, n);
+          prune(*model, N);
           model->train(true);
           logits = layers::split_outputs(model->forward(layers::stack_inputs(x)), N);
           at::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), y.reshape(-1))
@@ -184,6 +212,7 @@ void bind_engine(py::module_& m) {
             ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, 0);
             model->to(x.scalar_type());
             load(*model, states[n], 1, 0, n);
+            prune(*model, 1);
             model->train(true);
             outs.push_back(model->forward(x[n]));
             at::cross_entropy_loss(outs.back(), y[n]).backward();
@@ -195,9 +224,12 @@ void bind_engine(py::module_& m) {
       },
       py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("states"),
       py::arg("x"), py::arg("y"), py::arg("stacked"),
+      py::arg("masks") = std::map<std::string, at::Tensor>{}, py::arg("sparse_kernels") = "off",
       "One training-mode forward and backward of N particles (states), each on its own batch, in "
-      "the dtype of x: "
-      "stacked in one model or one model each. Returns (logits [N, B, K], per-particle grads).");
+      "the dtype of x: stacked in one model or one model each, with the weights pruned by `masks` "
+      "(single-particle bool masks by parameter name) and the linear layers `sparse_kernels` "
+      "picks (off / on / auto at density 1) on the sparse kernels. Returns (logits [N, B, K], "
+      "per-particle grads).");
   models.def(
       "create",
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,

@@ -55,6 +55,9 @@ class SWAMP_API LinearImpl : public torch::nn::LinearImpl {
   void sync_dense();
   // Loads `weight` (at the mask's nonzeros) into the values.
   void load_from_dense();
+  // A values-shaped tensor ([N * nnz], e.g. the values' gradient) as a dense weight-shaped one,
+  // zeros at the pruned positions (sparse mode only).
+  at::Tensor dense_from_values(const at::Tensor& values) const;
 
  private:
   int64_t in_, out_, particles_;
