@@ -57,11 +57,13 @@ SWAMP_TARGET_CLONES void sgd_kernel(double* p, const double* g, const double* m,
 
 bool fusable(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m, const at::Tensor& b) {
   auto same = [&](const at::Tensor& t) {
-    return !t.defined() || (t.device() == p.device() && t.scalar_type() == p.scalar_type() &&
-                            t.sizes() == p.sizes() && t.is_contiguous());
+    return !t.defined() ||
+           (t.layout() == at::kStrided && t.device() == p.device() &&
+            t.scalar_type() == p.scalar_type() && t.sizes() == p.sizes() && t.is_contiguous());
   };
-  return p.device().is_cpu() && (p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble) &&
-         p.is_contiguous() && same(g) && same(m) && same(b);
+  return p.device().is_cpu() && p.layout() == at::kStrided &&
+         (p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble) && p.is_contiguous() &&
+         same(g) && same(m) && same(b);
 }
 
 }  // namespace
