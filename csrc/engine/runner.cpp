@@ -321,7 +321,7 @@ class Engine {
         }
         train(model, *st, round, first, plan_.total_steps, plan_.swa, /*checkpoints=*/true);
         if (plan_.swa) load_parameters(model, st->swa.value());
-        leave_sparse(model);
+        layers::disable_sparse(model);
         for (int64_t g = 0; g < group; ++g) {
           Model& single = *particles_[first + g];
           if (group > 1) copy_particle_out(model, group, g, single);
@@ -440,7 +440,7 @@ class Engine {
     if (cur != nullptr) {
       m["cur/active"] = scalar_i(1);
       cur->save(m, "cur/");
-      sync_sparse(*cur_model);
+      layers::sync_sparse(*cur_model);
       save_module(m, "cur/model/", *cur_model);
     }
     save_tensors_atomic(ckpt_path_, m);
@@ -542,8 +542,6 @@ class Engine {
     if (device_.is_cpu())
       layers::enable_sparse(model, masks_, cfg_.sparse_kernels, cfg_.sparse_density);
   }
-  void leave_sparse(Model& model) { layers::disable_sparse(model); }
-  void sync_sparse(Model& model) { layers::sync_sparse(model); }
 
   void apply_masks(Model& model) {
     torch::NoGradGuard no_grad;

@@ -348,24 +348,20 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, int64_t particles, bool bias)
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
-  if (x.dim() == 3) {  // particle-major [N, B, in]
+  const bool pm = x.dim() == 3;  // particle-major [N, B, in], else stacked [B, N*in]
+  if (pm) {
     TORCH_CHECK_VALUE(x.size(0) == particles_ && x.size(2) == in_, "Linear: expected input [",
                       particles_, ", B, ", in_, "], got ", x.sizes());
-    if (sparse_) return SparseLinearFunction::apply(x, values_, bias, sparse_, particles_);
-    return StackedLinearFunction::apply(x.contiguous(), weight, bias, particles_);
+  } else {
+    TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == particles_ * in_, "Linear: expected input [B, ",
+                      particles_ * in_, "], got ", x.sizes());
   }
-  TORCH_CHECK_VALUE(x.dim() == 2 && x.size(1) == particles_ * in_, "Linear: expected input [B, ",
-                    particles_ * in_, "], got ", x.sizes());
-  // The kernels work on activations with the batch contiguous ([B, F] with strides (1, B)); the
-  // output has that layout, so that a following sparse layer reads it without a copy.
+  // The sparse kernels take either layout; they work on activations with the batch contiguous
+  // (strides (1, B)) and return that layout, so that a following sparse layer reads it as is.
   if (sparse_) return SparseLinearFunction::apply(x, values_, bias, sparse_, particles_);
+  if (pm) return StackedLinearFunction::apply(x.contiguous(), weight, bias, particles_);
   if (particles_ == 1) return torch::nn::LinearImpl::forward(x);
-  const int64_t B = x.size(0), N = particles_;
-  const at::Tensor x3 = x.view({B, N, in_}).transpose(0, 1);          // [N, B, in]
-  const at::Tensor w3 = weight.view({N, out_, in_}).transpose(1, 2);  // [N, in, out]
-  const at::Tensor y = bias.defined() ? at::baddbmm(bias.view({N, 1, out_}), x3, w3)
-                                      : at::bmm(x3, w3);  // [N, B, out]
-  return y.transpose(0, 1).reshape({B, N * out_});
+  return from_particle_major(forward(to_particle_major(x, particles_)));
 }
 
 void LinearImpl::set_sparse(const at::Tensor& mask) {
