@@ -187,6 +187,31 @@ def test_masked_sgd_keeps_pruned_weights_grads_and_momentum_zero():
     assert torch.allclose(w[mask], ref[mask], atol=1e-6)
 
 
+def test_masked_sgd_steps_a_range_of_parameters():
+    # the threads path steps each particle's parameters in its own lane
+    torch.manual_seed(0)
+    ws = [torch.randn(4, 3, requires_grad=True) for _ in range(3)]
+    full = [w.detach().clone().requires_grad_(True) for w in ws]
+    opt = swamp_ext._C.ops.MaskedSGD(ws, [], momentum=0.9)
+    ref = swamp_ext._C.ops.MaskedSGD(full, [], momentum=0.9)
+    before = [w.detach().clone() for w in ws]
+    for w, f in zip(ws, full):
+        w.grad = torch.ones(4, 3)
+        f.grad = torch.ones(4, 3)
+    opt.step(0.1, 1, 3)
+    assert torch.equal(ws[0], before[0]) and ws[0].grad is not None  # outside the range
+    ref.step(0.1)
+    assert torch.equal(ws[1], full[1]) and torch.equal(ws[2], full[2])
+    opt.zero_grad(0, 1)
+    assert ws[0].grad is None and ws[1].grad is not None
+    opt.step(0.1, 0, 1)  # no gradient: skipped
+    assert torch.equal(ws[0], before[0])
+    with pytest.raises(ValueError, match=r"range \[2, 4\) outside the 3 parameters"):
+        opt.step(0.1, 2, 4)
+    with pytest.raises(ValueError, match="outside"):
+        opt.zero_grad(2, 1)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
 @pytest.mark.parametrize("weight_decay", [0.0, 5e-4])

@@ -262,10 +262,11 @@ def test_divergence_keeps_completed_rounds(tmp_path):
     assert [r["round"] for r in saved["rounds"]] == [0]
 
 
-def test_stacked_sparse_run_resumes_bitwise(tmp_path):
-    """A stacked group with sparse linear layers, killed mid-training and resumed, gives the run
-    never interrupted."""
-    cfg = dict(CFG, particle_mode="stacked", sparse_kernels="on", rounds=2, prune_ratio=0.6)
+@pytest.mark.parametrize("mode", ["stacked", "threads"])
+def test_particle_group_with_sparse_layers_resumes_bitwise(tmp_path, mode):
+    """A group of particles (stacked in one model, or side by side in threads) with sparse linear
+    layers, killed mid-training and resumed, gives the run never interrupted."""
+    cfg = dict(CFG, particle_mode=mode, sparse_kernels="on", rounds=2, prune_ratio=0.6)
     ref_dir = tmp_path / "ref"
     ref_dir.mkdir()
     rc, lines = run_child(ref_dir, cfg, ref_dir / "ckpt", ref_dir / "ref.pt")

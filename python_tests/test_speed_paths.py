@@ -155,32 +155,93 @@ def assert_runs_close(a, b, atol, rel=1e-4):
             assert err < atol, (k, err)
 
 
+@pytest.mark.parametrize("mode", ["stacked", "threads"])
 @pytest.mark.parametrize("model", ["lenet_300_100", "conv4_small"])
-def test_stacked_run_equals_sequential_run(model):
+def test_fast_particle_paths_equal_the_sequential_run(model, mode):
     kw = dict(model=model, sparse_kernels="off")
     if model == "conv4_small":
         # one epoch a round: with batch norm, longer float32 training drifts chaotically (two
         # epochs: the last loss moves 3% between 1 and 2 threads, stacked or not)
         kw.update(rounds=2, epochs=1, rewind_epochs=0, rewind_steps=2, lr=0.01)
     seq = run(particle_mode="sequential", **kw)
-    st = run(particle_mode="stacked", **kw)
-    assert_runs_close(seq, st, atol=5e-3 if model == "conv4_small" else 1e-3)
+    fast = run(particle_mode=mode, **kw)
+    assert_runs_close(seq, fast, atol=5e-3 if model == "conv4_small" else 1e-3)
 
 
-@pytest.mark.parametrize("model, expected", [("lenet_300_100", "stacked"),
-                                             ("conv4_small", "sequential")])
-def test_auto_particle_mode_on_cpu(model, expected):
-    # measured rule (benchmarks/stacked_step.py): linear-only models stacked, conv models not;
-    # the two paths differ in float rounding, so bitwise equality tells which one ran
-    kw = dict(model=model, rounds=2, epochs=1, rewind_epochs=0, rewind_steps=2)
+def test_threads_path_does_not_depend_on_the_lanes():
+    # Four particles in two concurrent lanes (one thread each) give bitwise what one lane gives,
+    # training the four in turn with one thread: no cross-talk between the lanes, and each lane
+    # really computes with a single thread. (lenet_300_100: its kernels give the same bits with
+    # one or two threads, so the ticket, trained outside the lanes, is the same too.)
+    kw = dict(particle_mode="threads", particles=4, rounds=2, epochs=1, rewind_epochs=0,
+              rewind_steps=2)
+    threads = torch.get_num_threads()
+    assert _C.models.particle_lanes(4) == min(4, threads)
+    concurrent = run(**kw)
+    torch.set_num_threads(1)
+    try:
+        assert _C.models.particle_lanes(4) == 1
+        one_lane = run(**kw)
+    finally:
+        torch.set_num_threads(threads)
+    a, b = concurrent.state_dict(), one_lane.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r.particle_acc for r in concurrent.rounds] == [r.particle_acc for r in one_lane.rounds]
+    # and the particles are not copies of one another
+    assert len(set(concurrent.rounds[-1].particle_acc + [concurrent.rounds[-1].train_loss])) > 1
+
+
+def test_threads_path_with_convolutions_is_reproducible():
+    # convolutions (oneDNN) and batch norm inside concurrent lanes: the same bits run after run
+    kw = dict(model="conv4_small", particle_mode="threads", particles=4, rounds=2, epochs=1,
+              rewind_epochs=0, rewind_steps=2)
+    a, b = run(**kw), run(**kw)
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert [r.particle_acc for r in a.rounds] == [r.particle_acc for r in b.rounds]
+
+
+def test_lanes_run_concurrently_single_threaded_and_report_errors():
+    if not _C.ops.lanes_concurrent():
+        pytest.skip("this build runs lanes one after the other (no OpenMP)")
+    seen = _C.ops.lanes_probe(2)
+    assert sorted(s[0] for s in seen) == [0, 1]
+    assert len({s[1] for s in seen}) == 2  # two OS threads
+    assert all(s[2] for s in seen)  # ATen inside a lane: a parallel region, so one thread
+    assert all(s[3] == 1 << 20 for s in seen)
+    # one lane: the caller's thread, with its whole intra-op pool
+    assert [s[2] for s in _C.ops.lanes_probe(1)] == [False]
+    with pytest.raises(ValueError, match="lane 1 failed on purpose"):
+        _C.ops.lanes_probe(2, fail_lane=1)
+    assert len(_C.ops.lanes_probe(2)) == 2  # usable after an error
+
+
+@pytest.mark.parametrize("model, particles", [("lenet_300_100", 3), ("conv4_small", 3),
+                                              ("lenet_300_100", 4), ("conv4_small", 2)])
+def test_auto_particle_mode_on_cpu(model, particles):
+    # The measured rule (benchmarks/stacked_step.py): particles that spread evenly over the
+    # threads train side by side, one thread each; otherwise linear-only models stacked and
+    # conv models one after the other.
+    expected = _C.models.particle_path(model, [1, 8, 8], 10, particles)
+    threads = torch.get_num_threads()
+    if threads > 1 and particles % threads == 0 and _C.ops.lanes_concurrent():
+        assert expected == "threads"
+    else:
+        assert expected == ("stacked" if model == "lenet_300_100" else "sequential")
+    assert _C.models.particle_path(model, [1, 8, 8], 10, 1) == "sequential"
+    assert _C.models.particle_path(model, [1, 8, 8], 10, particles, mode="stacked") == "stacked"
+    assert _C.models.particle_path(model, [1, 8, 8], 10, particles, device="cuda:0") == "stacked"
+    # the run follows the rule: bitwise the run with the expected path named
+    kw = dict(model=model, particles=particles, rounds=2, epochs=1, rewind_epochs=0,
+              rewind_steps=2)
     auto, ref = run(particle_mode="auto", **kw), run(particle_mode=expected, **kw)
-    other = run(particle_mode="sequential" if expected == "stacked" else "stacked", **kw)
-    sa, sr, so = auto.state_dict(), ref.state_dict(), other.state_dict()
+    sa, sr = auto.state_dict(), ref.state_dict()
     assert all(torch.equal(sa[k], sr[k]) for k in sa)
-    assert not all(torch.equal(sa[k], so[k]) for k in sa)
 
 
-@pytest.mark.parametrize("mode", ["sequential", "stacked"])
+@pytest.mark.parametrize("mode", ["sequential", "stacked", "threads"])
 def test_sparse_kernels_equal_the_dense_masked_step(mode):
     dense = run(sparse_kernels="off", particle_mode=mode)
     sparse = run(sparse_kernels="on", particle_mode=mode)
@@ -202,16 +263,19 @@ def test_sparse_density_threshold_picks_layers():
 @pytest.mark.parametrize("sparsity", [0.5, 0.95])
 def test_step_timer_runs_every_variant(sparsity):
     for kernels in ["off", "on", "auto"]:
-        for stacked in [True, False]:
+        for stacked, threads in [(True, False), (False, False), (False, True)]:
             s = _C.models.train_step_seconds("lenet_300_100", [1, 8, 8], 10, batch_size=16,
                                              particles=2, stacked=stacked, sparsity=sparsity,
-                                             sparse_kernels=kernels, steps=2, repeats=1)
+                                             sparse_kernels=kernels, steps=2, repeats=1,
+                                             threads=threads)
             assert 0 < s < 5
 
 
 def test_bad_modes_are_refused():
     with pytest.raises(ValueError, match="particle_mode"):
         Config(particle_mode="parallel")
+    with pytest.raises(ValueError, match="particle_mode"):
+        _C.models.particle_path("lenet_300_100", [1, 8, 8], 10, 2, mode="parallel")
     with pytest.raises(ValueError, match="sparse_kernels"):
         Config(sparse_kernels="yes")
     with pytest.raises(ValueError, match="sparse_density"):

@@ -162,10 +162,10 @@ class Config:
             raise _fail("crop_padding", f"must be >= 0, got {self.crop_padding}")
         if self.bn_batch_size < 0:
             raise _fail("bn_batch_size", "must be >= 0 (0: batch_size)")
-        if self.particle_mode not in ("auto", "stacked", "sequential"):
+        if self.particle_mode not in ("auto", "stacked", "sequential", "threads"):
             raise _fail(
                 "particle_mode",
-                f"must be one of auto, stacked, sequential; got {self.particle_mode!r}",
+                f"must be one of auto, stacked, sequential, threads; got {self.particle_mode!r}",
             )
         if self.sparse_kernels not in ("auto", "on", "off"):
             raise _fail(

@@ -1,10 +1,13 @@
+#include <ATen/Parallel.h>
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 #include <torch/nn/modules/conv.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
+#include "../common/lanes.h"
 #include "swamp/engine.h"
 #include "swamp/models.h"
 
@@ -44,9 +47,10 @@ void validate_config(const Config& c) {
   TORCH_CHECK_VALUE(c.eval_batch_size >= 1, "config.eval_batch_size must be >= 1");
   TORCH_CHECK_VALUE(c.bn_batch_size >= 0, "config.bn_batch_size must be >= 0");
   TORCH_CHECK_VALUE(c.crop_padding >= 0, "config.crop_padding must be >= 0");
-  TORCH_CHECK_VALUE(
-      c.particle_mode == "auto" || c.particle_mode == "stacked" || c.particle_mode == "sequential",
-      "config.particle_mode must be auto, stacked or sequential; got '", c.particle_mode, "'");
+  TORCH_CHECK_VALUE(c.particle_mode == "auto" || c.particle_mode == "stacked" ||
+                        c.particle_mode == "sequential" || c.particle_mode == "threads",
+                    "config.particle_mode must be auto, stacked, sequential or threads; got '",
+                    c.particle_mode, "'");
   TORCH_CHECK_VALUE(
       c.sparse_kernels == "auto" || c.sparse_kernels == "on" || c.sparse_kernels == "off",
       "config.sparse_kernels must be auto, on or off; got '", c.sparse_kernels, "'");
@@ -109,18 +113,46 @@ bool swa_enabled(const Config& c) {
   return c.method != "imp";
 }
 
-bool use_stacked_path(const Config& c, const torch::nn::Module& model) {
-  if (c.particle_mode != "auto") return c.particle_mode == "stacked";
+int64_t particle_lanes(int64_t particles) {
+  if (!lanes_concurrent()) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(particles, at::get_num_threads()));
+}
+
+ParticlePath particle_path(const Config& c, const torch::nn::Module& model, int64_t particles) {
+  if (c.particle_mode == "stacked") return ParticlePath::kStacked;
+  if (c.particle_mode == "sequential") return ParticlePath::kSequential;
+  if (c.particle_mode == "threads") return ParticlePath::kThreads;
+  if (particles <= 1) return ParticlePath::kSequential;  // nothing to train side by side
   // On a GPU, where one small model leaves the device mostly idle, the particles run stacked.
-  if (!c10::Device(c.device).is_cpu()) return true;
-  // Measured on a 2-core CPU (benchmarks/stacked_step.py, 4 particles): models made of linear
-  // layers train faster stacked (lenet_300_100 1.2-1.3x dense, 1.4x at 95% sparsity: batched
-  // matmuls, particle-major activations), models with convolutions slower (0.4-0.66x: CPU
-  // grouped convolutions).
+  if (!c10::Device(c.device).is_cpu()) return ParticlePath::kStacked;
+  // Measured on a 2-core CPU (benchmarks/stacked_step.py, 4 particles, dense): one thread per
+  // particle beats both other paths for every model (lenet_300_100 0.91x the stacked step, lenet5
+  // 0.6x, conv2 / conv4_small / resnet20 0.92-0.96x the sequential one): a small model leaves a
+  // two-thread pool idle, a single thread runs its kernels at nearly full speed. It needs the
+  // particles to spread evenly over the threads (each thread gets the same number).
+  const int64_t threads = at::get_num_threads();
+  if (particles > 1 && threads > 1 && particles % threads == 0 &&
+      particle_lanes(particles) == threads)
+    return ParticlePath::kThreads;
+  // Otherwise models made of linear layers train faster stacked (lenet_300_100 1.2-1.3x dense,
+  // 1.4x at 95% sparsity: batched matmuls, particle-major activations), models with convolutions
+  // slower (0.4-0.66x: CPU grouped convolutions).
   for (const auto& m : model.modules(/*include_self=*/true))
     if (m->as<torch::nn::Conv2d>() || m->as<torch::nn::Conv1d>() || m->as<torch::nn::Conv3d>())
-      return false;
-  return true;
+      return ParticlePath::kSequential;
+  return ParticlePath::kStacked;
+}
+
+const char* particle_path_name(ParticlePath path) {
+  switch (path) {
+    case ParticlePath::kStacked:
+      return "stacked";
+    case ParticlePath::kThreads:
+      return "threads";
+    case ParticlePath::kSequential:
+      break;
+  }
+  return "sequential";
 }
 
 int64_t particles_in_round(const Config& c, int64_t round) {

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <sstream>
 
+#include "../common/lanes.h"
 #include "swamp/checkpoint.h"
 #include "swamp/engine.h"
 #include "swamp/layers.h"
@@ -143,6 +144,16 @@ std::string encode_config(const Config& c) {
   for (const auto& kv : config_fields(c)) s += kv.first + "=" + kv.second + "\n";
   return s;
 }
+
+// The models a group of particles trains in: one model holding them all (stacked, or a single
+// particle), or one model per particle trained side by side in `lanes` threads (threads path).
+struct Group {
+  std::vector<Model*> models;
+  int64_t per_model = 1;      // particles per model
+  int64_t lanes = 1;          // threads path: particles trained at once
+  std::vector<size_t> first;  // per model: index of its first tensor in the group's optimizer
+  int64_t particles() const { return static_cast<int64_t>(models.size()) * per_model; }
+};
 
 // Everything the training of a group of particles (one, or several stacked in one model) needs to
 // continue from any step. Vectors hold one entry per particle of the group.
@@ -279,18 +290,20 @@ class Engine {
       masks_[n] = at::ones_like(named[n], named[n].options().dtype(at::kBool));
 
     std::unique_ptr<ParticleState> resume_group;
+    Group resume_models;
     if (!ckpt_path_.empty() && file_exists(ckpt_path_)) {
       if (ck_.fresh) {
         std::remove(ckpt_path_.c_str());
       } else {
-        resume_group = restore();
+        resume_group = restore(resume_models);
         if (hooks_.on_restore && !results_.empty()) hooks_.on_restore(results_);
       }
     }
 
     if (!ticket_done_) {
-      ParticleState t = new_group(*ticket_, 1, -1, 0);
-      train(*ticket_, t, -1, 0, plan_.rewind_step, false, /*checkpoints=*/false);
+      Group tg = single_group(*ticket_);
+      ParticleState t = new_group(tg, -1, 0);
+      train(tg, t, -1, 0, plan_.rewind_step, false, /*checkpoints=*/false);
       ticket_done_ = true;
       save_checkpoint(nullptr);
     }
@@ -306,25 +319,29 @@ class Engine {
       // keeps the way it was started).
       while (particles_done_ < n) {
         const int64_t first = particles_done_;
-        const int64_t group = resume_group             ? resume_group->size()
-                              : use_stacked(n - first) ? n - first
-                                                       : 1;
-        Model& model = group > 1 ? stacked_model(group) : *particles_[first];
+        Group grp;
         std::unique_ptr<ParticleState> st;
         if (resume_group) {
+          grp = std::move(resume_models);
           st = std::move(resume_group);
         } else {
-          rewind(model, group);
-          enter_sparse(model);
-          st = std::make_unique<ParticleState>(new_group(model, group, round, first));
+          grp = group_for(n, first);
+          for (Model* m : grp.models) {
+            rewind(*m, grp.per_model);
+            enter_sparse(*m);
+          }
+          st = std::make_unique<ParticleState>(new_group(grp, round, first));
           st->step = plan_.rewind_step;
         }
-        train(model, *st, round, first, plan_.total_steps, plan_.swa, /*checkpoints=*/true);
-        if (plan_.swa) load_parameters(model, st->swa.value());
-        layers::disable_sparse(model);
+        train(grp, *st, round, first, plan_.total_steps, plan_.swa, /*checkpoints=*/true);
+        const int64_t group = grp.particles();
+        for (size_t k = 0; k < grp.models.size(); ++k) {
+          if (plan_.swa) load_parameters(*grp.models[k], st->swa.value(), grp.first[k]);
+          layers::disable_sparse(*grp.models[k]);
+        }
         for (int64_t g = 0; g < group; ++g) {
           Model& single = *particles_[first + g];
-          if (group > 1) copy_particle_out(model, group, g, single);
+          if (grp.per_model > 1) copy_particle_out(*grp.models[0], group, g, single);
           if (plan_.swa) recompute_bn(single);
           losses_.push_back(st->last_loss[g]);
         }
@@ -414,9 +431,9 @@ class Engine {
     return o.str();
   }
 
-  // Writes everything needed to continue; `cur` is the group being trained (in `cur_model`), if
+  // Writes everything needed to continue; `cur` is the group being trained (in `cur_models`), if
   // any.
-  void save_checkpoint(const ParticleState* cur, Model* cur_model = nullptr) {
+  void save_checkpoint(const ParticleState* cur, const Group* cur_models = nullptr) {
     if (ckpt_path_.empty()) return;
     TensorMap m;
     m["meta/format"] = string_tensor("swamp_ext-checkpoint-2");
@@ -440,13 +457,18 @@ class Engine {
     if (cur != nullptr) {
       m["cur/active"] = scalar_i(1);
       cur->save(m, "cur/");
-      layers::sync_sparse(*cur_model);
-      save_module(m, "cur/model/", *cur_model);
+      const size_t k = cur_models->models.size();
+      m["cur/models"] = scalar_i(static_cast<int64_t>(k));
+      for (size_t i = 0; i < k; ++i) {
+        layers::sync_sparse(*cur_models->models[i]);
+        save_module(m, k == 1 ? "cur/model/" : "cur/model/" + std::to_string(i) + "/",
+                    *cur_models->models[i]);
+      }
     }
     save_tensors_atomic(ckpt_path_, m);
   }
 
-  std::unique_ptr<ParticleState> restore() {
+  std::unique_ptr<ParticleState> restore(Group& grp) {
     const TensorMap m = load_tensors_verified(ckpt_path_);
     TORCH_CHECK(
         m.count("meta/format") && tensor_string(m.at("meta/format")) == "swamp_ext-checkpoint-2",
@@ -499,12 +521,19 @@ class Engine {
       losses_.push_back(get_d(m, "done/" + std::to_string(p) + "/loss"));
     }
     if (m.count("cur/active")) {
+      // The group goes on the way it was started: stacked, one model per particle, or single.
       const int64_t group = get_i(m, "cur/group");
-      Model& model = group > 1 ? stacked_model(group) : *particles_[particles_done_];
-      load_module(m, "cur/model/", model);
-      enter_sparse(model);
-      auto st =
-          std::make_unique<ParticleState>(new_group(model, group, rounds_done_, particles_done_));
+      const int64_t k = m.count("cur/models") ? get_i(m, "cur/models") : 1;
+      TORCH_CHECK(k == 1 || k == group, "checkpoint: ", k, " models for ", group, " particles");
+      grp = k > 1       ? threads_group(particles_done_, group)
+            : group > 1 ? single_group(stacked_model(group), group)
+                        : single_group(*particles_[particles_done_]);
+      for (size_t i = 0; i < grp.models.size(); ++i) {
+        load_module(m, k == 1 ? "cur/model/" : "cur/model/" + std::to_string(i) + "/",
+                    *grp.models[i]);
+        enter_sparse(*grp.models[i]);
+      }
+      auto st = std::make_unique<ParticleState>(new_group(grp, rounds_done_, particles_done_));
       st->load(m, "cur/", device_);
       return st;
     }
@@ -512,10 +541,29 @@ class Engine {
   }
 
   // ---- the steps of the algorithm ---------------------------------------------------------------
-  // Stacked training of `group` particles in one model, or one model per particle: the config's
-  // choice, or (auto) stacked wherever it is measured to be faster; see use_stacked_path().
-  bool use_stacked(int64_t group) const {
-    return group > 1 && use_stacked_path(cfg_, *particles_.at(0));
+  // The particles of a round of n from `first` on: all stacked in one model, one model each side
+  // by side in threads, or (sequential) only the first of them, alone. The path is the round's:
+  // the config's choice, or (auto) the one measured to be faster for n particles; see
+  // particle_path().
+  Group group_for(int64_t n, int64_t first) {
+    const ParticlePath path = particle_path(cfg_, *particles_.at(0), n);
+    const int64_t count = n - first;
+    if (count == 1) return single_group(*particles_[first]);
+    if (path == ParticlePath::kStacked) return single_group(stacked_model(count), count);
+    if (path == ParticlePath::kThreads) return threads_group(first, count);
+    return single_group(*particles_[first]);
+  }
+  static Group single_group(Model& model, int64_t particles = 1) {
+    Group g;
+    g.models = {&model};
+    g.per_model = particles;
+    return g;
+  }
+  Group threads_group(int64_t first, int64_t count) {
+    Group g;
+    for (int64_t i = 0; i < count; ++i) g.models.push_back(particles_.at(first + i).get());
+    g.lanes = particle_lanes(count);
+    return g;
   }
 
   Model& stacked_model(int64_t group) {
@@ -585,10 +633,17 @@ class Engine {
       item.value().copy_(layers::particle_slice(sb[item.key()], group, g));
   }
 
-  void load_parameters(Model& model, const std::vector<at::Tensor>& values) {
+  // values[offset...]: the model's trainable tensors.
+  void load_parameters(Model& model, const std::vector<at::Tensor>& values, size_t offset = 0) {
     torch::NoGradGuard no_grad;
     auto params = trainable(model);
-    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(values[i]);
+    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(values.at(offset + i));
+  }
+  std::vector<at::Tensor> trainable(const Group& grp) {
+    std::vector<at::Tensor> all;
+    for (Model* m : grp.models)
+      for (auto& t : trainable(*m)) all.push_back(t);
+    return all;
   }
 
   void prune() {
@@ -601,10 +656,18 @@ class Engine {
     global_magnitude_prune_(w, m, cfg_.prune_ratio);
   }
 
-  // Training state for `group` particles (first: index of the first) of `model` in `round`.
-  ParticleState new_group(Model& model, int64_t group, int64_t round, int64_t first) {
+  // Training state for the particles of `grp` (first: index of the first) in `round`.
+  // Sets grp.first (the models' tensors in the optimizer's list: sparse layers already entered).
+  ParticleState new_group(Group& grp, int64_t round, int64_t first) {
+    const int64_t group = grp.particles();
+    std::vector<at::Tensor> masks;
+    grp.first.clear();
+    for (Model* m : grp.models) {
+      grp.first.push_back(masks.size());
+      for (auto& t : masks_for(*m, grp.per_model)) masks.push_back(t);
+    }
     ParticleState st{0,
-                     MaskedSGD(trainable(model), masks_for(model, group),
+                     MaskedSGD(trainable(grp), std::move(masks),
                                SgdOptions{cfg_.momentum, cfg_.nesterov, cfg_.weight_decay}),
                      {},
                      RunningAverage(),
@@ -616,21 +679,21 @@ class Engine {
     return st;
   }
 
-  // The loss of a batch: one value per particle of the group (their sum is what is minimised:
-  // the particles do not interact, so each gets exactly its own gradient).
-  at::Tensor batch_loss(Model& model, ParticleState& st, int64_t b,
+  // The loss of batch b of the G particles [g0, g0 + G) of the group, held by `model`: one value
+  // per particle (their sum is what is minimised: the particles do not interact, so each gets
+  // exactly its own gradient).
+  at::Tensor batch_loss(Model& model, ParticleState& st, int64_t g0, int64_t G, int64_t b,
                         const std::vector<at::Tensor>& perms) {
     const int64_t B = cfg_.batch_size;
-    const int64_t G = st.size();
     if (G == 1) {
-      const at::Tensor idx = perms[0].narrow(0, b * B, B);
+      const at::Tensor idx = perms[g0].narrow(0, b * B, B);
       const at::Tensor x =
-          (*inputs_)(data_.x_train.index_select(0, idx), &st.orders[0].generator());
+          (*inputs_)(data_.x_train.index_select(0, idx), &st.orders[g0].generator());
       const at::Tensor y = data_.y_train.index_select(0, idx);
       return at::cross_entropy_loss(model.forward(x), y).reshape({1});
     }
     std::vector<at::Tensor> xs, ys;
-    for (int64_t g = 0; g < G; ++g) {
+    for (int64_t g = g0; g < g0 + G; ++g) {
       const at::Tensor idx = perms[g].narrow(0, b * B, B);
       xs.push_back((*inputs_)(data_.x_train.index_select(0, idx), &st.orders[g].generator()));
       ys.push_back(data_.y_train.index_select(0, idx));
@@ -642,10 +705,37 @@ class Engine {
     return ce.view({G, B}).mean(1);
   }
 
+  // One SGD step of every particle of the group on batch b; returns the losses (one per
+  // particle). On the threads path every lane steps its particles' models with its own thread.
+  at::Tensor step_group(const Group& grp, ParticleState& st, int64_t b,
+                        const std::vector<at::Tensor>& perms, double lr) {
+    const auto K = static_cast<int64_t>(grp.models.size());
+    if (K == 1) {
+      st.opt.zero_grad();
+      const at::Tensor losses = batch_loss(*grp.models[0], st, 0, grp.per_model, b, perms);
+      losses.sum().backward();
+      st.opt.step(lr);
+      return losses.detach();
+    }
+    std::vector<at::Tensor> losses(static_cast<size_t>(K));
+    run_lanes(grp.lanes, [&](int64_t lane) {
+      for (int64_t k = lane; k < K; k += grp.lanes) {
+        const size_t t0 = grp.first[k], t1 = k + 1 < K ? grp.first[k + 1] : st.opt.size();
+        st.opt.zero_grad(t0, t1);
+        const at::Tensor loss =
+            batch_loss(*grp.models[k], st, k * grp.per_model, grp.per_model, b, perms);
+        loss.sum().backward();
+        st.opt.step(lr, t0, t1);
+        losses[k] = loss.detach();
+      }
+    });
+    return at::cat(losses);
+  }
+
   // Trains the group from st.step to `end`.
-  void train(Model& model, ParticleState& st, int64_t round, int64_t first, int64_t end, bool swa,
-             bool checkpoints) {
-    model.train(true);
+  void train(const Group& grp, ParticleState& st, int64_t round, int64_t first, int64_t end,
+             bool swa, bool checkpoints) {
+    for (Model* m : grp.models) m->train(true);
     ScheduleOptions sched;
     sched.kind = cfg_.schedule;
     sched.lr = cfg_.lr;
@@ -689,17 +779,14 @@ class Engine {
         for (int64_t g = 0; g < G; ++g) perms[g] = st.orders[g].epoch(epoch).to(device_);
         perm_epoch = epoch;
       }
-      st.opt.zero_grad();
-      const at::Tensor losses = batch_loss(model, st, b, perms);
-      losses.sum().backward();
+      const double lr = learning_rate(sched, step);
+      const at::Tensor losses = step_group(grp, st, b, perms, lr);
       if (sync_every == 1) {
-        const at::Tensor v = losses.detach().to(at::kDouble).contiguous();
+        const at::Tensor v = losses.to(at::kDouble).contiguous();
         add_losses(v.const_data_ptr<double>(), step);
       } else {
-        pending.emplace_back(step, losses.detach());
+        pending.emplace_back(step, losses);
       }
-      const double lr = learning_rate(sched, step);
-      st.opt.step(lr);
       ++st.epoch_steps;
       ++st.step;
       if (pending.size() >= sync_every) flush();
@@ -708,7 +795,7 @@ class Engine {
         flush();
         for (int64_t g = 0; g < G; ++g)
           st.last_loss[g] = st.epoch_loss[g] / static_cast<double>(st.epoch_steps);
-        if (b == spe - 1 && swa && epoch >= plan_.swa_start_epoch) st.swa.update(trainable(model));
+        if (b == spe - 1 && swa && epoch >= plan_.swa_start_epoch) st.swa.update(trainable(grp));
         if (hooks_.on_epoch)
           for (int64_t g = 0; g < G; ++g)
             hooks_.on_epoch(
@@ -719,7 +806,7 @@ class Engine {
       }
       if (checkpoints && epoch_end && st.step < end && ck_.every_epochs > 0 &&
           ++epochs_since_checkpoint >= ck_.every_epochs) {
-        save_checkpoint(&st, &model);
+        save_checkpoint(&st, &grp);
         epochs_since_checkpoint = 0;
       }
       if (hooks_.check_interrupt) {
@@ -728,7 +815,7 @@ class Engine {
         } catch (...) {
           if (checkpoints) {  // stop cleanly: nothing done is lost
             flush();
-            save_checkpoint(&st, &model);
+            save_checkpoint(&st, &grp);
           }
           throw;
         }

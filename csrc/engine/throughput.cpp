@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 
+#include "../common/lanes.h"
 #include "swamp/engine.h"
 #include "swamp/layers.h"
 #include "swamp/models.h"
@@ -93,17 +94,23 @@ double train_step_seconds(const StepBenchOptions& o) {
                       at::TensorOptions().dtype(at::kLong).device(dev));
     units.push_back(std::move(u));
   }
+  const int64_t lanes = o.threads && !o.stacked ? particle_lanes(copies) : 1;
+  std::vector<double> losses(units.size());
   auto step = [&] {
+    run_lanes(lanes, [&](int64_t lane) {
+      for (size_t c = static_cast<size_t>(lane); c < units.size(); c += lanes) {
+        Unit& u = units[c];
+        u.opt->zero_grad();
+        const at::Tensor logits = layers::split_outputs(u.model->forward(u.x), P);
+        at::Tensor loss = at::cross_entropy_loss(logits.reshape({P * o.batch_size, -1}), u.y) *
+                          static_cast<double>(P);
+        loss.backward();
+        u.opt->step(0.01);
+        losses[c] = loss.item<double>();  // synchronises on CUDA
+      }
+    });
     double total = 0.0;
-    for (auto& u : units) {
-      u.opt->zero_grad();
-      const at::Tensor logits = layers::split_outputs(u.model->forward(u.x), P);
-      at::Tensor loss = at::cross_entropy_loss(logits.reshape({P * o.batch_size, -1}), u.y) *
-                        static_cast<double>(P);
-      loss.backward();
-      u.opt->step(0.01);
-      total += loss.item<double>();  // synchronises on CUDA
-    }
+    for (double l : losses) total += l;
     return total;
   };
   step();

@@ -93,18 +93,22 @@ void MaskedSGD::set_momentum_buffers(std::vector<at::Tensor> buffers) {
 
 // Gradients are released, not zeroed (PyTorch's set_to_none): the next backward then hands its
 // gradient over instead of adding it to a zeroed tensor, two passes fewer per parameter.
-void MaskedSGD::zero_grad() {
-  for (auto& p : params_) p.mutable_grad().reset();
+void MaskedSGD::zero_grad(size_t begin, size_t end) {
+  TORCH_CHECK_VALUE(begin <= end && end <= params_.size(), "MaskedSGD::zero_grad: range [", begin,
+                    ", ", end, ") outside the ", params_.size(), " parameters");
+  for (size_t i = begin; i < end; ++i) params_[i].mutable_grad().reset();
 }
 
 // CPU float/double parameters: one fused pass per parameter (sgd_kernel), in parallel chunks.
 // Everything else (CUDA, other dtypes, strided tensors): one foreach pass per operation over all
 // of them, a handful of multi-tensor kernels per step on CUDA.
-void MaskedSGD::step(double lr) {
+void MaskedSGD::step(double lr, size_t begin, size_t end) {
+  TORCH_CHECK_VALUE(begin <= end && end <= params_.size(), "MaskedSGD::step: range [", begin, ", ",
+                    end, ") outside the ", params_.size(), " parameters");
   torch::NoGradGuard no_grad;
   std::vector<size_t> idx;  // parameters for the foreach path
   std::vector<at::Tensor> p, g;
-  for (size_t i = 0; i < params_.size(); ++i) {
+  for (size_t i = begin; i < end; ++i) {
     at::Tensor grad = params_[i].grad();
     if (!grad.defined()) continue;
     at::Tensor& p_i = params_[i];

@@ -104,6 +104,24 @@ void bind_engine(py::module_& m) {
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);
+  models.def(
+      "particle_path",
+      [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
+         int64_t particles, const std::string& mode, const std::string& device) {
+        Config c;
+        c.model = name;
+        c.particle_mode = mode;
+        c.device = device;
+        validate_config(c);
+        ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, 0);
+        return std::string(particle_path_name(particle_path(c, *model, particles)));
+      },
+      py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("particles"),
+      py::arg("mode") = "auto", py::arg("device") = "cpu",
+      "How `particles` particles of this model train in a round under particle_mode `mode`: "
+      "'stacked', 'sequential' or 'threads' (auto: the rule for this device and thread count).");
+  models.def("particle_lanes", &particle_lanes, py::arg("particles"),
+             "Particles the threads path trains at once (one thread each) here.");
   models.def("has", &has_model, py::arg("name"));
   models.def(
       "train_throughput",
@@ -119,17 +137,19 @@ void bind_engine(py::module_& m) {
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
          int64_t batch_size, int64_t particles, bool stacked, double sparsity,
          const std::string& sparse_kernels, double sparse_density, int64_t steps, int64_t repeats,
-         const std::string& device) {
-        StepBenchOptions o{name,     input_shape,    num_classes,    batch_size, particles, stacked,
-                           sparsity, sparse_kernels, sparse_density, steps,      repeats,   device};
+         const std::string& device, bool threads) {
+        StepBenchOptions o{name,    input_shape, num_classes,    batch_size,     particles,
+                           stacked, sparsity,    sparse_kernels, sparse_density, steps,
+                           repeats, device,      threads};
         py::gil_scoped_release nogil;
         return train_step_seconds(o);
       },
       py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("batch_size") = 128,
       py::arg("particles") = 1, py::arg("stacked") = true, py::arg("sparsity") = 0.0,
       py::arg("sparse_kernels") = "off", py::arg("sparse_density") = 0.5, py::arg("steps") = 20,
-      py::arg("repeats") = 5, py::arg("device") = "cpu",
-      "Seconds per training step of pruned, possibly stacked / sparse particles.");
+      py::arg("repeats") = 5, py::arg("device") = "cpu", py::arg("threads") = false,
+      "Seconds per training step of pruned, possibly stacked / sparse particles; stacked=False, "
+      "threads=True: one model per particle, side by side, one thread each.");
   models.def(
       "particles_forward_backward",
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,

@@ -1,3 +1,9 @@
+#include <ATen/Parallel.h>
+#include <pthread.h>
+
+#include <mutex>
+
+#include "../common/lanes.h"
 #include "bindings.h"
 #include "swamp/data.h"
 #include "swamp/optim.h"
@@ -35,6 +41,34 @@ void bind_ops(py::module_& m) {
       py::arg("backend") = PruneBackend::Auto);
   m.def("prune_count", &prune_count, py::arg("ratio"), py::arg("remaining"));
 
+  // The threads path's mechanism, observable: what each lane sees, and its errors.
+  m.def(
+      "lanes_probe",
+      [](int64_t lanes, int64_t fail_lane) {
+        std::vector<py::tuple> out;
+        std::vector<std::tuple<int64_t, uint64_t, bool, int64_t>> seen;
+        std::mutex mu;
+        {
+          py::gil_scoped_release nogil;
+          run_lanes(lanes, [&](int64_t lane) {
+            TORCH_CHECK_VALUE(lane != fail_lane, "lane ", lane, " failed on purpose");
+            // a reduction big enough that parallel_for would split it outside a lane
+            const double s = at::ones({1 << 20}, at::kDouble).sum().item<double>();
+            std::lock_guard<std::mutex> lock(mu);
+            seen.emplace_back(lane, static_cast<uint64_t>(pthread_self()), at::in_parallel_region(),
+                              static_cast<int64_t>(s));
+          });
+        }
+        for (const auto& s : seen)
+          out.push_back(
+              py::make_tuple(std::get<0>(s), std::get<1>(s), std::get<2>(s), std::get<3>(s)));
+        return out;
+      },
+      py::arg("lanes"), py::arg("fail_lane") = -1,
+      "Runs `lanes` lanes; each reports (lane, thread id, in ATen parallel region, a sum). "
+      "fail_lane raises ValueError in that lane.");
+  m.def("lanes_concurrent", &lanes_concurrent);
+
   py::class_<MaskedSGD>(m, "MaskedSGD")
       .def(py::init([](std::vector<at::Tensor> params, std::vector<at::Tensor> masks,
                        double momentum, bool nesterov, double weight_decay) {
@@ -43,8 +77,19 @@ void bind_ops(py::module_& m) {
            }),
            py::arg("params"), py::arg("masks"), py::arg("momentum") = 0.9,
            py::arg("nesterov") = false, py::arg("weight_decay") = 0.0)
-      .def("step", &MaskedSGD::step, py::arg("lr"))
-      .def("zero_grad", &MaskedSGD::zero_grad)
+      .def(
+          "step",
+          [](MaskedSGD& o, double lr, std::optional<size_t> begin, std::optional<size_t> end) {
+            o.step(lr, begin.value_or(0), end.value_or(o.size()));
+          },
+          py::arg("lr"), py::arg("begin") = py::none(), py::arg("end") = py::none(),
+          "One step of parameters [begin, end) (default: all).")
+      .def(
+          "zero_grad",
+          [](MaskedSGD& o, std::optional<size_t> begin, std::optional<size_t> end) {
+            o.zero_grad(begin.value_or(0), end.value_or(o.size()));
+          },
+          py::arg("begin") = py::none(), py::arg("end") = py::none())
       .def("momentum_buffers", &MaskedSGD::momentum_buffers);
 
   m.def(

@@ -50,8 +50,10 @@ struct Config {
   int64_t crop_padding = 4;
   bool flip = true;
   // How the particles of a round train: "stacked" (all in one model, one forward/backward per
-  // step, see swamp/layers.h), "sequential" (one after the other) or "auto" (the faster for this
-  // device and model, see use_stacked_path). Both give the same results up to float rounding.
+  // step, see swamp/layers.h), "sequential" (one after the other, each step using every intra-op
+  // thread), "threads" (CPU: side by side, one thread per particle, in lock step) or "auto" (the
+  // faster for this device and model, see particle_path). All give the same results up to float
+  // rounding.
   std::string particle_mode = "auto";
   // Sparse kernels for pruned linear layers (CPU): "auto" (layers at or below sparse_density),
   // "on" (every pruned linear layer) or "off". Same results as the dense masked step up to float
@@ -65,9 +67,15 @@ SWAMP_API void validate_config(const Config& cfg);
 // Particles and SWA used in round `round` by the configured method.
 SWAMP_API int64_t particles_in_round(const Config& cfg, int64_t round);
 SWAMP_API bool swa_enabled(const Config& cfg);
-// Whether the particles of a round train stacked: config.particle_mode, or the auto rule for the
-// device and `model` (one particle of the architecture).
-SWAMP_API bool use_stacked_path(const Config& cfg, const torch::nn::Module& model);
+// How `particles` particles of a round train: config.particle_mode, or the auto rule for the
+// device, `model` (one particle of the architecture) and the intra-op thread count.
+enum class ParticlePath { kSequential, kStacked, kThreads };
+SWAMP_API ParticlePath particle_path(const Config& cfg, const torch::nn::Module& model,
+                                     int64_t particles);
+SWAMP_API const char* particle_path_name(ParticlePath path);
+// The threads path: how many particles train at once (one thread each): the intra-op thread
+// count, at most `particles`; 1 where this build cannot run particles concurrently.
+SWAMP_API int64_t particle_lanes(int64_t particles);
 
 struct RoundResult {
   int64_t round = 0;
@@ -154,6 +162,9 @@ struct StepBenchOptions {
   int64_t steps = 20;
   int64_t repeats = 5;
   std::string device = "cpu";
+  // Not stacked: the particles' models step side by side, one thread each (the threads path)
+  // instead of one after the other.
+  bool threads = false;
 };
 SWAMP_API double train_step_seconds(const StepBenchOptions& options);
 

@@ -25,10 +25,15 @@ class SWAMP_API MaskedSGD {
   // `masks[i]` is the bool mask of `params[i]`, or undefined for unmasked parameters.
   MaskedSGD(std::vector<at::Tensor> params, std::vector<at::Tensor> masks, SgdOptions options);
   // CPU float/double parameters: one fused pass per parameter; otherwise foreach kernels.
-  void step(double lr);
+  void step(double lr) { step(lr, 0, params_.size()); }
+  // Only parameters [begin, end): one particle's, when particles train concurrently (every
+  // parameter's update is independent of the others').
+  void step(double lr, size_t begin, size_t end);
   // Releases the gradients (PyTorch's set_to_none): the next backward hands its gradient over
   // instead of adding it to zeros. Parameters without a gradient are skipped by step().
-  void zero_grad();
+  void zero_grad() { zero_grad(0, params_.size()); }
+  void zero_grad(size_t begin, size_t end);
+  size_t size() const { return params_.size(); }
   const std::vector<at::Tensor>& momentum_buffers() const { return buffers_; }
   // Restores buffers saved from momentum_buffers() (undefined entries: no step taken yet).
   void set_momentum_buffers(std::vector<at::Tensor> buffers);
