@@ -73,20 +73,27 @@ def main() -> None:
     # at a time (a core busy elsewhere; the mostly single-threaded Python reference suffers less).
     # Each short measurement is repeated, interleaved, and the fastest one is reported.
     flops = step_flops(a.model, data.input_shape, 128)
-    peak, steps = 0.0, {1: float("inf"), a.particles: float("inf")}
+    shape = list(data.input_shape)
+    auto = _C.models.particle_path(a.model, shape, 10, a.particles)
+    # (label, particles, stacked, threads)
+    variants = [("1 particle", 1, True, False),
+                (f"{a.particles} particles stacked", a.particles, True, False),
+                (f"{a.particles} particles sequential", a.particles, False, False),
+                (f"{a.particles} particles threads", a.particles, False, True)]
+    peak, steps = 0.0, {v: float("inf") for v in variants}
     for _ in range(a.repeats):
         peak = max(peak, matmul_flops())
-        for n in steps:
-            steps[n] = min(steps[n], _C.models.train_step_seconds(
-                a.model, list(data.input_shape), 10, batch_size=128, particles=n, stacked=True,
-                steps=10, repeats=5))
+        for v in variants:
+            steps[v] = min(steps[v], _C.models.train_step_seconds(
+                a.model, shape, 10, batch_size=128, particles=v[1], stacked=v[2], threads=v[3],
+                steps=10 if flops < 1e9 else 2, repeats=5 if flops < 1e9 else 1))
     print(f"fp32 matmul {peak / 1e9:.1f} GFLOP/s (2048^2 torch.mm); dense training step, "
-          "batch 128:")
-    for n, s in steps.items():
+          f"batch 128 (particle_mode auto trains {a.particles} particles: {auto}):")
+    for v, s in steps.items():
+        n = v[1]
         f = n * flops / s
-        print(f"  {n} particle{'s' if n > 1 else ''}{' stacked' if n > 1 else ''}: "
-              f"{n * flops / 1e6:.1f} MFLOP in {s * 1e3:.2f} ms = {f / 1e9:.1f} GFLOP/s -> "
-              f"{100 * f / peak:.0f}% of matmul (goal >= 85%)")
+        print(f"  {v[0]}: {n * flops / 1e6:.1f} MFLOP in {s * 1e3:.2f} ms = {f / 1e9:.1f} GFLOP/s "
+              f"-> {100 * f / peak:.0f}% of matmul (goal >= 85%)")
     # one dense round (the ticket's epochs included in both)
     t_imp = t_sw = t_ref = float("inf")
     for _ in range(a.repeats):

@@ -151,8 +151,10 @@ def test_ctrl_c_stops_promptly_after_saving_and_resumes(tmp_path, reference):
     rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt", kill_at="EPOCH 1 0 2",
                           sig=signal.SIGINT)
     assert rc == 130 and lines[-1] == "INTERRUPTED", lines
-    # it stopped within a step or two of the signal: no further epoch was reported
-    assert lines[-2].startswith("EPOCH 1 0 2"), lines[-3:]
+    # it stopped within a step or two of the signal: no further epoch was reported (particles
+    # trained side by side report the same epoch together: particle 1's may come after it)
+    last = lines[-2].split()
+    assert last[:2] == ["EPOCH", "1"] and last[3] == "2", lines[-3:]
     rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt")
     assert rc == 0, lines
     assert lines[0].startswith("EPOCH 1 0 "), "resumed inside the particle, not from its start"

@@ -30,6 +30,10 @@ class Config:
     SWA methods switch to the constant ``swa_lr`` after ``swa_start`` x epochs and average the
     weights at the end of every epoch from then on. ``use_swa`` (None = the method's default)
     forces SWA on or off.
+    particle_mode: how a round's particles train: ``stacked`` (one model holding all of them),
+    ``sequential`` (one after the other), ``threads`` (CPU: side by side, one thread each) or
+    ``auto`` (the faster here; ``swamp_ext._C.models.particle_path`` tells which). All agree to
+    float rounding.
     """
 
     model: str = "lenet_300_100"

@@ -340,10 +340,15 @@ class Engine {
           layers::disable_sparse(*grp.models[k]);
         }
         for (int64_t g = 0; g < group; ++g) {
-          Model& single = *particles_[first + g];
-          if (grp.per_model > 1) copy_particle_out(*grp.models[0], group, g, single);
-          if (plan_.swa) recompute_bn(single);
+          if (grp.per_model > 1)
+            copy_particle_out(*grp.models[0], group, g, *particles_[first + g]);
           losses_.push_back(st->last_loss[g]);
+        }
+        if (plan_.swa) {  // the SWA solutions' batch-norm statistics, side by side on threads
+          const int64_t lanes = post_lanes(n);
+          run_lanes(lanes, [&](int64_t lane) {
+            for (int64_t g = lane; g < group; g += lanes) recompute_bn(*particles_[first + g]);
+          });
         }
         particles_done_ = first + group;
         save_checkpoint(nullptr);
@@ -353,15 +358,18 @@ class Engine {
       RoundResult rr;
       rr.round = round;
       rr.particles = n;
-      std::vector<at::Tensor> particle_logp;
+      std::vector<at::Tensor> particle_logp(static_cast<size_t>(n));
       std::vector<std::vector<at::Tensor>> particle_params;
       double loss_sum = 0.0;
+      const int64_t lanes = post_lanes(n);
+      run_lanes(lanes, [&](int64_t lane) {
+        for (int64_t p = lane; p < n; p += lanes) particle_logp[p] = log_probs(*particles_[p]);
+      });
       for (int64_t p = 0; p < n; ++p) {
-        at::Tensor logp = log_probs(*particles_[p]);
+        const at::Tensor& logp = particle_logp[p];
         const Metrics m = metrics(logp);
         rr.particle_acc.push_back(m.acc);
         rr.particle_nll.push_back(m.nll);
-        particle_logp.push_back(logp);
         particle_params.push_back(particles_[p]->parameters(true));
         loss_sum += losses_[p];
       }
@@ -552,6 +560,13 @@ class Engine {
     if (path == ParticlePath::kStacked) return single_group(stacked_model(count), count);
     if (path == ParticlePath::kThreads) return threads_group(first, count);
     return single_group(*particles_[first]);
+  }
+  // Lanes for the per-particle work after training (batch-norm statistics, evaluation) in a
+  // round of n particles: those of the threads path, else 1 (each particle with every thread).
+  int64_t post_lanes(int64_t n) const {
+    return n > 1 && particle_path(cfg_, *particles_.at(0), n) == ParticlePath::kThreads
+               ? particle_lanes(n)
+               : 1;
   }
   static Group single_group(Model& model, int64_t particles = 1) {
     Group g;
