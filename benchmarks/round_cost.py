@@ -42,7 +42,8 @@ def main() -> None:
     p.add_argument("--particles", type=int, default=4)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--modes", nargs="+", default=["auto"],
-                   help="particle_mode values for the swamp round (auto, stacked, sequential, threads)")
+                   help="particle_mode values for the swamp round "
+                        "(auto, stacked, sequential, threads)")
     p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args()
     data = synthetic(a.train, 1000)

@@ -276,6 +276,11 @@ def test_bad_modes_are_refused():
         Config(particle_mode="parallel")
     with pytest.raises(ValueError, match="particle_mode"):
         _C.models.particle_path("lenet_300_100", [1, 8, 8], 10, 2, mode="parallel")
+    with pytest.raises(ValueError, match="particle_mode: threads trains on the CPU only"):
+        Config(particle_mode="threads", device="cuda")
+    with pytest.raises(ValueError, match="threads trains on the CPU only"):
+        _C.models.particle_path("lenet_300_100", [1, 8, 8], 10, 2, mode="threads",
+                                device="cuda:0")
     with pytest.raises(ValueError, match="sparse_kernels"):
         Config(sparse_kernels="yes")
     with pytest.raises(ValueError, match="sparse_density"):

@@ -184,6 +184,9 @@ class Config:
             or len(dev) > 2
         ):
             raise _fail("device", f"must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.particle_mode == "threads" and dev[0] != "cpu":
+            raise _fail("particle_mode", "threads trains on the CPU only; on a GPU use auto, "
+                        f"stacked or sequential (device={self.device!r})")
 
     # ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -60,6 +60,10 @@ void validate_config(const Config& c) {
   try {
     c10::Device d(c.device);
     TORCH_CHECK_VALUE(d.is_cpu() || d.is_cuda(), "config.device must be cpu or cuda");
+    TORCH_CHECK_VALUE(c.particle_mode != "threads" || d.is_cpu(),
+                      "config.particle_mode threads trains on the CPU only; on a GPU use auto, "
+                      "stacked or sequential (device ",
+                      c.device, ")");
   } catch (const c10::ValueError&) {
     throw;
   } catch (const c10::Error&) {
