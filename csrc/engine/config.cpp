@@ -135,9 +135,7 @@ ParticlePath particle_path(const Config& c, const torch::nn::Module& model, int6
   // two-thread pool idle, a single thread runs its kernels at nearly full speed. It needs the
   // particles to spread evenly over the threads (each thread gets the same number).
   const int64_t threads = at::get_num_threads();
-  if (particles > 1 && threads > 1 && particles % threads == 0 &&
-      particle_lanes(particles) == threads)
-    return ParticlePath::kThreads;
+  if (threads > 1 && particles % threads == 0 && lanes_concurrent()) return ParticlePath::kThreads;
   // Otherwise models made of linear layers train faster stacked (lenet_300_100 1.2-1.3x dense,
   // 1.4x at 95% sparsity: batched matmuls, particle-major activations), models with convolutions
   // slower (0.4-0.66x: CPU grouped convolutions).
