@@ -264,11 +264,14 @@ def test_divergence_keeps_completed_rounds(tmp_path):
     assert [r["round"] for r in saved["rounds"]] == [0]
 
 
-@pytest.mark.parametrize("mode", ["stacked", "threads"])
-def test_particle_group_with_sparse_layers_resumes_bitwise(tmp_path, mode):
-    """A group of particles (stacked in one model, or side by side in threads) with sparse linear
+@pytest.mark.parametrize("mode, model", [("stacked", "conv4_small"), ("threads", "conv4_small"),
+                                         ("threads", "lenet_300_100")])
+def test_particle_group_with_sparse_layers_resumes_bitwise(tmp_path, mode, model):
+    """A group of particles (stacked in one model, or side by side in threads: one model per
+    particle for conv4_small, one stacked model per lane for lenet_300_100) with sparse linear
     layers, killed mid-training and resumed, gives the run never interrupted."""
-    cfg = dict(CFG, particle_mode=mode, sparse_kernels="on", rounds=2, prune_ratio=0.6)
+    cfg = dict(CFG, model=model, particle_mode=mode, sparse_kernels="on", rounds=2,
+               prune_ratio=0.6)
     ref_dir = tmp_path / "ref"
     ref_dir.mkdir()
     rc, lines = run_child(ref_dir, cfg, ref_dir / "ckpt", ref_dir / "ref.pt")

@@ -231,6 +231,11 @@ def test_auto_particle_mode_on_cpu(model, particles):
     else:
         assert expected == ("stacked" if model == "lenet_300_100" else "sequential")
     assert _C.models.particle_path(model, [1, 8, 8], 10, 1) == "sequential"
+    # on the threads path, a lane's particles of a linear-only model train stacked in one model
+    lanes = _C.models.particle_lanes(particles)
+    stack = _C.models.lane_stack(model, [1, 8, 8], 10, particles)
+    even = particles % lanes == 0
+    assert stack == (particles // lanes if model == "lenet_300_100" and even else 1)
     assert _C.models.particle_path(model, [1, 8, 8], 10, particles, mode="stacked") == "stacked"
     assert _C.models.particle_path(model, [1, 8, 8], 10, particles, device="cuda:0") == "stacked"
     # the run follows the rule: bitwise the run with the expected path named
@@ -263,12 +268,20 @@ def test_sparse_density_threshold_picks_layers():
 @pytest.mark.parametrize("sparsity", [0.5, 0.95])
 def test_step_timer_runs_every_variant(sparsity):
     for kernels in ["off", "on", "auto"]:
-        for stacked, threads in [(True, False), (False, False), (False, True)]:
+        for stacked, threads in [(True, False), (False, False), (False, True), (True, True)]:
             s = _C.models.train_step_seconds("lenet_300_100", [1, 8, 8], 10, batch_size=16,
                                              particles=2, stacked=stacked, sparsity=sparsity,
                                              sparse_kernels=kernels, steps=2, repeats=1,
                                              threads=threads)
             assert 0 < s < 5
+
+
+def test_step_timer_stacked_lanes_need_even_particles():
+    if _C.models.particle_lanes(3) < 2:
+        pytest.skip("one lane here")
+    with pytest.raises(ValueError, match="divide evenly over the 2 lanes"):
+        _C.models.train_step_seconds("lenet_300_100", [1, 8, 8], 10, batch_size=8, particles=3,
+                                     stacked=True, threads=True, steps=1, repeats=1)
 
 
 def test_bad_modes_are_refused():

@@ -130,6 +130,8 @@ class _Models:
     @staticmethod
     def particle_lanes(particles: int) -> int: ...
     @staticmethod
+    def lane_stack(name: str, input_shape: list[int], num_classes: int, particles: int) -> int: ...
+    @staticmethod
     def train_step_seconds(name: str, input_shape: list[int], num_classes: int,
                            batch_size: int = 128, particles: int = 1, stacked: bool = True,
                            sparsity: float = 0.0, sparse_kernels: str = "off",

@@ -117,6 +117,23 @@ bool swa_enabled(const Config& c) {
   return c.method != "imp";
 }
 
+namespace {
+bool has_convolutions(const torch::nn::Module& model) {
+  for (const auto& m : model.modules(/*include_self=*/true))
+    if (m->as<torch::nn::Conv2d>() || m->as<torch::nn::Conv1d>() || m->as<torch::nn::Conv3d>())
+      return true;
+  return false;
+}
+}  // namespace
+
+int64_t lane_stack(const torch::nn::Module& model, int64_t particles) {
+  const int64_t lanes = particle_lanes(particles);
+  // Grouped convolutions are slow on the CPU (benchmarks/stacked_step.py): conv models keep one
+  // model per particle.
+  if (particles % lanes != 0 || has_convolutions(model)) return 1;
+  return particles / lanes;
+}
+
 int64_t particle_lanes(int64_t particles) {
   if (!lanes_concurrent()) return 1;
   return std::max<int64_t>(1, std::min<int64_t>(particles, at::get_num_threads()));
@@ -139,10 +156,7 @@ ParticlePath particle_path(const Config& c, const torch::nn::Module& model, int6
   // Otherwise models made of linear layers train faster stacked (lenet_300_100 1.2-1.3x dense,
   // 1.4x at 95% sparsity: batched matmuls, particle-major activations), models with convolutions
   // slower (0.4-0.66x: CPU grouped convolutions).
-  for (const auto& m : model.modules(/*include_self=*/true))
-    if (m->as<torch::nn::Conv2d>() || m->as<torch::nn::Conv1d>() || m->as<torch::nn::Conv3d>())
-      return ParticlePath::kSequential;
-  return ParticlePath::kStacked;
+  return has_convolutions(model) ? ParticlePath::kSequential : ParticlePath::kStacked;
 }
 
 const char* particle_path_name(ParticlePath path) {

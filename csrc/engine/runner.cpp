@@ -341,7 +341,8 @@ class Engine {
         }
         for (int64_t g = 0; g < group; ++g) {
           if (grp.per_model > 1)
-            copy_particle_out(*grp.models[0], group, g, *particles_[first + g]);
+            copy_particle_out(*grp.models[g / grp.per_model], grp.per_model, g % grp.per_model,
+                              *particles_[first + g]);
           losses_.push_back(st->last_loss[g]);
         }
         if (plan_.swa) {  // the SWA solutions' batch-norm statistics, side by side on threads
@@ -532,8 +533,10 @@ class Engine {
       // The group goes on the way it was started: stacked, one model per particle, or single.
       const int64_t group = get_i(m, "cur/group");
       const int64_t k = m.count("cur/models") ? get_i(m, "cur/models") : 1;
-      TORCH_CHECK(k == 1 || k == group, "checkpoint: ", k, " models for ", group, " particles");
-      grp = k > 1       ? threads_group(particles_done_, group)
+      const int64_t per_model = k > 1 ? group / k : group;
+      TORCH_CHECK(k >= 1 && per_model * k == group, "checkpoint: ", k, " models for ", group,
+                  " particles");
+      grp = k > 1       ? threads_group(particles_done_, group, per_model)
             : group > 1 ? single_group(stacked_model(group), group)
                         : single_group(*particles_[particles_done_]);
       for (size_t i = 0; i < grp.models.size(); ++i) {
@@ -558,7 +561,8 @@ class Engine {
     const int64_t count = n - first;
     if (count == 1) return single_group(*particles_[first]);
     if (path == ParticlePath::kStacked) return single_group(stacked_model(count), count);
-    if (path == ParticlePath::kThreads) return threads_group(first, count);
+    if (path == ParticlePath::kThreads)
+      return threads_group(first, count, lane_stack(*particles_.at(0), count));
     return single_group(*particles_[first]);
   }
   // Lanes for the per-particle work after training (batch-norm statistics, evaluation) in a
@@ -574,20 +578,26 @@ class Engine {
     g.per_model = particles;
     return g;
   }
-  Group threads_group(int64_t first, int64_t count) {
+  // `count` particles side by side: `per_model` stacked in each model (the particles' own models
+  // when 1), the models spread over the lanes.
+  Group threads_group(int64_t first, int64_t count, int64_t per_model) {
     Group g;
-    for (int64_t i = 0; i < count; ++i) g.models.push_back(particles_.at(first + i).get());
-    g.lanes = particle_lanes(count);
+    g.per_model = per_model;
+    for (int64_t i = 0; i < count / per_model; ++i)
+      g.models.push_back(per_model == 1 ? particles_.at(first + i).get()
+                                        : &stacked_model(per_model, i));
+    g.lanes = particle_lanes(static_cast<int64_t>(g.models.size()));
     return g;
   }
 
-  Model& stacked_model(int64_t group) {
-    auto it = stacked_.find(group);
+  // Stacked model number `index` of `group` particles (several when lanes each stack theirs).
+  Model& stacked_model(int64_t group, int64_t index = 0) {
+    auto it = stacked_.find({group, index});
     if (it == stacked_.end()) {
       ModelSpec spec{data_.input_shape(), data_.num_classes, group};
       ModelPtr m = create_model(cfg_.model, spec, 0);
       m->to(device_);
-      it = stacked_.emplace(group, m).first;
+      it = stacked_.emplace(std::make_pair(group, index), m).first;
     }
     return *it->second;
   }
@@ -916,7 +926,8 @@ class Engine {
 
   ModelPtr ticket_, final_;
   std::vector<ModelPtr> particles_;
-  std::map<int64_t, ModelPtr> stacked_;  // stacked models by group size, made when first needed
+  // stacked models by (group size, index), made when first needed
+  std::map<std::pair<int64_t, int64_t>, ModelPtr> stacked_;
   std::vector<std::string> prunable_, eligible_;
   std::map<std::string, at::Tensor> masks_;
 

@@ -69,8 +69,14 @@ double train_step_seconds(const StepBenchOptions& o) {
     }
     if (o.sparsity > 0.0) global_magnitude_prune_(w, m, o.sparsity);
   }
-  const int64_t P = o.stacked ? o.particles : 1;
-  const int64_t copies = o.stacked ? 1 : o.particles;
+  // threads: the copies side by side, one thread each; with stacked, each lane's particles in one
+  // stacked model (the threads path for linear-only models, see lane_stack).
+  const int64_t lanes = o.threads ? particle_lanes(o.particles) : 1;
+  TORCH_CHECK_VALUE(!(o.threads && o.stacked) || o.particles % lanes == 0,
+                    "train_step_seconds: stacked lanes need the particles (", o.particles,
+                    ") to divide evenly over the ", lanes, " lanes");
+  const int64_t P = o.stacked ? o.particles / lanes : 1;
+  const int64_t copies = o.particles / P;
   struct Unit {
     ModelPtr model;
     std::unique_ptr<MaskedSGD> opt;
@@ -94,7 +100,6 @@ double train_step_seconds(const StepBenchOptions& o) {
                       at::TensorOptions().dtype(at::kLong).device(dev));
     units.push_back(std::move(u));
   }
-  const int64_t lanes = o.threads && !o.stacked ? particle_lanes(copies) : 1;
   std::vector<double> losses(units.size());
   auto step = [&] {
     run_lanes(lanes, [&](int64_t lane) {

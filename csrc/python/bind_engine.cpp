@@ -120,6 +120,15 @@ void bind_engine(py::module_& m) {
       py::arg("mode") = "auto", py::arg("device") = "cpu",
       "How `particles` particles of this model train in a round under particle_mode `mode`: "
       "'stacked', 'sequential' or 'threads' (auto: the rule for this device and thread count).");
+  models.def(
+      "lane_stack",
+      [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
+         int64_t particles) {
+        ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, 0);
+        return lane_stack(*model, particles);
+      },
+      py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("particles"),
+      "The threads path: particles stacked in each lane's model (1: one model per particle).");
   models.def("particle_lanes", &particle_lanes, py::arg("particles"),
              "Particles the threads path trains at once (one thread each) here.");
   models.def("has", &has_model, py::arg("name"));

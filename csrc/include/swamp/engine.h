@@ -76,6 +76,10 @@ SWAMP_API const char* particle_path_name(ParticlePath path);
 // The threads path: how many particles train at once (one thread each): the intra-op thread
 // count, at most `particles`; 1 where this build cannot run particles concurrently.
 SWAMP_API int64_t particle_lanes(int64_t particles);
+// The threads path: particles stacked in each lane's model (the lanes' particles train as one
+// stacked model each: models made of linear layers only, when the particles divide evenly over
+// the lanes), else 1 (one model per particle).
+SWAMP_API int64_t lane_stack(const torch::nn::Module& model, int64_t particles);
 
 struct RoundResult {
   int64_t round = 0;
@@ -162,8 +166,8 @@ struct StepBenchOptions {
   int64_t steps = 20;
   int64_t repeats = 5;
   std::string device = "cpu";
-  // Not stacked: the particles' models step side by side, one thread each (the threads path)
-  // instead of one after the other.
+  // The models step side by side, one thread each (the threads path) instead of one after the
+  // other: one model per particle, or (stacked) one stacked model per lane.
   bool threads = false;
 };
 SWAMP_API double train_step_seconds(const StepBenchOptions& options);
