@@ -75,11 +75,12 @@ def main() -> None:
     flops = step_flops(a.model, data.input_shape, 128)
     shape = list(data.input_shape)
     auto = _C.models.particle_path(a.model, shape, 10, a.particles)
+    lane_stacked = _C.models.lane_stack(a.model, shape, 10, a.particles) > 1
     # (label, particles, stacked, threads)
     variants = [("1 particle", 1, True, False),
                 (f"{a.particles} particles stacked", a.particles, True, False),
                 (f"{a.particles} particles sequential", a.particles, False, False),
-                (f"{a.particles} particles threads", a.particles, False, True)]
+                (f"{a.particles} particles threads", a.particles, lane_stacked, True)]
     peak, steps = 0.0, {v: float("inf") for v in variants}
     for _ in range(a.repeats):
         peak = max(peak, matmul_flops())

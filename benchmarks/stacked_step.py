@@ -4,7 +4,8 @@ of all N particles:
   * sequential: one model after the other, each step using every intra-op thread;
   * stacked: one model holding N particles (batched-matmul linear layers, grouped convolutions,
     batch norm over N*C channels);
-  * threads (CPU): one model per particle, side by side, one thread each, in lock step.
+  * threads (CPU): side by side, one thread per lane, in lock step; each lane's particles in one
+    stacked model for models made of linear layers only, one model per particle otherwise.
 
 The engine's particle_mode="auto" follows this measurement (see particle_path in
 swamp/engine.h): on the CPU threads where the particles spread evenly over the threads, otherwise
@@ -46,10 +47,13 @@ def main() -> None:
     for m in a.models:
         auto = _C.models.particle_path(m, a.shape, 10, a.particles, device=a.device)
         for sp in a.sparsity:
+            # the threads path stacks each lane's particles for linear-only models (lane_stack)
+            lane_stacked = _C.models.lane_stack(m, a.shape, 10, a.particles) > 1
             t = {k: float("inf") for k in paths}
             for _ in range(a.repeats):  # interleaved: the machine is shared and noisy
                 for k in paths:
                     stacked, threads = PATHS[k]
+                    stacked = stacked or (threads and lane_stacked)
                     t[k] = min(t[k], _C.models.train_step_seconds(
                         m, a.shape, 10, batch_size=a.batch, particles=a.particles,
                         stacked=stacked, threads=threads, sparsity=sp,
