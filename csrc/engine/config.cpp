@@ -146,11 +146,12 @@ ParticlePath particle_path(const Config& c, const torch::nn::Module& model, int6
   if (particles <= 1) return ParticlePath::kSequential;  // nothing to train side by side
   // On a GPU, where one small model leaves the device mostly idle, the particles run stacked.
   if (!c10::Device(c.device).is_cpu()) return ParticlePath::kStacked;
-  // Measured on a 2-core CPU (benchmarks/stacked_step.py, 4 particles, dense): one thread per
-  // particle beats both other paths for every model (lenet_300_100 0.91x the stacked step, lenet5
-  // 0.6x, conv2 / conv4_small / resnet20 0.92-0.96x the sequential one): a small model leaves a
-  // two-thread pool idle, a single thread runs its kernels at nearly full speed. It needs the
-  // particles to spread evenly over the threads (each thread gets the same number).
+  // Measured on a 2-core CPU (benchmarks/stacked_step.py, 4 particles): one thread a lane is
+  // never slower than the other paths (lenet_300_100, a stacked model per lane: 0.95-0.98x the
+  // stacked step from dense to 98% sparse; lenet5 / conv4_small / conv2 / resnet20, a model per
+  // particle: 0.92-0.97x the sequential one): a small model leaves a two-thread pool idle, a
+  // single thread runs its kernels at nearly full speed. It needs the particles to spread evenly
+  // over the threads (each thread gets the same number).
   const int64_t threads = at::get_num_threads();
   if (threads > 1 && particles % threads == 0 && lanes_concurrent()) return ParticlePath::kThreads;
   // Otherwise models made of linear layers train faster stacked (lenet_300_100 1.2-1.3x dense,

@@ -149,9 +149,10 @@ std::string encode_config(const Config& c) {
 // particle), or one model per particle trained side by side in `lanes` threads (threads path).
 struct Group {
   std::vector<Model*> models;
-  int64_t per_model = 1;      // particles per model
-  int64_t lanes = 1;          // threads path: particles trained at once
-  std::vector<size_t> first;  // per model: index of its first tensor in the group's optimizer
+  int64_t per_model = 1;  // particles per model
+  int64_t lanes = 1;      // threads path: particles trained at once
+  // Model k's tensors are [first[k], first[k + 1]) of the group's optimizer (size K + 1).
+  std::vector<size_t> first;
   int64_t particles() const { return static_cast<int64_t>(models.size()) * per_model; }
 };
 
@@ -682,7 +683,8 @@ class Engine {
   }
 
   // Training state for the particles of `grp` (first: index of the first) in `round`.
-  // Sets grp.first (the models' tensors in the optimizer's list: sparse layers already entered).
+  // Sets grp.first (the models' tensor ranges in the optimizer's list: sparse layers already
+  // entered).
   ParticleState new_group(Group& grp, int64_t round, int64_t first) {
     const int64_t group = grp.particles();
     std::vector<at::Tensor> masks;
@@ -691,6 +693,7 @@ class Engine {
       grp.first.push_back(masks.size());
       for (auto& t : masks_for(*m, grp.per_model)) masks.push_back(t);
     }
+    grp.first.push_back(masks.size());
     ParticleState st{0,
                      MaskedSGD(trainable(grp), std::move(masks),
                                SgdOptions{cfg_.momentum, cfg_.nesterov, cfg_.weight_decay}),
@@ -731,21 +734,15 @@ class Engine {
   }
 
   // One SGD step of every particle of the group on batch b; returns the losses (one per
-  // particle). On the threads path every lane steps its particles' models with its own thread.
+  // particle). On the threads path every lane steps its models with its own thread; a single
+  // model is one lane, run by the calling thread with the whole intra-op pool.
   at::Tensor step_group(const Group& grp, ParticleState& st, int64_t b,
                         const std::vector<at::Tensor>& perms, double lr) {
     const auto K = static_cast<int64_t>(grp.models.size());
-    if (K == 1) {
-      st.opt.zero_grad();
-      const at::Tensor losses = batch_loss(*grp.models[0], st, 0, grp.per_model, b, perms);
-      losses.sum().backward();
-      st.opt.step(lr);
-      return losses.detach();
-    }
     std::vector<at::Tensor> losses(static_cast<size_t>(K));
     run_lanes(grp.lanes, [&](int64_t lane) {
       for (int64_t k = lane; k < K; k += grp.lanes) {
-        const size_t t0 = grp.first[k], t1 = k + 1 < K ? grp.first[k + 1] : st.opt.size();
+        const size_t t0 = grp.first[k], t1 = grp.first[k + 1];
         st.opt.zero_grad(t0, t1);
         const at::Tensor loss =
             batch_loss(*grp.models[k], st, k * grp.per_model, grp.per_model, b, perms);
@@ -754,7 +751,7 @@ class Engine {
         losses[k] = loss.detach();
       }
     });
-    return at::cat(losses);
+    return K == 1 ? losses[0] : at::cat(losses);
   }
 
   // Trains the group from st.step to `end`.
