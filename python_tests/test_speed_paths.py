@@ -279,6 +279,15 @@ def test_step_timer_runs_every_variant(sparsity):
 def test_step_timer_stacked_lanes_need_even_particles():
     if _C.models.particle_lanes(3) < 2:
         pytest.skip("one lane here")
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="particles must be >= 1"):
+            _C.models.lane_stack("lenet_300_100", [1, 8, 8], 10, bad)
+        with pytest.raises(ValueError, match="particles must be >= 1"):
+            _C.models.particle_lanes(bad)
+        with pytest.raises(ValueError, match="particles must be >= 1"):
+            _C.models.particle_path("lenet_300_100", [1, 8, 8], 10, bad)
+    with pytest.raises(ValueError, match="lanes must be >= 1"):
+        _C.ops.lanes_probe(0)
     with pytest.raises(ValueError, match="divide evenly over the 2 lanes"):
         _C.models.train_step_seconds("lenet_300_100", [1, 8, 8], 10, batch_size=8, particles=3,
                                      stacked=True, threads=True, steps=1, repeats=1)

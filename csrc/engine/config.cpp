@@ -127,6 +127,7 @@ bool has_convolutions(const torch::nn::Module& model) {
 }  // namespace
 
 int64_t lane_stack(const torch::nn::Module& model, int64_t particles) {
+  TORCH_CHECK_VALUE(particles >= 1, "lane_stack: particles must be >= 1, got ", particles);
   const int64_t lanes = particle_lanes(particles);
   // Grouped convolutions are slow on the CPU (benchmarks/stacked_step.py): conv models keep one
   // model per particle.
@@ -135,11 +136,13 @@ int64_t lane_stack(const torch::nn::Module& model, int64_t particles) {
 }
 
 int64_t particle_lanes(int64_t particles) {
+  TORCH_CHECK_VALUE(particles >= 1, "particle_lanes: particles must be >= 1, got ", particles);
   if (!lanes_concurrent()) return 1;
   return std::max<int64_t>(1, std::min<int64_t>(particles, at::get_num_threads()));
 }
 
 ParticlePath particle_path(const Config& c, const torch::nn::Module& model, int64_t particles) {
+  TORCH_CHECK_VALUE(particles >= 1, "particle_path: particles must be >= 1, got ", particles);
   if (c.particle_mode == "stacked") return ParticlePath::kStacked;
   if (c.particle_mode == "sequential") return ParticlePath::kSequential;
   if (c.particle_mode == "threads") return ParticlePath::kThreads;

@@ -45,6 +45,7 @@ void bind_ops(py::module_& m) {
   m.def(
       "lanes_probe",
       [](int64_t lanes, int64_t fail_lane) {
+        TORCH_CHECK_VALUE(lanes >= 1, "lanes_probe: lanes must be >= 1, got ", lanes);
         std::vector<py::tuple> out;
         std::vector<std::tuple<int64_t, uint64_t, bool, int64_t>> seen;
         std::mutex mu;
