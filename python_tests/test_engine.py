@@ -376,15 +376,19 @@ def test_deterministic_switch_is_scoped_to_the_run(digits):
     assert [r.test_nll for r in a.rounds] == [r.test_nll for r in b.rounds]
 
 
-def test_grouped_loss_reads_give_the_same_run_and_name_the_diverging_step(digits, monkeypatch):
+def test_grouped_loss_reads_give_the_same_run_and_name_the_diverging_step(digits):
     # the GPU logic (losses read in groups, not every step) run on the CPU
     a = run(small(rounds=2), digits)
-    monkeypatch.setenv("SWAMP_LOSS_SYNC_EVERY", "5")
-    b = run(small(rounds=2), digits)
+    b = run(small(rounds=2), digits, loss_sync_every=5)
     assert [(r.test_nll, r.train_loss) for r in a.rounds] == [(r.test_nll, r.train_loss)
                                                               for r in b.rounds]
-    with pytest.raises(RuntimeError, match=r"diverged.*round -1 \(ticket\), particle 0, step 2;"):
-        run(small(lr=1e6, momentum=0.0, rounds=1, method="imp"), digits)
+    for every in (0, 5):
+        with pytest.raises(RuntimeError,
+                           match=r"diverged.*round -1 \(ticket\), particle 0, step 2;"):
+            run(small(lr=1e6, momentum=0.0, rounds=1, method="imp"), digits,
+                loss_sync_every=every)
+    with pytest.raises(ValueError, match="loss_sync_every"):
+        run(small(rounds=1), digits, loss_sync_every=-1)
 
 
 def test_keep_first_last_dense(digits):

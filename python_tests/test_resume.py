@@ -30,6 +30,9 @@ CHILD = textwrap.dedent(
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a full "disk" gives EFBIG, not a kill
     cfg = swamp_ext.Config(**json.loads(sys.argv[1]))
     data = swamp_ext.datasets.load("digits")
+    if len(sys.argv) > 4:  # fault injection through the documented test seam
+        import swamp_ext.testing
+        swamp_ext.testing.crash_in_checkpoint_write(int(sys.argv[4]))
     def prog(p):
         print(f"EPOCH {p.round} {p.particle} {p.epoch}", flush=True)
     def rnd(r):
@@ -52,10 +55,11 @@ CHILD = textwrap.dedent(
 )
 
 
-def child_cmd(tmp_path, cfg, ckpt, out):
+def child_cmd(tmp_path, cfg, ckpt, out, crash_in_write=None):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    return [sys.executable, str(script), json.dumps(cfg), str(ckpt), str(out)]
+    extra = [] if crash_in_write is None else [str(crash_in_write)]
+    return [sys.executable, str(script), json.dumps(cfg), str(ckpt), str(out)] + extra
 
 
 def child_env(**extra):
@@ -64,13 +68,14 @@ def child_env(**extra):
     return env
 
 
-def run_child(tmp_path, cfg, ckpt, out, kill_at=None, sig=signal.SIGKILL, env=None, limit=None):
+def run_child(tmp_path, cfg, ckpt, out, kill_at=None, sig=signal.SIGKILL, env=None, limit=None,
+              crash_in_write=None):
     """Runs the child; with kill_at, sends `sig` when a line starting with it is printed."""
     pre = None
     if limit is not None:
         def pre():
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    p = subprocess.Popen(child_cmd(tmp_path, cfg, ckpt, out), stdout=subprocess.PIPE,
+    p = subprocess.Popen(child_cmd(tmp_path, cfg, ckpt, out, crash_in_write), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, env=env or child_env(),
                          cwd=tmp_path, preexec_fn=pre)
     lines = []
@@ -84,7 +89,7 @@ def run_child(tmp_path, cfg, ckpt, out, kill_at=None, sig=signal.SIGKILL, env=No
 
 
 def load(path):
-    return torch.load(path)
+    return torch.load(path, weights_only=True)
 
 
 def assert_same(a, b):
@@ -137,8 +142,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference, kill_at):
 @pytest.mark.parametrize("nth_write", [2, 5])
 def test_crash_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, reference, nth_write):
     ckpt = tmp_path / "ckpt"
-    rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt",
-                          env=child_env(SWAMP_TEST_CRASH_IN_WRITE=str(nth_write)))
+    rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt", crash_in_write=nth_write)
     assert rc == 86, lines  # died half-way through writing checkpoint.swamp.tmp
     assert (ckpt / "checkpoint.swamp.tmp").exists()
     rc, lines = run_child(tmp_path, CFG, ckpt, tmp_path / "out.pt")

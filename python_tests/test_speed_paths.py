@@ -5,7 +5,7 @@ particle (every model), sparse linear kernels vs the dense masked step, and both
 import pytest
 import torch
 
-from swamp_ext import _C, Config, datasets, models, run_imp
+from swamp_ext import _C, Config, datasets, models, run_imp, testing
 
 # Every registered model (and one of the wrn family) on inputs it accepts, kept small.
 SHAPES = {
@@ -41,9 +41,9 @@ def test_stacked_forward_backward_equals_per_particle(name, shape):
     states = states_for(name, shape, n)
     x = torch.randn(n, b, *shape, dtype=torch.float64)  # float64: differences are structural
     y = torch.randint(0, 10, (n, b))
-    ref_logits, ref_grads = _C.models.particles_forward_backward(name, shape, 10, states, x, y,
+    ref_logits, ref_grads = testing.particles_forward_backward(name, shape, 10, states, x, y,
                                                                   stacked=False)
-    logits, grads = _C.models.particles_forward_backward(name, shape, 10, states, x, y,
+    logits, grads = testing.particles_forward_backward(name, shape, 10, states, x, y,
                                                           stacked=True)
     assert logits.shape == (n, b, 10)
     assert logits.dtype == torch.float64
@@ -72,9 +72,9 @@ def test_sparse_forward_backward_equals_dense_masked(name, shape, stacked):
     masks[prunable[-1]] = torch.rand(states[0][prunable[-1]].shape) > 0.3  # a denser layer
     x = torch.randn(n, b, *shape, dtype=torch.float64)
     y = torch.randint(0, 10, (n, b))
-    ref_logits, ref_grads = _C.models.particles_forward_backward(
+    ref_logits, ref_grads = testing.particles_forward_backward(
         name, shape, 10, states, x, y, stacked=False, masks=masks, sparse_kernels="off")
-    logits, grads = _C.models.particles_forward_backward(
+    logits, grads = testing.particles_forward_backward(
         name, shape, 10, states, x, y, stacked=stacked, masks=masks, sparse_kernels="on")
     torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-10)
     for p in range(n):
@@ -87,7 +87,7 @@ def test_sparse_forward_backward_equals_dense_masked(name, shape, stacked):
                 ref, got = ref * masks[k], got * masks[k]  # what the masked optimizer uses
             torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10, msg=k)
     # the masks did prune: the unmasked computation differs
-    dense_logits, _ = _C.models.particles_forward_backward(name, shape, 10, states, x, y,
+    dense_logits, _ = testing.particles_forward_backward(name, shape, 10, states, x, y,
                                                            stacked=stacked)
     assert not torch.allclose(dense_logits, logits)
 
@@ -96,13 +96,13 @@ def test_forward_backward_masks_are_checked():
     state, _ = models.create("lenet_300_100", [1, 8, 8], 10)
     x, y = torch.randn(1, 4, 1, 8, 8), torch.zeros(1, 4, dtype=torch.long)
     with pytest.raises(ValueError, match="unknown parameter 'fc9.weight'"):
-        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state], x, y,
+        testing.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state], x, y,
                                              stacked=True, masks={"fc9.weight": torch.ones(2, 2)})
     with pytest.raises(ValueError, match="mask 'fc1.weight' has shape"):
-        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state], x, y,
+        testing.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state], x, y,
                                              stacked=True, masks={"fc1.weight": torch.ones(2, 2)})
     with pytest.raises(ValueError, match="mode must be off, on or auto"):
-        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state], x, y,
+        testing.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state], x, y,
                                              stacked=True, sparse_kernels="fast")
 
 
@@ -113,18 +113,18 @@ def test_states_missing_or_misshapen_entries_name_them(stacked):
     broken = dict(state)
     del broken["fc2.bias"]
     with pytest.raises(ValueError, match="state 1 has no entry 'fc2.bias'"):
-        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state, broken], x, y,
+        testing.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state, broken], x, y,
                                              stacked=stacked)
     broken = dict(state, **{"fc1.weight": torch.zeros(3, 3)})
     with pytest.raises(ValueError, match="state 0 entry 'fc1.weight' has shape"):
-        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [broken, state], x, y,
+        testing.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [broken, state], x, y,
                                              stacked=stacked)
 
 
 def test_stacked_needs_matching_states():
     state, _ = models.create("lenet_300_100", [1, 8, 8], 10)
     with pytest.raises(ValueError, match="particles"):
-        _C.models.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state, state],
+        testing.particles_forward_backward("lenet_300_100", [1, 8, 8], 10, [state, state],
                                              torch.randn(3, 4, 1, 8, 8),
                                              torch.zeros(3, 4, dtype=torch.long), stacked=True)
 
@@ -206,16 +206,16 @@ def test_threads_path_with_convolutions_is_reproducible():
 def test_lanes_run_concurrently_single_threaded_and_report_errors():
     if not _C.ops.lanes_concurrent():
         pytest.skip("this build runs lanes one after the other (no OpenMP)")
-    seen = _C.ops.lanes_probe(2)
+    seen = testing.lanes_probe(2)
     assert sorted(s[0] for s in seen) == [0, 1]
     assert len({s[1] for s in seen}) == 2  # two OS threads
     assert all(s[2] for s in seen)  # ATen inside a lane: a parallel region, so one thread
     assert all(s[3] == 1 << 20 for s in seen)
     # one lane: the caller's thread, with its whole intra-op pool
-    assert [s[2] for s in _C.ops.lanes_probe(1)] == [False]
+    assert [s[2] for s in testing.lanes_probe(1)] == [False]
     with pytest.raises(ValueError, match="lane 1 failed on purpose"):
-        _C.ops.lanes_probe(2, fail_lane=1)
-    assert len(_C.ops.lanes_probe(2)) == 2  # usable after an error
+        testing.lanes_probe(2, fail_lane=1)
+    assert len(testing.lanes_probe(2)) == 2  # usable after an error
 
 
 @pytest.mark.parametrize("model, particles", [("lenet_300_100", 3), ("conv4_small", 3),
@@ -287,7 +287,7 @@ def test_step_timer_stacked_lanes_need_even_particles():
         with pytest.raises(ValueError, match="particles must be >= 1"):
             _C.models.particle_path("lenet_300_100", [1, 8, 8], 10, bad)
     with pytest.raises(ValueError, match="lanes must be >= 1"):
-        _C.ops.lanes_probe(0)
+        testing.lanes_probe(0)
     with pytest.raises(ValueError, match="divide evenly over the 2 lanes"):
         _C.models.train_step_seconds("lenet_300_100", [1, 8, 8], 10, batch_size=8, particles=3,
                                      stacked=True, threads=True, steps=1, repeats=1)

@@ -93,13 +93,9 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if args.out:
         try:
-            os.makedirs(args.out, exist_ok=True)
-            probe = os.path.join(args.out, ".write-test")
-            with open(probe, "w"):
-                pass
-            os.remove(probe)
-        except OSError as e:
-            print(f"swamp-ext: error: cannot write to --out {args.out}: {e}", file=sys.stderr)
+            swamp_ext._C.ensure_writable_dir(args.out, "--out")
+        except ValueError as e:
+            print(f"swamp-ext: error: {e}", file=sys.stderr)
             return 2
     print(f"swamp_ext {swamp_ext.__version__}: {cfg.method} on {data.name} with {cfg.model}, "
           f"{cfg.rounds} rounds x {cfg.epochs} epochs", flush=True)

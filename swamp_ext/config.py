@@ -1,4 +1,5 @@
-"""Run configuration, validated field by field at construction."""
+"""Run configuration, validated at construction: types here, ranges and combinations by the C++
+core's validate_config (the one source of those rules, shared with C++ users)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ __all__ = ["Config", "METHODS", "SCHEDULES"]
 
 def _fail(name: str, msg: str) -> ValueError:
     return ValueError(f"Config.{name}: {msg}")
+
+
+def _cpp_defaults() -> dict[str, Any]:
+    c = _C.Config()
+    return {name: getattr(c, name) for name, _ in _C.config_fields(c)}
 
 
 @dataclass
@@ -119,74 +125,11 @@ class Config:
         ):
             raise TypeError("Config.rewind_steps must be None or an int")
 
-        known = _C.models.names()
-        if not _C.models.has(self.model):
-            raise _fail("model", f"unknown model {self.model!r}; known models: {', '.join(known)}")
-        if self.method not in METHODS:
-            raise _fail("method", f"must be one of {', '.join(METHODS)}; got {self.method!r}")
-        if self.particles < 1:
-            raise _fail("particles", f"must be >= 1, got {self.particles}")
-        if self.rounds < 1:
-            raise _fail("rounds", f"must be >= 1, got {self.rounds}")
-        if not 0.0 < self.prune_ratio < 1.0:
-            raise _fail("prune_ratio", f"must be in (0, 1), got {self.prune_ratio}")
-        if self.epochs < 1:
-            raise _fail("epochs", f"must be >= 1, got {self.epochs}")
-        if not 0 <= self.rewind_epochs < self.epochs:
-            raise _fail(
-                "rewind_epochs", f"must be in [0, epochs={self.epochs}), got {self.rewind_epochs}"
-            )
-        if self.rewind_steps is not None and self.rewind_steps < 0:
-            raise _fail("rewind_steps", f"must be >= 0, got {self.rewind_steps}")
-        if self.batch_size < 1:
-            raise _fail("batch_size", f"must be >= 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise _fail("lr", f"must be > 0, got {self.lr}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise _fail("momentum", f"must be in [0, 1), got {self.momentum}")
-        if self.nesterov and self.momentum == 0:
-            raise _fail("nesterov", "needs momentum > 0")
-        if self.weight_decay < 0:
-            raise _fail("weight_decay", f"must be >= 0, got {self.weight_decay}")
-        if self.schedule not in SCHEDULES:
-            raise _fail("schedule", f"must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
-        if not 0.0 <= self.warmup_epochs < self.epochs:
-            raise _fail("warmup_epochs", f"must be in [0, epochs), got {self.warmup_epochs}")
-        if not 0.0 < self.swa_start < 1.0:
-            raise _fail("swa_start", f"must be in (0, 1), got {self.swa_start}")
-        if self.swa_lr <= 0:
-            raise _fail("swa_lr", f"must be > 0, got {self.swa_lr}")
-        if self.single_particle_rounds < 0:
-            raise _fail("single_particle_rounds", "must be >= 0")
         if self.seed < 0 or self.seed >= 2**64:
             raise _fail("seed", f"must be in [0, 2**64), got {self.seed}")
-        if self.eval_batch_size < 1:
-            raise _fail("eval_batch_size", "must be >= 1")
-        if self.crop_padding < 0:
-            raise _fail("crop_padding", f"must be >= 0, got {self.crop_padding}")
-        if self.bn_batch_size < 0:
-            raise _fail("bn_batch_size", "must be >= 0 (0: batch_size)")
-        if self.particle_mode not in ("auto", "stacked", "sequential", "threads"):
-            raise _fail(
-                "particle_mode",
-                f"must be one of auto, stacked, sequential, threads; got {self.particle_mode!r}",
-            )
-        if self.sparse_kernels not in ("auto", "on", "off"):
-            raise _fail(
-                "sparse_kernels", f"must be one of auto, on, off; got {self.sparse_kernels!r}"
-            )
-        if not 0.0 <= self.sparse_density <= 1.0:
-            raise _fail("sparse_density", f"must be in [0, 1], got {self.sparse_density}")
-        dev = self.device.split(":")
-        if (
-            dev[0] not in ("cpu", "cuda")
-            or (len(dev) == 2 and not dev[1].isdigit())
-            or len(dev) > 2
-        ):
-            raise _fail("device", f"must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if self.particle_mode == "threads" and dev[0] != "cpu":
-            raise _fail("particle_mode", "threads trains on the CPU only; on a GPU use auto, "
-                        f"stacked or sequential (device={self.device!r})")
+        # Ranges and combinations: checked once, in the C++ core (the same check guards C++
+        # users), with messages naming the field ("Config.<field>: ...").
+        _C.validate_config(self.to_cpp())
 
     # ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

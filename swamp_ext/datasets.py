@@ -30,6 +30,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from . import _C
+
 __all__ = ["Dataset", "from_arrays", "load", "names"]
 
 _BUILTIN = ("mnist5k", "digits")
@@ -103,52 +105,33 @@ def from_arrays(
     """
     xs = {"x_train": _to_tensor("x_train", x_train), "x_test": _to_tensor("x_test", x_test)}
     ys = {"y_train": _to_tensor("y_train", y_train), "y_test": _to_tensor("y_test", y_test)}
+    # Conversion only here; every check of the converted data (shapes, lengths, emptiness,
+    # NaN/Inf, label range) is the core's validate_dataset, the one the engine itself applies.
     for k, x in xs.items():
         if x.dtype == torch.bool or not (
             x.is_floating_point()
             or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
         ):
             raise TypeError(f"{k} must hold numbers, got {x.dtype}")
-        if x.dim() < 2:
-            raise ValueError(
-                f"{k} must be shaped [N, ...] (one row per sample), got {tuple(x.shape)}"
-            )
-        if x.shape[0] == 0:
-            raise ValueError(f"{k} is empty")
-        if x.dtype == torch.uint8 and x.dim() == 4:
-            xs[k] = x.contiguous()  # images: kept as uint8, normalised in C++
-            continue
-        xs[k] = x.to(torch.float32).contiguous()
-        if not torch.isfinite(xs[k]).all():
-            raise ValueError(f"{k} contains NaN or infinite values")
+        # uint8 images [N, C, H, W] stay uint8 (normalised in C++); everything else is float32
+        xs[k] = x.contiguous() if x.dtype == torch.uint8 and x.dim() == 4 else \
+            x.to(torch.float32).contiguous()
     for k, y in ys.items():
-        if y.is_floating_point():
-            if not torch.isfinite(y).all() or not torch.equal(y, y.round()):
-                raise ValueError(f"{k} must hold integer class labels")
-        elif y.dtype == torch.bool or y.is_complex():
+        if y.dtype == torch.bool or y.is_complex() or not (
+            y.is_floating_point() or y.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32,
+                                                 torch.int64)
+        ):
             raise TypeError(f"{k} must hold integer class labels, got {y.dtype}")
-        if y.dim() != 1:
-            raise ValueError(f"{k} must be one-dimensional, got shape {tuple(y.shape)}")
+        if y.is_floating_point() and (not torch.isfinite(y).all() or not torch.equal(y, y.round())):
+            raise ValueError(f"{k} must hold integer class labels")
         ys[k] = y.to(torch.int64).contiguous()
-    for split in ("train", "test"):
-        x, y = xs[f"x_{split}"], ys[f"y_{split}"]
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x_{split} has {x.shape[0]} samples but y_{split} has {y.shape[0]}")
-    if xs["x_train"].dtype != xs["x_test"].dtype:
-        raise ValueError(f"x_train is {xs['x_train'].dtype} but x_test is {xs['x_test'].dtype}")
-    if xs["x_train"].shape[1:] != xs["x_test"].shape[1:]:
-        raise ValueError(
-            f"x_train samples are {tuple(xs['x_train'].shape[1:])} but x_test samples "
-            f"are {tuple(xs['x_test'].shape[1:])}"
-        )
-    lo = int(min(ys["y_train"].min(), ys["y_test"].min()))
-    hi = int(max(ys["y_train"].max(), ys["y_test"].max()))
     if num_classes is None:
-        num_classes = hi + 1
+        labels = [y for y in ys.values() if y.numel() > 0]
+        num_classes = int(max(int(y.max()) for y in labels)) + 1 if labels else 0
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(f"labels must be in [0, {num_classes}), found values in [{lo}, {hi}]")
+    _C.validate_dataset(xs["x_train"], ys["y_train"], xs["x_test"], ys["y_test"], num_classes,
+                        [], [])
     mean = std = None
     if xs["x_train"].dtype == torch.uint8:
         mean, std = channel_stats(xs["x_train"])
@@ -158,7 +141,7 @@ def from_arrays(
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images [N, C, H, W] on the [0, 1] scale."""
-    s = torch.zeros(x.shape[1], dtype=torch.float64)
+    s = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     s2 = torch.zeros_like(s)
     for i in range(0, x.shape[0], 4096):
         c = x[i : i + 4096].to(torch.float64) / 255.0
@@ -167,7 +150,7 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     n = x.shape[0] * x.shape[2] * x.shape[3]
     mean = s / n
     std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
-    return tuple(float(v) for v in mean), tuple(max(float(v), 1e-6) for v in std)
+    return tuple(float(v) for v in mean.cpu()), tuple(max(float(v), 1e-6) for v in std.cpu())
 
 
 def _split_standardise(name: str, x: np.ndarray, y: np.ndarray, n_test: int) -> Dataset:

@@ -93,7 +93,8 @@ class Result:
 
     def save(self, out_dir: Union[str, os.PathLike]) -> None:
         """Writes results.json and model.safetensors (weights, and masks as ``mask.<name>``)."""
-        os.makedirs(out_dir, exist_ok=True)
+        out_dir = os.fspath(out_dir)
+        _C.ensure_writable_dir(out_dir, "output folder")
         write_json(os.path.join(out_dir, "results.json"), self.to_json())
         try:
             from safetensors.torch import save_file
@@ -148,6 +149,7 @@ def run_imp(
     checkpoint_dir: Optional[Union[str, os.PathLike]] = None,
     checkpoint_every: int = 1,
     fresh: bool = False,
+    loss_sync_every: int = 0,
 ) -> Result:
     """Runs IMP / SWAMP as configured, entirely in the C++ core.
 
@@ -159,6 +161,8 @@ def run_imp(
       ``results.json`` after every round. Calling again with the same config resumes where it
       stopped, giving bitwise the same result on the CPU. A checkpoint of another config is
       refused (the error names the fields) unless ``fresh=True``; only ``rounds`` may grow.
+    loss_sync_every: read the training losses back from the device every this many steps (0:
+      every step on the CPU, every 32 on a GPU); divergence is named at its exact step either way.
     """
     if not isinstance(config, Config):
         raise TypeError(f"config must be a swamp_ext.Config, got {type(config).__name__}")
@@ -170,15 +174,13 @@ def run_imp(
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
             or checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be an int >= 0, got {checkpoint_every!r}")
+    if isinstance(loss_sync_every, bool) or not isinstance(loss_sync_every, int) \
+            or loss_sync_every < 0:
+        raise ValueError(f"loss_sync_every must be an int >= 0, got {loss_sync_every!r}")
     ckpt = ""
     if checkpoint_dir is not None:
         ckpt = os.fspath(checkpoint_dir)
-        try:
-            os.makedirs(ckpt, exist_ok=True)
-        except OSError as e:
-            raise OSError(f"cannot create checkpoint_dir {ckpt}: {e}") from e
-        if not os.access(ckpt, os.W_OK):
-            raise PermissionError(f"checkpoint_dir {ckpt} is not writable")
+        _C.ensure_writable_dir(ckpt, "checkpoint_dir")
     if progress is None:
         progress = sys.stderr.isatty()
     bar = None
@@ -214,7 +216,7 @@ def run_imp(
         _, masks, state = _C.run_imp(
             config.to_cpp(), data.x_train, data.y_train, data.x_test, data.y_test,
             data.num_classes, list(data.mean or ()), list(data.std or ()),
-            round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh,
+            round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh, loss_sync_every,
         )
     except RuntimeError as e:
         if str(e).startswith("training diverged"):

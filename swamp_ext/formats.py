@@ -23,10 +23,33 @@ def _find(root: str, candidates: list[str], what: str) -> str:
     raise FileNotFoundError(f"{what}: none of {', '.join(candidates)} found in {root}")
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR batch holds: dicts, lists, strings, bytes, numbers and numpy
+    arrays. Any other global (os.system, builtins.eval, ...) is refused before it is looked up,
+    so a crafted file cannot run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes in protocol-2 pickles made by Python 3
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(
+                f"forbidden global {module}.{name} (a CIFAR batch holds only dicts, lists, bytes "
+                "and numpy arrays; nothing else is loaded, nothing is executed)")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: str) -> dict:
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            d = _CifarUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing") from None
     except Exception as e:
@@ -208,12 +231,16 @@ def read_image_folder(root: str, image_size: Optional[int] = None) -> dict[str, 
     key = hashlib.sha256(repr((tr_paths, te_paths, image_size)).encode()).hexdigest()[:16]
     cache = os.path.join(root, f".swamp_cache_{key}.pt")
     if os.path.exists(cache):
-        try:
-            return torch.load(cache)
+        try:  # tensors, ints and strings only: weights_only refuses anything that runs code
+            cached = torch.load(cache, weights_only=True)
+            if isinstance(cached, dict) and cached.get("classes") == classes:
+                return cached
         except Exception:
-            pass  # unreadable cache: decode again
-    out = {"x_train": _decode(tr_paths, image_size), "y_train": np.asarray(tr_labels, np.int64),
-           "x_test": _decode(te_paths, image_size), "y_test": np.asarray(te_labels, np.int64),
+            pass  # unreadable or foreign cache: decode again
+    out = {"x_train": torch.from_numpy(_decode(tr_paths, image_size)),
+           "y_train": torch.tensor(tr_labels, dtype=torch.int64),
+           "x_test": torch.from_numpy(_decode(te_paths, image_size)),
+           "y_test": torch.tensor(te_labels, dtype=torch.int64),
            "num_classes": len(classes), "classes": classes}
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
         raise ValueError("imagefolder: train and val images differ in size; pass image_size=N")

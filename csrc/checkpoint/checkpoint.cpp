@@ -11,7 +11,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 namespace swamp {
@@ -40,14 +42,13 @@ std::string dirname_of(const std::string& path) {
               "; the previous checkpoint, if any, is unchanged");
 }
 
-// Test hook for the fault-injection suite: SWAMP_TEST_CRASH_IN_WRITE=N makes the N-th checkpoint
-// write of this process die (_exit) after half of the temporary file is written.
-bool crash_now() {
-  static long countdown = [] {
-    const char* v = std::getenv("SWAMP_TEST_CRASH_IN_WRITE");
-    return v == nullptr ? 0L : std::strtol(v, nullptr, 10);
-  }();
-  return countdown > 0 && --countdown == 0;
+std::mutex& observer_mutex() {
+  static std::mutex m;
+  return m;
+}
+WriteObserver& observer() {
+  static WriteObserver o;
+  return o;
 }
 
 }  // namespace
@@ -61,6 +62,33 @@ at::Tensor string_tensor(const std::string& s) {
 std::string tensor_string(const at::Tensor& t) {
   at::Tensor c = t.contiguous().cpu();
   return std::string(static_cast<const char*>(c.const_data_ptr()), static_cast<size_t>(c.numel()));
+}
+
+void set_checkpoint_write_observer(WriteObserver o) {
+  std::lock_guard<std::mutex> lock(observer_mutex());
+  observer() = std::move(o);
+}
+
+void ensure_writable_dir(const std::string& dir, const std::string& what) {
+  TORCH_CHECK_VALUE(!dir.empty(), "cannot write to ", what, ": empty path");
+  int err = 0;
+  for (size_t pos = dir.find('/', 1);; pos = dir.find('/', pos + 1)) {  // mkdir -p
+    const std::string part = pos == std::string::npos ? dir : dir.substr(0, pos);
+    if (!part.empty() && ::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) err = errno;
+    if (pos == std::string::npos) break;
+  }
+  struct stat st;
+  const bool exists = ::stat(dir.c_str(), &st) == 0;
+  TORCH_CHECK_VALUE(exists && S_ISDIR(st.st_mode), "cannot write to ", what, " ", dir, ": ",
+                    exists ? "a file is in the way" : "the folder cannot be created",
+                    err != 0 && !exists ? std::string(" (") + std::strerror(err) + ")" : "");
+  const std::string probe = dir + "/.swamp-write-test";
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  err = errno;
+  TORCH_CHECK_VALUE(fd >= 0, "cannot write to ", what, " ", dir, ": not writable (",
+                    std::strerror(err), ")");
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 bool file_exists(const std::string& path) {
@@ -85,11 +113,15 @@ void save_tensors_atomic(const std::string& path, const TensorMap& tensors) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail_write(path, "open", errno);
-  const bool crash = crash_now();
+  WriteObserver watch;
+  {
+    std::lock_guard<std::mutex> lock(observer_mutex());
+    watch = observer();
+  }
+  const size_t max_chunk = std::max<size_t>(1, bytes.size() / 2);
   size_t off = 0;
   while (off < bytes.size()) {
-    size_t chunk = bytes.size() - off;
-    if (crash && off < bytes.size() / 2) chunk = std::min(chunk, bytes.size() / 2 - off);
+    const size_t chunk = std::min(max_chunk, bytes.size() - off);
     const ssize_t w = ::write(fd, bytes.data() + off, chunk);
     if (w < 0) {
       if (errno == EINTR) continue;
@@ -99,7 +131,7 @@ void save_tensors_atomic(const std::string& path, const TensorMap& tensors) {
       fail_write(path, "write", err);
     }
     off += static_cast<size_t>(w);
-    if (crash && off >= bytes.size() / 2) ::_exit(86);
+    if (watch) watch(tmp, off, bytes.size());
   }
   if (::fsync(fd) != 0) {
     const int err = errno;

@@ -37,7 +37,8 @@ void check_split(const at::Tensor& x, const at::Tensor& y, const char* xn, const
                     " contains NaN or infinite values");
   const int64_t lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
   TORCH_CHECK_VALUE(lo >= 0 && hi < num_classes, "dataset: ", yn, " has labels in [", lo, ", ", hi,
-                    "] but num_classes is ", num_classes, " (labels must be in [0, num_classes))");
+                    "]; labels must be in [0, ", num_classes, ") (num_classes ", num_classes,
+                    ")");
 }
 }  // namespace
 

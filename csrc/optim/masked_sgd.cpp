@@ -190,7 +190,7 @@ double learning_rate(const ScheduleOptions& s, int64_t step) {
     double lr = s.lr;
     if (t >= 0.5) lr *= 0.1;
     if (t >= 0.75) lr *= 0.1;
-    return swa ? std::max(lr, s.swa_lr) : lr;
+    return lr;
   }
   return floor_lr + (s.lr - floor_lr) * 0.5 * (1.0 + std::cos(kPi * std::min(1.0, t)));
 }

@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.h"
+#include "swamp/checkpoint.h"
 #include "swamp/engine.h"
 #include "swamp/layers.h"
 #include "swamp/models.h"
@@ -9,40 +10,37 @@
 namespace swamp::python {
 
 void bind_engine(py::module_& m) {
-  py::class_<Config>(m, "Config", "C++ run configuration (use swamp_ext.Config from Python)")
-      .def(py::init<>())
-      .def_readwrite("model", &Config::model)
-      .def_readwrite("method", &Config::method)
-      .def_readwrite("particles", &Config::particles)
-      .def_readwrite("rounds", &Config::rounds)
-      .def_readwrite("prune_ratio", &Config::prune_ratio)
-      .def_readwrite("epochs", &Config::epochs)
-      .def_readwrite("rewind_epochs", &Config::rewind_epochs)
-      .def_readwrite("rewind_steps", &Config::rewind_steps)
-      .def_readwrite("batch_size", &Config::batch_size)
-      .def_readwrite("lr", &Config::lr)
-      .def_readwrite("momentum", &Config::momentum)
-      .def_readwrite("nesterov", &Config::nesterov)
-      .def_readwrite("weight_decay", &Config::weight_decay)
-      .def_readwrite("schedule", &Config::schedule)
-      .def_readwrite("warmup_epochs", &Config::warmup_epochs)
-      .def_readwrite("swa_start", &Config::swa_start)
-      .def_readwrite("swa_lr", &Config::swa_lr)
-      .def_readwrite("use_swa", &Config::use_swa)
-      .def_readwrite("single_particle_rounds", &Config::single_particle_rounds)
-      .def_readwrite("keep_first_last_dense", &Config::keep_first_last_dense)
-      .def_readwrite("seed", &Config::seed)
-      .def_readwrite("device", &Config::device)
-      .def_readwrite("eval_batch_size", &Config::eval_batch_size)
-      .def_readwrite("bn_batch_size", &Config::bn_batch_size)
-      .def_readwrite("deterministic", &Config::deterministic)
-      .def_readwrite("augment", &Config::augment)
-      .def_readwrite("crop_padding", &Config::crop_padding)
-      .def_readwrite("flip", &Config::flip)
-      .def_readwrite("particle_mode", &Config::particle_mode)
-      .def_readwrite("sparse_kernels", &Config::sparse_kernels)
-      .def_readwrite("sparse_density", &Config::sparse_density);
-  m.def("validate_config", &validate_config, py::arg("config"));
+  py::class_<Config> config(m, "Config",
+                            "C++ run configuration (use swamp_ext.Config from Python)");
+  config.def(py::init<>());
+#define SWAMP_CONFIG_BIND(type, name, value) config.def_readwrite(#name, &Config::name);
+  SWAMP_CONFIG_FIELDS(SWAMP_CONFIG_BIND)
+#undef SWAMP_CONFIG_BIND
+  m.def("config_fields", &config_fields, py::arg("config"),
+        "The configuration as (field, text) pairs, in declaration order.");
+  m.def("validate_config", &validate_config, py::arg("config"), py::arg("check_model") = true,
+        "Raises ValueError naming the first field out of range (the one validation of a Config).");
+  m.def(
+      "validate_dataset",
+      [](const at::Tensor& x_train, const at::Tensor& y_train, const at::Tensor& x_test,
+         const at::Tensor& y_test, int64_t num_classes, std::vector<double> mean,
+         std::vector<double> std, int64_t min_train) {
+        Dataset data{x_train,     y_train,         x_test,        y_test,
+                     num_classes, std::move(mean), std::move(std)};
+        py::gil_scoped_release nogil;
+        validate_dataset(data, min_train);
+      },
+      py::arg("x_train"), py::arg("y_train"), py::arg("x_test"), py::arg("y_test"),
+      py::arg("num_classes"), py::arg("mean"), py::arg("std"), py::arg("min_train") = 1,
+      "Raises ValueError / TypeError naming the offending field (the one validation of a "
+      "dataset).");
+  m.def(
+      "ensure_writable_dir",
+      [](const std::string& dir, const std::string& what) { ensure_writable_dir(dir, what); },
+      py::arg("dir"), py::arg("what"),
+      "Creates `dir` if needed; raises ValueError naming `what` when files cannot be written "
+      "there.");
+
 
   py::class_<RoundResult>(m, "RoundResult")
       .def_readonly("round", &RoundResult::round)
@@ -78,13 +76,15 @@ void bind_engine(py::module_& m) {
          std::function<void(const RoundResult&)> on_round,
          std::function<void(const Progress&)> on_epoch,
          std::function<void(const std::vector<RoundResult>&)> on_restore,
-         const std::string& checkpoint_dir, int64_t checkpoint_every, bool fresh) {
+         const std::string& checkpoint_dir, int64_t checkpoint_every, bool fresh,
+         int64_t loss_sync_every) {
         Dataset data{x_train,     y_train,         x_test,        y_test,
                      num_classes, std::move(mean), std::move(std)};
         Hooks hooks;
         hooks.on_round = std::move(on_round);
         hooks.on_epoch = std::move(on_epoch);
         hooks.on_restore = std::move(on_restore);
+        hooks.loss_sync_every = loss_sync_every;
         CheckpointOptions ck{checkpoint_dir, checkpoint_every, fresh};
         hooks.check_interrupt = [] {
           py::gil_scoped_acquire gil;
@@ -100,7 +100,8 @@ void bind_engine(py::module_& m) {
       py::arg("config"), py::arg("x_train"), py::arg("y_train"), py::arg("x_test"),
       py::arg("y_test"), py::arg("num_classes"), py::arg("mean"), py::arg("std"),
       py::arg("on_round") = nullptr, py::arg("on_epoch") = nullptr, py::arg("on_restore") = nullptr,
-      py::arg("checkpoint_dir") = "", py::arg("checkpoint_every") = 1, py::arg("fresh") = false);
+      py::arg("checkpoint_dir") = "", py::arg("checkpoint_every") = 1, py::arg("fresh") = false,
+      py::arg("loss_sync_every") = 0);
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);
@@ -159,106 +160,6 @@ void bind_engine(py::module_& m) {
       py::arg("repeats") = 5, py::arg("device") = "cpu", py::arg("threads") = false,
       "Seconds per training step of pruned, possibly stacked / sparse particles; stacked=False, "
       "threads=True: one model per particle, side by side, one thread each.");
-  models.def(
-      "particles_forward_backward",
-      [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
-         const std::vector<std::map<std::string, at::Tensor>>& states, const at::Tensor& x,
-         const at::Tensor& y, bool stacked, const std::map<std::string, at::Tensor>& masks,
-         const std::string& sparse_kernels) {
-        const int64_t N = static_cast<int64_t>(states.size());
-        TORCH_CHECK_VALUE(N >= 1, "particles_forward_backward: no particle states");
-        TORCH_CHECK_VALUE(
-            x.dim() >= 3 && x.size(0) == N && y.dim() == 2 && y.size(0) == N,
-            "particles_forward_backward: x must be [N, B, ...] and y [N, B] with N = ", N,
-            " particles");
-        // state `index` into particle n of a P-particle model
-        auto load = [](torch::nn::Module& m, const std::map<std::string, at::Tensor>& st, int64_t P,
-                       int64_t n, int64_t index) {
-          torch::NoGradGuard no_grad;
-          auto put = [&](const std::string& key, const at::Tensor& t) {
-            at::Tensor dst = layers::particle_slice(t, P, n);
-            auto it = st.find(key);
-            TORCH_CHECK_VALUE(it != st.end(), "particles_forward_backward: state ", index,
-                              " has no entry '", key, "'");
-            TORCH_CHECK_VALUE(it->second.sizes() == dst.sizes(),
-                              "particles_forward_backward: state ", index, " entry '", key,
-                              "' has shape ", it->second.sizes(), ", expected ", dst.sizes());
-            dst.copy_(it->second);
-          };
-          for (auto& item : m.named_parameters(true)) put(item.key(), item.value());
-          for (auto& item : m.named_buffers(true))
-            if (item.value().dim() > 0 || n == 0) put(item.key(), item.value());
-        };
-        // pruned weights multiplied by their mask, then the layers `sparse_kernels` picks go sparse
-        auto prune = [&](torch::nn::Module& m, int64_t P) {
-          {
-            torch::NoGradGuard no_grad;
-            auto named = m.named_parameters(true);
-            for (const auto& kv : masks) {
-              TORCH_CHECK_VALUE(named.contains(kv.first),
-                                "particles_forward_backward: mask for unknown parameter '",
-                                kv.first, "'");
-              at::Tensor p = named[kv.first];
-              TORCH_CHECK_VALUE(kv.second.sizes() == layers::particle_slice(p, P, 0).sizes(),
-                                "particles_forward_backward: mask '", kv.first, "' has shape ",
-                                kv.second.sizes());
-              for (int64_t n = 0; n < P; ++n)
-                layers::particle_slice(p, P, n).mul_(kv.second.to(p.options()));
-            }
-          }
-          layers::enable_sparse(m, masks, sparse_kernels, 1.0);
-        };
-        // a sparse layer's weight gradient is its values' gradient, as a dense tensor
-        auto grads_of = [](torch::nn::Module& m, int64_t P, int64_t n) {
-          std::map<std::string, at::Tensor> g;
-          for (const auto& item : m.named_parameters(true))
-            if (item.value().grad().defined())
-              g[item.key()] = layers::particle_slice(item.value().grad(), P, n).clone();
-          for (const auto& item : m.named_modules("", /*include_self=*/false))
-            if (auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(item.value()))
-              if (lin->is_sparse())
-                g[item.key() + ".weight"] =
-                    layers::particle_slice(lin->dense_from_values(lin->values().grad()), P, n);
-          return g;
-        };
-        std::vector<std::map<std::string, at::Tensor>> grads;
-        at::Tensor logits;
-        py::gil_scoped_release nogil;
-        if (stacked) {
-          ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes, N}, 0);
-          model->to(x.scalar_type());
-          for (int64_t n = 0; n < N; ++n) load(*model, states[n], N, n, n);
-          prune(*model, N);
-          model->train(true);
-          logits = layers::split_outputs(model->forward(layers::stack_inputs(x)), N);
-          at::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), y.reshape(-1))
-              .mul(static_cast<double>(N))
-              .backward();
-          for (int64_t n = 0; n < N; ++n) grads.push_back(grads_of(*model, N, n));
-        } else {
-          std::vector<at::Tensor> outs;
-          for (int64_t n = 0; n < N; ++n) {
-            ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, 0);
-            model->to(x.scalar_type());
-            load(*model, states[n], 1, 0, n);
-            prune(*model, 1);
-            model->train(true);
-            outs.push_back(model->forward(x[n]));
-            at::cross_entropy_loss(outs.back(), y[n]).backward();
-            grads.push_back(grads_of(*model, 1, 0));
-          }
-          logits = at::stack(outs);
-        }
-        return std::make_pair(logits.detach(), grads);
-      },
-      py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("states"),
-      py::arg("x"), py::arg("y"), py::arg("stacked"),
-      py::arg("masks") = std::map<std::string, at::Tensor>{}, py::arg("sparse_kernels") = "off",
-      "One training-mode forward and backward of N particles (states), each on its own batch, in "
-      "the dtype of x: stacked in one model or one model each, with the weights pruned by `masks` "
-      "(single-particle bool masks by parameter name) and the linear layers `sparse_kernels` "
-      "picks (off / on / auto at density 1) on the sparse kernels. Returns (logits [N, B, K], "
-      "per-particle grads).");
   models.def(
       "create",
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,

@@ -1,8 +1,4 @@
 #include <ATen/Parallel.h>
-#include <pthread.h>
-
-#include <mutex>
-
 #include "../common/lanes.h"
 #include "bindings.h"
 #include "swamp/data.h"
@@ -41,33 +37,6 @@ void bind_ops(py::module_& m) {
       py::arg("backend") = PruneBackend::Auto);
   m.def("prune_count", &prune_count, py::arg("ratio"), py::arg("remaining"));
 
-  // The threads path's mechanism, observable: what each lane sees, and its errors.
-  m.def(
-      "lanes_probe",
-      [](int64_t lanes, int64_t fail_lane) {
-        TORCH_CHECK_VALUE(lanes >= 1, "lanes_probe: lanes must be >= 1, got ", lanes);
-        std::vector<py::tuple> out;
-        std::vector<std::tuple<int64_t, uint64_t, bool, int64_t>> seen;
-        std::mutex mu;
-        {
-          py::gil_scoped_release nogil;
-          run_lanes(lanes, [&](int64_t lane) {
-            TORCH_CHECK_VALUE(lane != fail_lane, "lane ", lane, " failed on purpose");
-            // a reduction big enough that parallel_for would split it outside a lane
-            const double s = at::ones({1 << 20}, at::kDouble).sum().item<double>();
-            std::lock_guard<std::mutex> lock(mu);
-            seen.emplace_back(lane, static_cast<uint64_t>(pthread_self()), at::in_parallel_region(),
-                              static_cast<int64_t>(s));
-          });
-        }
-        for (const auto& s : seen)
-          out.push_back(
-              py::make_tuple(std::get<0>(s), std::get<1>(s), std::get<2>(s), std::get<3>(s)));
-        return out;
-      },
-      py::arg("lanes"), py::arg("fail_lane") = -1,
-      "Runs `lanes` lanes; each reports (lane, thread id, in ATen parallel region, a sum). "
-      "fail_lane raises ValueError in that lane.");
   m.def("lanes_concurrent", &lanes_concurrent);
 
   py::class_<MaskedSGD>(m, "MaskedSGD")

@@ -34,4 +34,7 @@ PYBIND11_MODULE(_C, m) {
   auto ops = m.def_submodule("ops", "Low-level operations of the core");
   sp::bind_ops(ops);
   sp::bind_engine(m);
+  auto testing = m.def_submodule(
+      "testing", "Test seams: probes of internal mechanisms and fault injection (not for runs)");
+  sp::bind_testing(testing);
 }

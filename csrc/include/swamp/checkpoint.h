@@ -7,6 +7,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstddef>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -23,6 +25,18 @@ SWAMP_API void save_tensors_atomic(const std::string& path, const TensorMap& ten
 // checkpoint. Tensors are loaded on the CPU.
 SWAMP_API TensorMap load_tensors_verified(const std::string& path);
 SWAMP_API bool file_exists(const std::string& path);
+// Creates `dir` (and its parents) if needed and checks that files can be written in it; throws
+// c10::ValueError naming `what` and the folder otherwise. The one writability check of the
+// project (checkpoint folders, result folders).
+SWAMP_API void ensure_writable_dir(const std::string& dir, const std::string& what);
+
+// Watches checkpoint writes (a test seam: the fault-injection tests kill the process half-way
+// through a write, see swamp_ext.testing). The writer writes a file in chunks of at most half
+// its size and calls the observer after each chunk with the temporary file's path, the bytes
+// written so far and the total. Process-wide; an empty function removes it.
+using WriteObserver =
+    std::function<void(const std::string& tmp_path, size_t written, size_t total)>;
+SWAMP_API void set_checkpoint_write_observer(WriteObserver observer);
 
 // Strings and scalars stored as tensors.
 SWAMP_API at::Tensor string_tensor(const std::string& s);

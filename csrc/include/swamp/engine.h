@@ -12,58 +12,78 @@
 #include <vector>
 
 #include "swamp/averaging.h"
+#include "swamp/batch_source.h"
 #include "swamp/data.h"
 #include "swamp/export.h"
+#include "swamp/model_source.h"
 
 namespace swamp {
 
+// Every field of the run configuration, once: (type, name, default). The struct, its text form
+// (config_fields: checkpoints, results) and the Python binding are generated from this list;
+// validate_config checks each field's range. Field notes:
+//   method          imp | imp_swa | swamp | swamp_plus
+//   rewind_steps    >= 0 overrides rewind_epochs (-1: unset)
+//   schedule        cosine | step | constant (see learning_rate in swamp/optim.h)
+//   swa_start       fraction of the epochs after which SWA starts (at an epoch end)
+//   use_swa         -1: the method's default; 0 / 1 force it off / on
+//   single_particle_rounds  swamp_plus: rounds trained with one particle
+//   bn_batch_size   0: batch_size
+//   deterministic   CUDA: deterministic algorithms (cuDNN deterministic, no benchmark,
+//                   deterministic index kernels; CUBLAS_WORKSPACE_CONFIG must be set). CPU results
+//                   are bitwise reproducible with the same thread count anyway.
+//   augment         random crop (crop_padding) and flip of the training batches, per particle
+//                   from the particle's generator
+//   particle_mode   how the particles of a round train: "stacked" (all in one model, one
+//                   forward/backward per step, see swamp/layers.h), "sequential" (one after the
+//                   other, each step using every intra-op thread), "threads" (CPU: side by side,
+//                   one thread per particle, in lock step) or "auto" (see particle_path). All
+//                   give the same results up to float rounding.
+//   sparse_kernels  sparse kernels for pruned linear layers (CPU): "auto" (layers at or below
+//                   sparse_density), "on" (every pruned linear layer) or "off"
+#define SWAMP_CONFIG_FIELDS(X)                         \
+  X(std::string, model, "lenet_300_100")               \
+  X(std::string, method, "swamp")                      \
+  X(int64_t, particles, 4)                             \
+  X(int64_t, rounds, 5)                                \
+  X(double, prune_ratio, 0.2)                          \
+  X(int64_t, epochs, 10)                               \
+  X(int64_t, rewind_epochs, 1)                         \
+  X(int64_t, rewind_steps, -1)                         \
+  X(int64_t, batch_size, 128)                          \
+  X(double, lr, 0.1)                                   \
+  X(double, momentum, 0.9)                             \
+  X(bool, nesterov, false)                             \
+  X(double, weight_decay, 5e-4)                        \
+  X(std::string, schedule, "cosine")                   \
+  X(double, warmup_epochs, 0.0)                        \
+  X(double, swa_start, 0.75)                           \
+  X(double, swa_lr, 0.05)                              \
+  X(int, use_swa, -1)                                  \
+  X(int64_t, single_particle_rounds, 2)                \
+  X(bool, keep_first_last_dense, false)                \
+  X(uint64_t, seed, 0)                                 \
+  X(std::string, device, "cpu")                        \
+  X(int64_t, eval_batch_size, 1000)                    \
+  X(int64_t, bn_batch_size, 0)                         \
+  X(bool, deterministic, false)                        \
+  X(bool, augment, false)                              \
+  X(int64_t, crop_padding, 4)                          \
+  X(bool, flip, true)                                  \
+  X(std::string, particle_mode, "auto")                \
+  X(std::string, sparse_kernels, "auto")               \
+  X(double, sparse_density, 0.5)
+
 struct Config {
-  std::string model = "lenet_300_100";
-  std::string method = "swamp";  // imp | imp_swa | swamp | swamp_plus
-  int64_t particles = 4;
-  int64_t rounds = 5;
-  double prune_ratio = 0.2;
-  int64_t epochs = 10;
-  int64_t rewind_epochs = 1;
-  int64_t rewind_steps = -1;  // >= 0 overrides rewind_epochs
-  int64_t batch_size = 128;
-  double lr = 0.1;
-  double momentum = 0.9;
-  bool nesterov = false;
-  double weight_decay = 5e-4;
-  std::string schedule = "cosine";  // cosine | step | constant
-  double warmup_epochs = 0.0;
-  double swa_start = 0.75;  // fraction of the epochs after which SWA starts
-  double swa_lr = 0.05;
-  int use_swa = -1;                    // -1: the method's default; 0 / 1 force it off / on
-  int64_t single_particle_rounds = 2;  // swamp_plus: rounds trained with one particle
-  bool keep_first_last_dense = false;
-  uint64_t seed = 0;
-  std::string device = "cpu";
-  int64_t eval_batch_size = 1000;
-  int64_t bn_batch_size = 0;  // 0: batch_size
-  // CUDA: deterministic algorithms (cuDNN deterministic, no benchmark, deterministic index
-  // kernels) for the run; CPU results are bitwise reproducible with the same thread count anyway.
-  bool deterministic = false;
-  // Data augmentation of the training batches (per particle, from the particle's generator).
-  bool augment = false;
-  int64_t crop_padding = 4;
-  bool flip = true;
-  // How the particles of a round train: "stacked" (all in one model, one forward/backward per
-  // step, see swamp/layers.h), "sequential" (one after the other, each step using every intra-op
-  // thread), "threads" (CPU: side by side, one thread per particle, in lock step) or "auto" (the
-  // faster for this device and model, see particle_path). All give the same results up to float
-  // rounding.
-  std::string particle_mode = "auto";
-  // Sparse kernels for pruned linear layers (CPU): "auto" (layers at or below sparse_density),
-  // "on" (every pruned linear layer) or "off". Same results as the dense masked step up to float
-  // rounding.
-  std::string sparse_kernels = "auto";
-  double sparse_density = 0.5;
+#define SWAMP_CONFIG_MEMBER(type, name, value) type name = value;
+  SWAMP_CONFIG_FIELDS(SWAMP_CONFIG_MEMBER)
+#undef SWAMP_CONFIG_MEMBER
 };
 
-// Throws c10::ValueError naming the field for anything out of range.
-SWAMP_API void validate_config(const Config& cfg);
+// Throws c10::ValueError naming the field ("Config.<field> ...") for anything out of range; the
+// one place the configuration is checked (Python's Config calls it too). `check_model`: whether
+// config.model must name a zoo model (not when the run is given its own model source).
+SWAMP_API void validate_config(const Config& cfg, bool check_model = true);
 // Particles and SWA used in round `round` by the configured method.
 SWAMP_API int64_t particles_in_round(const Config& cfg, int64_t round);
 SWAMP_API bool swa_enabled(const Config& cfg);
@@ -116,8 +136,19 @@ struct Hooks {
   std::function<void()> check_interrupt;
   // Called once at the start of a resumed run with the rounds completed before.
   std::function<void(const std::vector<RoundResult>&)> on_restore;
-  // Particle averaging; a LocalAverager when not set.
-  std::shared_ptr<ParticleAverager> averager;
+  // How often (in steps) the training losses are read back from the device: divergence is
+  // still named at its exact step. 0: every step on the CPU, every 32 steps on a GPU (so that
+  // the host does not wait for the device on every step).
+  int64_t loss_sync_every = 0;
+};
+
+// The three seams of a run, each an interface with implementations behind it: where the models
+// come from (the zoo by default), where the batches come from (in-memory tensors today) and how
+// the particles are averaged (in this process by default).
+struct RunParts {
+  std::shared_ptr<const ModelSource> model;     // null: the zoo model config.model
+  std::shared_ptr<BatchSource> data;            // required
+  std::shared_ptr<ParticleAverager> averager;   // null: LocalAverager
 };
 
 struct CheckpointOptions {
@@ -139,6 +170,10 @@ struct RunResult {
 // thrown by hooks.check_interrupt), and resumes from it: a resumed run gives bitwise the same
 // result on the CPU as one never interrupted. Only `rounds` may differ from the checkpoint's config
 // (to extend a finished run); any other difference is an error naming the fields.
+SWAMP_API RunResult run_imp(const Config& cfg, const RunParts& parts, const Hooks& hooks = {},
+                            const CheckpointOptions& checkpoint = {});
+// The same with the zoo model config.model on in-memory tensors (a TensorBatchSource with the
+// config's augmentation) and a LocalAverager.
 SWAMP_API RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks = {},
                             const CheckpointOptions& checkpoint = {});
 

@@ -50,8 +50,11 @@ struct ScheduleOptions {
   double lr = 0.1;
   int64_t total_steps = 1;
   int64_t warmup_steps = 0;
-  // SWA: from swa_start_step on, the learning rate is the constant swa_lr; the main phase decays
-  // towards swa_lr (cosine) instead of 0. swa_start_step < 0: no SWA phase.
+  // The main phase runs from the end of warm-up (a linear ramp to lr) to swa_start_step (or
+  // total_steps without SWA): "cosine" decays from lr to swa_lr (to 0 without SWA), "step" is lr,
+  // then lr/10 from half of the main phase and lr/100 from three quarters (not clamped: a decayed
+  // stage may lie below swa_lr), "constant" is lr. From swa_start_step on the learning rate is
+  // the constant swa_lr. swa_start_step < 0: no SWA phase.
   int64_t swa_start_step = -1;
   double swa_lr = 0.05;
 };

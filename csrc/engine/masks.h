@@ -1,0 +1,36 @@
+// The pruning masks of a run: which weights may be pruned, applying the masks, global magnitude
+// pruning of the averaged weights, and exact sparsity figures. Internal to swamp_core.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "swamp/engine.h"
+#include "swamp/models.h"
+
+namespace swamp::engine {
+
+class Masks {
+ public:
+  // `prunable`: the model's prunable parameters (ModelSource::prunable); with
+  // keep_first_last_dense the first and last of them stay dense (not eligible).
+  Masks(Model& model, std::vector<std::string> prunable, bool keep_first_last_dense);
+
+  // Eligible parameter name -> bool mask (the single-particle shape).
+  std::map<std::string, at::Tensor>& map() { return masks_; }
+  const std::map<std::string, at::Tensor>& map() const { return masks_; }
+
+  // Zeroes the pruned weights of a single-particle model.
+  void apply(Model& model) const;
+  // Removes `ratio` of the remaining eligible weights of `model` by global magnitude.
+  void prune(Model& model, double ratio);
+  // Exact sparsity over the eligible weights and over all prunable ones, per-layer density.
+  void fill_sparsity(Model& model, RoundResult& rr) const;
+
+ private:
+  std::vector<std::string> prunable_, eligible_;
+  std::map<std::string, at::Tensor> masks_;
+};
+
+}  // namespace swamp::engine

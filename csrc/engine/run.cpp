@@ -1,0 +1,252 @@
+// The round loop. Reads like the algorithm:
+//   ticket = train(init, rewind steps)
+//   for each round: particles = rewind(ticket, mask) -> train (+ SWA) ; final = average(particles)
+//                   mask final ; recompute BN ; evaluate ; mask = prune(final, mask)
+// Each step lives in its own room: plan.h (steps and schedule), particles.h (models, groups,
+// rewind), trainer.h (SGD + SWA of a group), masks.h (pruning), evaluation.h (BN, metrics),
+// checkpoint_codec.h (resume). Every stage can be checkpointed and resumed bit for bit (see
+// swamp/engine.h): resume is re-entering this loop with the recorded progress.
+#include <ATen/Context.h>
+#include <ATen/Functions.h>
+#include <c10/util/Exception.h>
+#include <torch/types.h>
+
+#include <chrono>
+
+#include "../common/determinism.h"
+#include "../common/lanes.h"
+#include "checkpoint_codec.h"
+#include "evaluation.h"
+#include "masks.h"
+#include "particles.h"
+#include "plan.h"
+#include "swamp/layers.h"
+#include "trainer.h"
+
+namespace swamp {
+namespace engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class Run {
+ public:
+  Run(const Config& cfg, const RunParts& parts, const Hooks& hooks, const CheckpointOptions& ck)
+      : cfg_(cfg),
+        source_(*parts.model),
+        data_(*parts.data),
+        averager_(*parts.averager),
+        plan_(make_plan(cfg, data_.train_size())),
+        models_(cfg, source_, ModelSpec{data_.input_shape(), data_.num_classes()}, data_.device(),
+                max_particles(cfg), hash_seed(cfg.seed, -2, 0, 1)),
+        masks_(models_.ticket(), source_.prunable(models_.ticket()), cfg.keep_first_last_dense),
+        trainer_(cfg, plan_, data_, hooks),
+        eval_(cfg, data_),
+        checkpoint_(ck, cfg, source_.identity(), data_),
+        hooks_(hooks) {}
+
+  RunResult run() {
+    ResumedGroup resumed;
+    if (checkpoint_.resumable()) {
+      resumed = checkpoint_.restore(p_, models_, masks_, [&](Group& g) { return start(g); });
+      if (hooks_.on_restore && !p_.results.empty()) hooks_.on_restore(p_.results);
+    }
+    if (!p_.ticket_done) train_ticket();
+    for (int64_t round = p_.rounds_done; round < cfg_.rounds; ++round) {
+      round_t0_ = Clock::now();
+      if (p_.masks_round < round) prune_for(round);  // a finished run extended with more rounds
+      const int64_t n = particles_in_round(cfg_, round);
+      while (p_.particles_done < n) train_particles(round, n, resumed);
+      RoundResult rr = average_and_evaluate(round, n);
+      p_.results.push_back(rr);
+      p_.rounds_done = round + 1;
+      p_.particles_done = 0;
+      p_.losses.clear();
+      if (round + 1 < cfg_.rounds) prune_for(round + 1);
+      save();
+      if (hooks_.on_round) hooks_.on_round(rr);
+    }
+    return result();
+  }
+
+ private:
+  static int64_t max_particles(const Config& cfg) {
+    int64_t n = 1;
+    for (int64_t r = 0; r < cfg.rounds; ++r) n = std::max(n, particles_in_round(cfg, r));
+    return n;
+  }
+
+  // ---- the steps of the algorithm -------------------------------------------------------------
+  void train_ticket() {
+    Group g = ParticleModels::single_group(models_.ticket());
+    ParticleState t = trainer_.start(g, masks_.map(), -1, 0, 0);
+    trainer_.train(g, t, -1, 0, plan_.rewind_step, false, SavePoints{});
+    p_.ticket_done = true;
+    save();
+  }
+
+  // The particles still to train in a round of n, as one group (a resumed group keeps the way
+  // it was started): rewind to the ticket under the mask, train (+ SWA), collect.
+  void train_particles(int64_t round, int64_t n, ResumedGroup& resumed) {
+    const int64_t first = p_.particles_done;
+    Group grp;
+    std::unique_ptr<ParticleState> st;
+    if (resumed.state) {
+      grp = std::move(resumed.group);
+      st = std::move(resumed.state);
+    } else {
+      grp = models_.group_for(n, first);
+      for (Model* m : grp.models) models_.rewind(*m, grp.per_model, masks_);
+      st = std::make_unique<ParticleState>(start(grp, round, first));
+    }
+    trainer_.train(grp, *st, round, first, plan_.total_steps, plan_.swa,
+                   SavePoints{[&] { save(st.get(), &grp); }, checkpoint_.every_epochs()});
+    // The particles' SWA solutions (or last weights) into their own models.
+    const int64_t group = grp.particles();
+    for (size_t k = 0; k < grp.models.size(); ++k) {
+      if (plan_.swa) load_trainable(*grp.models[k], st->swa.value(), grp.first[k]);
+      layers::disable_sparse(*grp.models[k]);
+    }
+    for (int64_t g = 0; g < group; ++g) {
+      if (grp.per_model > 1)
+        models_.copy_out(*grp.models[g / grp.per_model], grp.per_model, g % grp.per_model,
+                         first + g);
+      p_.losses.push_back(st->last_loss[g]);
+    }
+    if (plan_.swa) {  // the SWA solutions' batch-norm statistics, side by side on threads
+      const int64_t lanes = models_.post_lanes(n);
+      run_lanes(lanes, [&](int64_t lane) {
+        for (int64_t g = lane; g < group; g += lanes) eval_.recompute_bn(models_.particle(first + g));
+      });
+    }
+    p_.particles_done = first + group;
+    save();
+  }
+
+  // Average the particles uniformly, mask the average, recompute its batch-norm statistics,
+  // evaluate it and the particles' ensemble.
+  RoundResult average_and_evaluate(int64_t round, int64_t n) {
+    RoundResult rr;
+    rr.round = round;
+    rr.particles = n;
+    std::vector<at::Tensor> logp(static_cast<size_t>(n));
+    const int64_t lanes = models_.post_lanes(n);
+    run_lanes(lanes, [&](int64_t lane) {
+      for (int64_t p = lane; p < n; p += lanes) logp[p] = eval_.log_probs(models_.particle(p));
+    });
+    std::vector<std::vector<at::Tensor>> particle_params;
+    double loss_sum = 0.0;
+    for (int64_t p = 0; p < n; ++p) {
+      const Metrics m = eval_.metrics(logp[p]);
+      rr.particle_acc.push_back(m.acc);
+      rr.particle_nll.push_back(m.nll);
+      particle_params.push_back(models_.particle(p).parameters(true));
+      loss_sum += p_.losses[p];
+    }
+    rr.train_loss = loss_sum / static_cast<double>(n);
+    Model& avg = models_.average();
+    copy_state(models_.particle(0), avg);
+    std::vector<at::Tensor> out = avg.parameters(true);
+    averager_.average(particle_params, out, n);
+    masks_.apply(avg);  // BN statistics are computed for exactly the weights evaluated
+    if (n > 1 || plan_.swa) eval_.recompute_bn(avg);
+    const Metrics fm = eval_.metrics(eval_.log_probs(avg));
+    rr.test_acc = fm.acc;
+    rr.test_nll = fm.nll;
+    const Metrics em = eval_.ensemble_metrics(logp);
+    rr.ensemble_acc = em.acc;
+    rr.ensemble_nll = em.nll;
+    masks_.fill_sparsity(avg, rr);
+    rr.seconds = p_.round_seconds + std::chrono::duration<double>(Clock::now() - round_t0_).count();
+    p_.round_seconds = 0.0;
+    round_t0_ = Clock::now();
+    return rr;
+  }
+
+  // The mask of `round`: prune the previous round's average.
+  void prune_for(int64_t round) {
+    masks_.prune(models_.average(), cfg_.prune_ratio);
+    p_.masks_round = round;
+  }
+
+  // ---- plumbing -----------------------------------------------------------------------------
+  // Training state of a group; its linear layers at or below the density threshold train with
+  // sparse kernels (CPU only).
+  ParticleState start(Group& grp, int64_t round, int64_t first) {
+    for (Model* m : grp.models)
+      if (data_.device().is_cpu())
+        layers::enable_sparse(*m, masks_.map(), cfg_.sparse_kernels, cfg_.sparse_density);
+    return trainer_.start(grp, masks_.map(), round, first, plan_.rewind_step);
+  }
+  ParticleState start(Group& grp) { return start(grp, p_.rounds_done, p_.particles_done); }
+
+  void save(const ParticleState* cur = nullptr, const Group* grp = nullptr) {
+    checkpoint_.save(p_, models_, masks_,
+                     p_.round_seconds + std::chrono::duration<double>(Clock::now() - round_t0_).count(),
+                     cur, grp);
+  }
+
+  RunResult result() {
+    RunResult r;
+    r.config = cfg_;
+    r.rounds = p_.results;
+    // A run restored from a finished checkpoint (or cut to fewer rounds) returns what it has.
+    if (static_cast<int64_t>(r.rounds.size()) > cfg_.rounds) r.rounds.resize(cfg_.rounds);
+    for (const auto& kv : masks_.map()) r.masks[kv.first] = kv.second.cpu();
+    for (const auto& item : models_.average().named_parameters(true))
+      r.state[item.key()] = item.value().detach().cpu();
+    for (const auto& item : models_.average().named_buffers(true))
+      r.state[item.key()] = item.value().detach().cpu();
+    return r;
+  }
+
+  const Config& cfg_;
+  const ModelSource& source_;
+  BatchSource& data_;
+  ParticleAverager& averager_;
+  Plan plan_;
+  ParticleModels models_;
+  Masks masks_;
+  Trainer trainer_;
+  Evaluator eval_;
+  RunCheckpoint checkpoint_;
+  const Hooks& hooks_;
+  RunProgress p_;
+  Clock::time_point round_t0_ = Clock::now();
+};
+
+}  // namespace
+}  // namespace engine
+
+RunResult run_imp(const Config& cfg, const RunParts& given, const Hooks& hooks,
+                  const CheckpointOptions& checkpoint) {
+  validate_config(cfg, /*check_model=*/given.model == nullptr);
+  const c10::Device dev(cfg.device);
+  TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "Config.device is '", cfg.device,
+                    "' but this torch build has no usable CUDA device");
+  TORCH_CHECK_VALUE(given.data != nullptr, "run_imp: no batch source (RunParts.data)");
+  TORCH_CHECK_VALUE(given.data->device() == dev, "run_imp: the batch source serves ",
+                    given.data->device(), " but Config.device is ", cfg.device);
+  RunParts parts = given;
+  if (!parts.model) parts.model = std::make_shared<ZooModelSource>(cfg.model);
+  if (!parts.averager) parts.averager = std::make_shared<LocalAverager>();
+  DeterminismGuard determinism(cfg.deterministic, dev);
+  engine::Run run(cfg, parts, hooks, checkpoint);
+  return run.run();
+}
+
+RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks,
+                  const CheckpointOptions& checkpoint) {
+  validate_config(cfg);
+  validate_dataset(data, cfg.batch_size);
+  const c10::Device dev(cfg.device);
+  TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "Config.device is '", cfg.device,
+                    "' but this torch build has no usable CUDA device");
+  Augment aug;
+  if (cfg.augment) aug = Augment{cfg.crop_padding, cfg.flip};
+  RunParts parts;
+  parts.data = std::make_shared<TensorBatchSource>(data, dev, aug);
+  return run_imp(cfg, parts, hooks, checkpoint);
+}
+
+}  // namespace swamp

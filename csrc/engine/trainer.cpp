@@ -1,0 +1,188 @@
+#include "trainer.h"
+
+#include <ATen/Functions.h>
+#include <c10/util/Exception.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "../common/lanes.h"
+#include "swamp/layers.h"
+
+namespace swamp::engine {
+
+std::vector<at::Tensor> trainable(const Group& grp) {
+  std::vector<at::Tensor> all;
+  for (Model* m : grp.models)
+    for (auto& t : layers::trainable_tensors(*m)) all.push_back(t);
+  return all;
+}
+
+void load_trainable(Model& model, const std::vector<at::Tensor>& values, size_t offset) {
+  torch::NoGradGuard no_grad;
+  auto params = layers::trainable_tensors(model);
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(values.at(offset + i));
+}
+
+Trainer::Trainer(const Config& cfg, const Plan& plan, BatchSource& data, const Hooks& hooks)
+    : cfg_(cfg), plan_(plan), data_(data), hooks_(hooks), device_(data.device()) {}
+
+ParticleState Trainer::start(Group& grp, const std::map<std::string, at::Tensor>& masks,
+                             int64_t round, int64_t first, int64_t step) {
+  const int64_t group = grp.particles();
+  std::vector<at::Tensor> opt_masks;
+  grp.first.clear();
+  for (Model* m : grp.models) {
+    grp.first.push_back(opt_masks.size());
+    for (auto& t : layers::trainable_masks(*m, masks, grp.per_model)) opt_masks.push_back(t);
+  }
+  grp.first.push_back(opt_masks.size());
+  ParticleState st{step,
+                   MaskedSGD(trainable(grp), std::move(opt_masks),
+                             SgdOptions{cfg_.momentum, cfg_.nesterov, cfg_.weight_decay}),
+                   {},
+                   RunningAverage(),
+                   std::vector<double>(static_cast<size_t>(group), 0.0),
+                   0,
+                   std::vector<double>(static_cast<size_t>(group), 0.0)};
+  for (int64_t g = 0; g < group; ++g)
+    st.orders.emplace_back(data_.train_size(), hash_seed(cfg_.seed, round, first + g));
+  return st;
+}
+
+// The loss of batch b of the G particles [g0, g0 + G) of the group, held by `model`: one value
+// per particle (their sum is what is minimised: the particles do not interact, so each gets
+// exactly its own gradient).
+at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int64_t G, int64_t b,
+                               const std::vector<at::Tensor>& perms) {
+  const int64_t B = cfg_.batch_size;
+  if (G == 1) {
+    const Batch batch =
+        data_.train_batch(perms[g0].narrow(0, b * B, B), &st.orders[g0].generator());
+    return at::cross_entropy_loss(model.forward(batch.x), batch.y).reshape({1});
+  }
+  std::vector<at::Tensor> xs, ys;
+  for (int64_t g = g0; g < g0 + G; ++g) {
+    Batch batch = data_.train_batch(perms[g].narrow(0, b * B, B), &st.orders[g].generator());
+    xs.push_back(std::move(batch.x));
+    ys.push_back(std::move(batch.y));
+  }
+  const at::Tensor logits =
+      layers::split_outputs(model.forward(layers::stack_inputs(at::stack(xs))), G);
+  const at::Tensor ce = at::cross_entropy_loss(logits.reshape({G * B, -1}), at::cat(ys),
+                                               /*weight=*/{}, at::Reduction::None);
+  return ce.view({G, B}).mean(1);
+}
+
+// One SGD step of every particle of the group on batch b; returns the losses (one per
+// particle). On the threads path every lane steps its models with its own thread; a single
+// model is one lane, run by the calling thread with the whole intra-op pool.
+at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t b,
+                               const std::vector<at::Tensor>& perms, double lr) {
+  const auto K = static_cast<int64_t>(grp.models.size());
+  std::vector<at::Tensor> losses(static_cast<size_t>(K));
+  run_lanes(grp.lanes, [&](int64_t lane) {
+    for (int64_t k = lane; k < K; k += grp.lanes) {
+      const size_t t0 = grp.first[k], t1 = grp.first[k + 1];
+      st.opt.zero_grad(t0, t1);
+      const at::Tensor loss =
+          batch_loss(*grp.models[k], st, k * grp.per_model, grp.per_model, b, perms);
+      loss.sum().backward();
+      st.opt.step(lr, t0, t1);
+      losses[k] = loss.detach();
+    }
+  });
+  return K == 1 ? losses[0] : at::cat(losses);
+}
+
+namespace {
+void check_finite(double loss, int64_t round, int64_t particle, int64_t step) {
+  TORCH_CHECK(std::isfinite(loss), "training diverged: the loss is ", loss, " in round ", round,
+              round < 0 ? " (ticket)" : "", ", particle ", particle, ", step ", step,
+              "; lower the learning rate");
+}
+}  // namespace
+
+void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t first,
+                    int64_t end, bool swa, const SavePoints& save) {
+  for (Model* m : grp.models) m->train(true);
+  const int64_t spe = plan_.steps_per_epoch;
+  const int64_t particles = particles_in_round(cfg_, std::max<int64_t>(round, 0));
+  const int64_t G = st.size();
+  int64_t epochs_since_save = 0;
+  // The CPU reads the loss every step; a GPU reads it in groups and at epoch ends, so that the
+  // host does not wait for the device on every step. Divergence names the exact step either way.
+  const size_t sync_every = hooks_.loss_sync_every > 0
+                                ? static_cast<size_t>(hooks_.loss_sync_every)
+                                : (device_.is_cpu() ? 1 : 32);
+  std::vector<std::pair<int64_t, at::Tensor>> pending;
+  auto add_losses = [&](const double* v, int64_t step) {
+    for (int64_t g = 0; g < G; ++g) {
+      check_finite(v[g], round, first + g, step);
+      st.epoch_loss[g] += v[g];
+    }
+  };
+  auto flush = [&] {
+    if (pending.empty()) return;
+    std::vector<at::Tensor> losses;
+    for (const auto& p : pending) losses.push_back(p.second);
+    const at::Tensor values = at::stack(losses).to(at::kDouble).cpu().contiguous();
+    const double* v = values.const_data_ptr<double>();
+    for (size_t i = 0; i < pending.size(); ++i) add_losses(v + i * G, pending[i].first);
+    pending.clear();
+  };
+  std::vector<at::Tensor> perms(static_cast<size_t>(G));  // this epoch's orders, on the device
+  int64_t perm_epoch = -1;
+  for (; st.step < end;) {
+    const int64_t step = st.step;
+    const int64_t epoch = step / spe, b = step % spe;
+    if (epoch != perm_epoch) {
+      for (int64_t g = 0; g < G; ++g) perms[g] = st.orders[g].epoch(epoch).to(device_);
+      perm_epoch = epoch;
+    }
+    const double lr = learning_rate(plan_.schedule, step);
+    const at::Tensor losses = step_group(grp, st, b, perms, lr);
+    if (sync_every == 1) {
+      const at::Tensor v = losses.to(at::kDouble).contiguous();
+      add_losses(v.const_data_ptr<double>(), step);
+    } else {
+      pending.emplace_back(step, losses);
+    }
+    ++st.epoch_steps;
+    ++st.step;
+    if (pending.size() >= sync_every) flush();
+    bool epoch_end = false;
+    if (b == spe - 1 || st.step == end) {
+      flush();
+      for (int64_t g = 0; g < G; ++g)
+        st.last_loss[g] = st.epoch_loss[g] / static_cast<double>(st.epoch_steps);
+      if (b == spe - 1 && swa && epoch >= plan_.swa_start_epoch) st.swa.update(trainable(grp));
+      if (hooks_.on_epoch)
+        for (int64_t g = 0; g < G; ++g)
+          hooks_.on_epoch(
+              Progress{round, first + g, particles, epoch + 1, cfg_.epochs, st.last_loss[g], lr});
+      std::fill(st.epoch_loss.begin(), st.epoch_loss.end(), 0.0);
+      st.epoch_steps = 0;
+      epoch_end = b == spe - 1;
+    }
+    if (save.save && epoch_end && st.step < end && save.every_epochs > 0 &&
+        ++epochs_since_save >= save.every_epochs) {
+      save.save();
+      epochs_since_save = 0;
+    }
+    if (hooks_.check_interrupt) {
+      try {
+        hooks_.check_interrupt();
+      } catch (...) {
+        if (save.save) {  // stop cleanly: nothing done is lost
+          flush();
+          save.save();
+        }
+        throw;
+      }
+    }
+  }
+}
+
+}  // namespace swamp::engine

@@ -1,0 +1,74 @@
+// Training a group of particles: each particle its own batch order (hashed seed), masked SGD,
+// the learning-rate schedule, SWA snapshots at epoch ends. Knows nothing of checkpoints: it calls
+// `save` where one is due. Internal to swamp_core.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "particles.h"
+#include "plan.h"
+#include "swamp/averaging.h"
+#include "swamp/batch_source.h"
+#include "swamp/data.h"
+#include "swamp/engine.h"
+#include "swamp/optim.h"
+
+namespace swamp::engine {
+
+// Everything the training of a group of particles needs to continue from any step. Vectors
+// hold one entry per particle of the group.
+struct ParticleState {
+  int64_t step = 0;
+  MaskedSGD opt;
+  std::vector<BatchOrder> orders;
+  RunningAverage swa;
+  std::vector<double> epoch_loss;
+  int64_t epoch_steps = 0;
+  std::vector<double> last_loss;  // mean loss of each particle's last (or current) epoch
+
+  int64_t size() const { return static_cast<int64_t>(orders.size()); }
+};
+
+// Where the trainer may save: `save()` at every `every_epochs`-th epoch end and when
+// interrupted (null: never).
+struct SavePoints {
+  std::function<void()> save;
+  int64_t every_epochs = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(const Config& cfg, const Plan& plan, BatchSource& data, const Hooks& hooks);
+
+  // Fresh training state for the particles of `grp` (the first is particle `first` of `round`,
+  // -1: the ticket), starting at step `step`. Sets grp.first (each model's range of tensors in
+  // the optimizer; sparse layers already entered).
+  ParticleState start(Group& grp, const std::map<std::string, at::Tensor>& masks, int64_t round,
+                      int64_t first, int64_t step);
+  // Trains the group from st.step to `end`, taking SWA snapshots when `swa`.
+  void train(const Group& grp, ParticleState& st, int64_t round, int64_t first, int64_t end,
+             bool swa, const SavePoints& save);
+
+ private:
+  at::Tensor batch_loss(Model& model, ParticleState& st, int64_t g0, int64_t G, int64_t b,
+                        const std::vector<at::Tensor>& perms);
+  at::Tensor step_group(const Group& grp, ParticleState& st, int64_t b,
+                        const std::vector<at::Tensor>& perms, double lr);
+
+  const Config& cfg_;
+  const Plan& plan_;
+  BatchSource& data_;
+  const Hooks& hooks_;
+  c10::Device device_;
+};
+
+// The tensors the optimizer, SWA and averaging work on (the values of sparse layers instead of
+// their weights), of every model of the group in order.
+std::vector<at::Tensor> trainable(const Group& grp);
+// values[offset...] into the model's trainable tensors.
+void load_trainable(Model& model, const std::vector<at::Tensor>& values, size_t offset = 0);
+
+}  // namespace swamp::engine

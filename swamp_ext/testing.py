@@ -1,0 +1,20 @@
+"""Test seams: fault injection and probes of internal mechanisms, for swamp_ext's own test suite
+(and for users who test their tooling around it). Nothing in a run calls these.
+
+* ``crash_in_checkpoint_write(nth, exit_code=86)``: this process dies (``_exit``) half-way
+  through its ``nth`` checkpoint write from now on, leaving ``checkpoint.swamp.tmp`` half-written
+  and the previous ``checkpoint.swamp`` intact; ``nth=0`` disarms it.
+* ``particles_forward_backward(...)``: one training-mode forward and backward of N particles of
+  a zoo model, stacked or one model each, dense or on the sparse kernels (exactness tests).
+* ``lanes_probe(lanes, fail_lane=-1)``: runs the threads path's lanes and reports what each saw.
+"""
+
+from __future__ import annotations
+
+from . import _C
+
+__all__ = ["crash_in_checkpoint_write", "lanes_probe", "particles_forward_backward"]
+
+crash_in_checkpoint_write = _C.testing.crash_in_checkpoint_write
+particles_forward_backward = _C.testing.particles_forward_backward
+lanes_probe = _C.testing.lanes_probe
