@@ -94,9 +94,12 @@ def test_type_stub_matches_the_compiled_module():
     top = {n for n in top if not n.startswith("_")}  # private helpers describe submodules
     for name in top:
         assert hasattr(swamp_ext._C, name), name
-    subs = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in ("_Ops", "_Models")]
+    where = {"_Ops": swamp_ext._C.ops, "_Models": swamp_ext._C.models,
+             "_Testing": swamp_ext._C.testing}
+    subs = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in where]
+    assert len(subs) == len(where)
     for cls in subs:
-        sub = swamp_ext._C.ops if cls.name == "_Ops" else swamp_ext._C.models
+        sub = where[cls.name]
         for item in cls.body:
             name = item.name if isinstance(item, ast.FunctionDef) else item.target.id
             assert hasattr(sub, name), f"{cls.name}.{name}"

@@ -3,9 +3,8 @@
 # lenet_300_100 on the built-in mnist5k digits and compare them round by round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/python.sh
 bash scripts/setup.sh
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 cd "${TMPDIR:-/tmp}" >/dev/null  # import the installed package, not the source folder
 OUT=${OUT:-$OLDPWD/runs}
 for method in imp swamp; do

@@ -3,7 +3,7 @@
 #   scripts/setup.sh [extra ...]   e.g. scripts/setup.sh test  -> pip extras "datasets,io,test"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/python.sh
 PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
 
 # torch: keep the one that is installed (GPU machines carry their own); else the CPU build.

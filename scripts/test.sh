@@ -3,7 +3,7 @@
 # checks style (ruff, clang-format) and runs the tests (pytest; the C++ example builds as a test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/python.sh
 bash scripts/setup.sh test
 
 echo "[test] ruff"
@@ -13,7 +13,7 @@ find csrc examples -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh'
   | xargs clang-format --dry-run --Werror
 
 echo "[test] pytest"
-# Run from python_tests/ so that the installed package is imported; one torch process at a time.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# Run from python_tests/ so that the installed package is imported. The tests use what the
+# machine has (torch's default thread count); those that start processes limit their threads.
 cd python_tests
 "$PY" -m pytest -q "$@"

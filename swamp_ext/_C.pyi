@@ -41,8 +41,6 @@ class _Ops:
     @staticmethod
     def lanes_concurrent() -> bool: ...
     @staticmethod
-    def lanes_probe(lanes: int, fail_lane: int = -1) -> list[tuple[int, int, bool, int]]: ...
-    @staticmethod
     def learning_rate(kind: str, lr: float, total_steps: int, warmup_steps: int,
                       swa_start_step: int, swa_lr: float, step: int) -> float: ...
     @staticmethod
@@ -78,9 +76,20 @@ class Config:
     eval_batch_size: int
     bn_batch_size: int
     deterministic: bool
+    augment: bool
+    crop_padding: int
+    flip: bool
+    particle_mode: str
+    sparse_kernels: str
+    sparse_density: float
     def __init__(self) -> None: ...
 
-def validate_config(config: Config) -> None: ...
+def config_fields(config: Config) -> list[tuple[str, str]]: ...
+def validate_config(config: Config, check_model: bool = True) -> None: ...
+def validate_dataset(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                     y_test: torch.Tensor, num_classes: int, mean: list[float],
+                     std: list[float], min_train: int = 1) -> None: ...
+def ensure_writable_dir(dir: str, what: str) -> None: ...
 
 class RoundResult:
     round: int
@@ -110,9 +119,15 @@ class Progress:
 
 def run_imp(
     config: Config, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
-    y_test: torch.Tensor, num_classes: int,
+    y_test: torch.Tensor, num_classes: int, mean: list[float], std: list[float],
     on_round: Optional[Callable[[RoundResult], None]] = None,
     on_epoch: Optional[Callable[[Progress], None]] = None,
+    on_restore: Optional[Callable[[list[RoundResult]], None]] = None,
+    checkpoint_dir: str = "", checkpoint_every: int = 1, fresh: bool = False,
+    loss_sync_every: int = 0,
+    on_ticket: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
+    on_models: Optional[Callable[[int, list[dict[str, torch.Tensor]], dict[str, torch.Tensor],
+                                  dict[str, torch.Tensor]], None]] = None,
 ) -> tuple[list[RoundResult], dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
 
 class _Models:
@@ -139,3 +154,19 @@ class _Models:
                            device: str = "cpu", threads: bool = False) -> float: ...
 
 models: _Models
+
+class _Testing:
+    """Test seams (see swamp_ext.testing); not used by runs."""
+
+    @staticmethod
+    def crash_in_checkpoint_write(nth: int, exit_code: int = 86) -> None: ...
+    @staticmethod
+    def lanes_probe(lanes: int, fail_lane: int = -1) -> list[tuple[int, int, bool, int]]: ...
+    @staticmethod
+    def particles_forward_backward(
+        name: str, input_shape: list[int], num_classes: int,
+        states: list[dict[str, torch.Tensor]], x: torch.Tensor, y: torch.Tensor, stacked: bool,
+        masks: dict[str, torch.Tensor] = ..., sparse_kernels: str = "off",
+    ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]: ...
+
+testing: _Testing

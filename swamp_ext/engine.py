@@ -15,7 +15,7 @@ from . import _C
 from .config import Config
 from .datasets import Dataset
 
-__all__ = ["RoundRecord", "Result", "TrainingDivergedError", "run_imp"]
+__all__ = ["RoundModels", "RoundRecord", "Result", "TrainingDivergedError", "run_imp"]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -65,6 +65,16 @@ class RoundRecord:
             train_loss=r.train_loss,
             seconds=r.seconds,
         )
+
+
+@dataclass
+class RoundModels:
+    """The models of a finished round (see ``run_imp(on_models=...)``)."""
+
+    round: int
+    particles: list[dict[str, torch.Tensor]]  # each particle's solution, as averaged
+    average: dict[str, torch.Tensor]  # the round's final model
+    masks: dict[str, torch.Tensor]  # the masks the round trained under
 
 
 @dataclass
@@ -150,6 +160,8 @@ def run_imp(
     checkpoint_every: int = 1,
     fresh: bool = False,
     loss_sync_every: int = 0,
+    on_ticket: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
+    on_models: Optional[Callable[[RoundModels], None]] = None,
 ) -> Result:
     """Runs IMP / SWAMP as configured, entirely in the C++ core.
 
@@ -161,6 +173,10 @@ def run_imp(
       ``results.json`` after every round. Calling again with the same config resumes where it
       stopped, giving bitwise the same result on the CPU. A checkpoint of another config is
       refused (the error names the fields) unless ``fresh=True``; only ``rounds`` may grow.
+    on_ticket: called with the ticket's state dict (the rewind point) once it exists.
+    on_models: called after each round's evaluation with a ``RoundModels``: the particles'
+      solutions (SWA averages with their batch-norm statistics), the averaged final model and the
+      masks the round trained under (copies; costs a copy of every model per round).
     loss_sync_every: read the training losses back from the device every this many steps (0:
       every step on the CPU, every 32 on a GPU); divergence is named at its exact step either way.
     """
@@ -217,6 +233,8 @@ def run_imp(
             config.to_cpp(), data.x_train, data.y_train, data.x_test, data.y_test,
             data.num_classes, list(data.mean or ()), list(data.std or ()),
             round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh, loss_sync_every,
+            on_ticket, None if on_models is None else
+            (lambda r, parts, avg, masks: on_models(RoundModels(r, parts, avg, masks))),
         )
     except RuntimeError as e:
         if str(e).startswith("training diverged"):

@@ -28,17 +28,16 @@ void check_split(const at::Tensor& x, const at::Tensor& y, const char* xn, const
                     x.sizes());
   TORCH_CHECK_VALUE(y.dim() == 1, "dataset: ", yn, " must be one-dimensional, got shape ",
                     y.sizes());
+  TORCH_CHECK_VALUE(x.size(0) > 0, "dataset: ", xn, " is empty");
   TORCH_CHECK_VALUE(x.size(0) == y.size(0), "dataset: ", xn, " has ", x.size(0), " samples but ",
                     yn, " has ", y.size(0));
-  TORCH_CHECK_VALUE(x.size(0) > 0, "dataset: ", xn, " is empty");
   TORCH_CHECK_VALUE(x.device() == dev && y.device() == dev, "dataset: ", xn, " and ", yn,
                     " must be on the same device as x_train (", dev, ")");
   TORCH_CHECK_VALUE(!x.is_floating_point() || at::isfinite(x).all().item<bool>(), "dataset: ", xn,
                     " contains NaN or infinite values");
   const int64_t lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
   TORCH_CHECK_VALUE(lo >= 0 && hi < num_classes, "dataset: ", yn, " has labels in [", lo, ", ", hi,
-                    "]; labels must be in [0, ", num_classes, ") (num_classes ", num_classes,
-                    ")");
+                    "]; labels must be in [0, ", num_classes, ") (num_classes ", num_classes, ")");
 }
 }  // namespace
 

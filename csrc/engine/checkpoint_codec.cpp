@@ -150,10 +150,11 @@ RoundResult decode_round(const std::string& s) {
   RoundResult r;
   std::istringstream in(s);
   std::string line;
-  const std::map<std::string, int64_t RoundResult::*> ints = {{"round", &RoundResult::round},
-                                                              {"particles", &RoundResult::particles},
-                                                              {"remaining", &RoundResult::remaining},
-                                                              {"prunable", &RoundResult::prunable}};
+  const std::map<std::string, int64_t RoundResult::*> ints = {
+      {"round", &RoundResult::round},
+      {"particles", &RoundResult::particles},
+      {"remaining", &RoundResult::remaining},
+      {"prunable", &RoundResult::prunable}};
   const std::map<std::string, double RoundResult::*> doubles = {
       {"sparsity", &RoundResult::sparsity},         {"sparsity_all", &RoundResult::sparsity_all},
       {"test_acc", &RoundResult::test_acc},         {"test_nll", &RoundResult::test_nll},
@@ -262,8 +263,8 @@ ResumedGroup RunCheckpoint::restore(RunProgress& p, ParticleModels& models, Mask
   p.round_seconds = get_d(m, "meta/round_seconds");
   TORCH_CHECK_VALUE(p.rounds_done <= cfg_.rounds && p.masks_round < cfg_.rounds,
                     "the checkpoint in ", options_.dir, " has gone on to round ", p.masks_round,
-                    ": ask for at least ", p.masks_round + 1, " rounds to resume it (rounds=",
-                    cfg_.rounds, ")");
+                    ": ask for at least ", p.masks_round + 1,
+                    " rounds to resume it (rounds=", cfg_.rounds, ")");
   if (p.ticket_done) load_module(m, "ticket/", models.ticket());
   for (auto& kv : masks.map()) kv.second.copy_(get_t(m, "mask/" + kv.first));
   if (p.rounds_done > 0) load_module(m, "final/", models.average());

@@ -74,7 +74,7 @@ void validate_config(const Config& c, bool check_model) {
     c10::Device d(c.device);
     TORCH_CHECK_VALUE(d.is_cpu() || d.is_cuda(), "Config.device must be cpu or cuda");
     TORCH_CHECK_VALUE(c.particle_mode != "threads" || d.is_cpu(),
-                      "Config.particle_mode threads trains on the CPU only; on a GPU use auto, "
+                      "Config.particle_mode: threads trains on the CPU only; on a GPU use auto, "
                       "stacked or sequential (device ",
                       c.device, ")");
   } catch (const c10::ValueError&) {

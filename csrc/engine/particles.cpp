@@ -73,8 +73,7 @@ const char* particle_path_name(ParticlePath path) {
 namespace engine {
 
 ParticleModels::ParticleModels(const Config& cfg, const ModelSource& source, ModelSpec spec,
-                               const c10::Device& device, int64_t max_particles,
-                               uint64_t init_seed)
+                               const c10::Device& device, int64_t max_particles, uint64_t init_seed)
     : cfg_(cfg), source_(source), spec_(std::move(spec)), device_(device) {
   spec_.particles = 1;
   auto make = [&] {
@@ -109,8 +108,8 @@ Group ParticleModels::group_for(int64_t n, int64_t first) {
 
 Group ParticleModels::resumed_group(int64_t first, int64_t group, int64_t k) {
   const int64_t per_model = k > 1 ? group / k : group;
-  TORCH_CHECK(k >= 1 && per_model >= 1 && per_model * k == group, "checkpoint: ", k,
-              " models for ", group, " particles");
+  TORCH_CHECK(k >= 1 && per_model >= 1 && per_model * k == group, "checkpoint: ", k, " models for ",
+              group, " particles");
   if (k > 1) return threads_group(first, group, per_model);
   if (group > 1) return single_group(stacked_model(group), group);
   return single_group(*particles_.at(first));

@@ -52,12 +52,14 @@ class Run {
       if (hooks_.on_restore && !p_.results.empty()) hooks_.on_restore(p_.results);
     }
     if (!p_.ticket_done) train_ticket();
+    if (hooks_.on_ticket) hooks_.on_ticket(state_of(models_.ticket()));
     for (int64_t round = p_.rounds_done; round < cfg_.rounds; ++round) {
       round_t0_ = Clock::now();
       if (p_.masks_round < round) prune_for(round);  // a finished run extended with more rounds
       const int64_t n = particles_in_round(cfg_, round);
       while (p_.particles_done < n) train_particles(round, n, resumed);
       RoundResult rr = average_and_evaluate(round, n);
+      if (hooks_.on_models) report_models(round, n);
       p_.results.push_back(rr);
       p_.rounds_done = round + 1;
       p_.particles_done = 0;
@@ -116,7 +118,8 @@ class Run {
     if (plan_.swa) {  // the SWA solutions' batch-norm statistics, side by side on threads
       const int64_t lanes = models_.post_lanes(n);
       run_lanes(lanes, [&](int64_t lane) {
-        for (int64_t g = lane; g < group; g += lanes) eval_.recompute_bn(models_.particle(first + g));
+        for (int64_t g = lane; g < group; g += lanes)
+          eval_.recompute_bn(models_.particle(first + g));
       });
     }
     p_.particles_done = first + group;
@@ -169,6 +172,23 @@ class Run {
     p_.masks_round = round;
   }
 
+  static std::map<std::string, at::Tensor> state_of(const torch::nn::Module& m) {
+    std::map<std::string, at::Tensor> out;
+    for (const auto& item : m.named_parameters(true))
+      out[item.key()] = item.value().detach().cpu().clone();
+    for (const auto& item : m.named_buffers(true))
+      out[item.key()] = item.value().detach().cpu().clone();
+    return out;
+  }
+  void report_models(int64_t round, int64_t n) {
+    RoundModels rm;
+    rm.round = round;
+    for (int64_t p = 0; p < n; ++p) rm.particles.push_back(state_of(models_.particle(p)));
+    rm.average = state_of(models_.average());
+    for (const auto& kv : masks_.map()) rm.masks[kv.first] = kv.second.cpu().clone();
+    hooks_.on_models(rm);
+  }
+
   // ---- plumbing -----------------------------------------------------------------------------
   // Training state of a group; its linear layers at or below the density threshold train with
   // sparse kernels (CPU only).
@@ -181,9 +201,10 @@ class Run {
   ParticleState start(Group& grp) { return start(grp, p_.rounds_done, p_.particles_done); }
 
   void save(const ParticleState* cur = nullptr, const Group* grp = nullptr) {
-    checkpoint_.save(p_, models_, masks_,
-                     p_.round_seconds + std::chrono::duration<double>(Clock::now() - round_t0_).count(),
-                     cur, grp);
+    checkpoint_.save(
+        p_, models_, masks_,
+        p_.round_seconds + std::chrono::duration<double>(Clock::now() - round_t0_).count(), cur,
+        grp);
   }
 
   RunResult result() {

@@ -104,8 +104,8 @@ void check_finite(double loss, int64_t round, int64_t particle, int64_t step) {
 }
 }  // namespace
 
-void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t first,
-                    int64_t end, bool swa, const SavePoints& save) {
+void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t first, int64_t end,
+                    bool swa, const SavePoints& save) {
   for (Model* m : grp.models) m->train(true);
   const int64_t spe = plan_.steps_per_epoch;
   const int64_t particles = particles_in_round(cfg_, std::max<int64_t>(round, 0));
@@ -113,9 +113,8 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
   int64_t epochs_since_save = 0;
   // The CPU reads the loss every step; a GPU reads it in groups and at epoch ends, so that the
   // host does not wait for the device on every step. Divergence names the exact step either way.
-  const size_t sync_every = hooks_.loss_sync_every > 0
-                                ? static_cast<size_t>(hooks_.loss_sync_every)
-                                : (device_.is_cpu() ? 1 : 32);
+  const size_t sync_every = hooks_.loss_sync_every > 0 ? static_cast<size_t>(hooks_.loss_sync_every)
+                                                       : (device_.is_cpu() ? 1 : 32);
   std::vector<std::pair<int64_t, at::Tensor>> pending;
   auto add_losses = [&](const double* v, int64_t step) {
     for (int64_t g = 0; g < G; ++g) {

@@ -41,7 +41,6 @@ void bind_engine(py::module_& m) {
       "Creates `dir` if needed; raises ValueError naming `what` when files cannot be written "
       "there.");
 
-
   py::class_<RoundResult>(m, "RoundResult")
       .def_readonly("round", &RoundResult::round)
       .def_readonly("particles", &RoundResult::particles)
@@ -77,7 +76,12 @@ void bind_engine(py::module_& m) {
          std::function<void(const Progress&)> on_epoch,
          std::function<void(const std::vector<RoundResult>&)> on_restore,
          const std::string& checkpoint_dir, int64_t checkpoint_every, bool fresh,
-         int64_t loss_sync_every) {
+         int64_t loss_sync_every,
+         std::function<void(const std::map<std::string, at::Tensor>&)> on_ticket,
+         std::function<void(int64_t, const std::vector<std::map<std::string, at::Tensor>>&,
+                            const std::map<std::string, at::Tensor>&,
+                            const std::map<std::string, at::Tensor>&)>
+             on_models) {
         Dataset data{x_train,     y_train,         x_test,        y_test,
                      num_classes, std::move(mean), std::move(std)};
         Hooks hooks;
@@ -85,6 +89,11 @@ void bind_engine(py::module_& m) {
         hooks.on_epoch = std::move(on_epoch);
         hooks.on_restore = std::move(on_restore);
         hooks.loss_sync_every = loss_sync_every;
+        hooks.on_ticket = std::move(on_ticket);
+        if (on_models)
+          hooks.on_models = [on_models](const RoundModels& rm) {
+            on_models(rm.round, rm.particles, rm.average, rm.masks);
+          };
         CheckpointOptions ck{checkpoint_dir, checkpoint_every, fresh};
         hooks.check_interrupt = [] {
           py::gil_scoped_acquire gil;
@@ -101,7 +110,8 @@ void bind_engine(py::module_& m) {
       py::arg("y_test"), py::arg("num_classes"), py::arg("mean"), py::arg("std"),
       py::arg("on_round") = nullptr, py::arg("on_epoch") = nullptr, py::arg("on_restore") = nullptr,
       py::arg("checkpoint_dir") = "", py::arg("checkpoint_every") = 1, py::arg("fresh") = false,
-      py::arg("loss_sync_every") = 0);
+      py::arg("loss_sync_every") = 0, py::arg("on_ticket") = nullptr,
+      py::arg("on_models") = nullptr);
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);

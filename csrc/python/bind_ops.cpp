@@ -1,4 +1,5 @@
 #include <ATen/Parallel.h>
+
 #include "../common/lanes.h"
 #include "bindings.h"
 #include "swamp/data.h"

@@ -86,6 +86,38 @@ int main() {
     }
     EXPECT(std::abs(res.rounds[2].sparsity - 0.36) < 1e-4);
     EXPECT(res.rounds[2].test_acc > 0.9);
+
+    // The averaging seam: a custom averager (here one that keeps the first particle) is what
+    // the run uses; the observer sees the round's particles and its final model.
+    struct FirstParticle : swamp::ParticleAverager {
+      int calls = 0;
+      void average(const std::vector<std::vector<torch::Tensor>>& particles,
+                   std::vector<torch::Tensor>& out, int64_t) override {
+        ++calls;
+        torch::NoGradGuard no_grad;
+        for (size_t i = 0; i < out.size(); ++i) out[i].copy_(particles[0][i]);
+      }
+    };
+    auto first = std::make_shared<FirstParticle>();
+    swamp::RunParts parts;
+    parts.data = std::make_shared<swamp::TensorBatchSource>(data, torch::Device(torch::kCPU));
+    parts.averager = first;
+    swamp::Hooks hooks;
+    int rounds_seen = 0;
+    bool first_kept = true, mean_differs = false;
+    hooks.on_models = [&](const swamp::RoundModels& rm) {
+      ++rounds_seen;
+      for (const auto& kv : rm.average) {
+        first_kept = first_kept && torch::equal(kv.second, rm.particles.at(0).at(kv.first));
+        const torch::Tensor mean =
+            (rm.particles.at(0).at(kv.first) + rm.particles.at(1).at(kv.first)) / 2;
+        mean_differs = mean_differs || !torch::allclose(kv.second, mean);
+      }
+    };
+    swamp::run_imp(cfg, parts, hooks);
+    EXPECT(first->calls == 3 && rounds_seen == 3);
+    EXPECT(first_kept && mean_differs);
+
     bool bad_config = false;
     cfg.particles = 0;
     try {

@@ -41,37 +41,37 @@ namespace swamp {
 //                   give the same results up to float rounding.
 //   sparse_kernels  sparse kernels for pruned linear layers (CPU): "auto" (layers at or below
 //                   sparse_density), "on" (every pruned linear layer) or "off"
-#define SWAMP_CONFIG_FIELDS(X)                         \
-  X(std::string, model, "lenet_300_100")               \
-  X(std::string, method, "swamp")                      \
-  X(int64_t, particles, 4)                             \
-  X(int64_t, rounds, 5)                                \
-  X(double, prune_ratio, 0.2)                          \
-  X(int64_t, epochs, 10)                               \
-  X(int64_t, rewind_epochs, 1)                         \
-  X(int64_t, rewind_steps, -1)                         \
-  X(int64_t, batch_size, 128)                          \
-  X(double, lr, 0.1)                                   \
-  X(double, momentum, 0.9)                             \
-  X(bool, nesterov, false)                             \
-  X(double, weight_decay, 5e-4)                        \
-  X(std::string, schedule, "cosine")                   \
-  X(double, warmup_epochs, 0.0)                        \
-  X(double, swa_start, 0.75)                           \
-  X(double, swa_lr, 0.05)                              \
-  X(int, use_swa, -1)                                  \
-  X(int64_t, single_particle_rounds, 2)                \
-  X(bool, keep_first_last_dense, false)                \
-  X(uint64_t, seed, 0)                                 \
-  X(std::string, device, "cpu")                        \
-  X(int64_t, eval_batch_size, 1000)                    \
-  X(int64_t, bn_batch_size, 0)                         \
-  X(bool, deterministic, false)                        \
-  X(bool, augment, false)                              \
-  X(int64_t, crop_padding, 4)                          \
-  X(bool, flip, true)                                  \
-  X(std::string, particle_mode, "auto")                \
-  X(std::string, sparse_kernels, "auto")               \
+#define SWAMP_CONFIG_FIELDS(X)           \
+  X(std::string, model, "lenet_300_100") \
+  X(std::string, method, "swamp")        \
+  X(int64_t, particles, 4)               \
+  X(int64_t, rounds, 5)                  \
+  X(double, prune_ratio, 0.2)            \
+  X(int64_t, epochs, 10)                 \
+  X(int64_t, rewind_epochs, 1)           \
+  X(int64_t, rewind_steps, -1)           \
+  X(int64_t, batch_size, 128)            \
+  X(double, lr, 0.1)                     \
+  X(double, momentum, 0.9)               \
+  X(bool, nesterov, false)               \
+  X(double, weight_decay, 5e-4)          \
+  X(std::string, schedule, "cosine")     \
+  X(double, warmup_epochs, 0.0)          \
+  X(double, swa_start, 0.75)             \
+  X(double, swa_lr, 0.05)                \
+  X(int, use_swa, -1)                    \
+  X(int64_t, single_particle_rounds, 2)  \
+  X(bool, keep_first_last_dense, false)  \
+  X(uint64_t, seed, 0)                   \
+  X(std::string, device, "cpu")          \
+  X(int64_t, eval_batch_size, 1000)      \
+  X(int64_t, bn_batch_size, 0)           \
+  X(bool, deterministic, false)          \
+  X(bool, augment, false)                \
+  X(int64_t, crop_padding, 4)            \
+  X(bool, flip, true)                    \
+  X(std::string, particle_mode, "auto")  \
+  X(std::string, sparse_kernels, "auto") \
   X(double, sparse_density, 0.5)
 
 struct Config {
@@ -129,11 +129,27 @@ struct Progress {
   double lr = 0.0;
 };
 
+// The models of a finished round, for observers (tests of the method, analyses): copies on the
+// CPU, parameter and buffer names as in the model.
+struct RoundModels {
+  int64_t round = 0;
+  // Each particle's solution (its SWA average, or its last weights without SWA) with its
+  // batch-norm statistics, as averaged.
+  std::vector<std::map<std::string, at::Tensor>> particles;
+  std::map<std::string, at::Tensor> average;  // the round's final model (masked, BN recomputed)
+  std::map<std::string, at::Tensor> masks;    // the masks the round trained under
+};
+
 struct Hooks {
   std::function<void(const RoundResult&)> on_round;
   std::function<void(const Progress&)> on_epoch;
   // Called between training steps; may throw to stop the run (e.g. on Ctrl-C).
   std::function<void()> check_interrupt;
+  // Called with the ticket (the rewind point) once it exists: trained, or restored on resume.
+  std::function<void(const std::map<std::string, at::Tensor>&)> on_ticket;
+  // Called after each round's evaluation, before the masks are pruned for the next round.
+  // Copies the models: set it only when they are wanted.
+  std::function<void(const RoundModels&)> on_models;
   // Called once at the start of a resumed run with the rounds completed before.
   std::function<void(const std::vector<RoundResult>&)> on_restore;
   // How often (in steps) the training losses are read back from the device: divergence is
@@ -146,9 +162,9 @@ struct Hooks {
 // come from (the zoo by default), where the batches come from (in-memory tensors today) and how
 // the particles are averaged (in this process by default).
 struct RunParts {
-  std::shared_ptr<const ModelSource> model;     // null: the zoo model config.model
-  std::shared_ptr<BatchSource> data;            // required
-  std::shared_ptr<ParticleAverager> averager;   // null: LocalAverager
+  std::shared_ptr<const ModelSource> model;    // null: the zoo model config.model
+  std::shared_ptr<BatchSource> data;           // required
+  std::shared_ptr<ParticleAverager> averager;  // null: LocalAverager
 };
 
 struct CheckpointOptions {
