@@ -77,8 +77,8 @@ def run_child(tmp_path, cfg, ckpt, out, kill_at=None, sig=signal.SIGKILL, env=No
         def pre():
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     p = subprocess.Popen(child_cmd(tmp_path, cfg, ckpt, out, crash_in_write),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env or child_env(),
-                         cwd=tmp_path, preexec_fn=pre)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env or child_env(), cwd=tmp_path, preexec_fn=pre)
     lines = []
     for line in p.stdout:
         lines.append(line.rstrip())
