@@ -224,3 +224,60 @@ def test_augment_needs_images():
 def test_dataset_names():
     assert {"mnist5k", "digits", "cifar10", "cifar100", "mnist", "fashion_mnist",
             "imagefolder"} == set(datasets.names())
+
+
+class _Exploit:
+    """Unpickling this runs code (writes a marker file) unless the reader refuses globals."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+@pytest.mark.parametrize("where", ["data", "labels", "top"])
+def test_cifar_pickle_that_runs_code_is_refused_and_nothing_runs(tmp_path, where):
+    rng = np.random.default_rng(0)
+    folder = write_cifar10(tmp_path, rng)
+    marker = tmp_path / "pwned"
+    payload = {b"data": _cifar_images(8, rng), b"labels": [0] * 8}
+    if where == "top":
+        payload = _Exploit(marker)
+    else:
+        payload[b"data" if where == "data" else b"labels"] = _Exploit(marker)
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump(payload, f)
+    with pytest.raises(ValueError, match=r"data_batch_3.*forbidden global builtins\.exec"):
+        datasets.load("cifar10", root=tmp_path)
+    assert not marker.exists()
+
+
+def test_real_cifar_pickles_still_load_with_every_protocol(tmp_path):
+    # numpy arrays pickled with protocols 2..5 (and the bytes of protocol 2) pass the reader
+    rng = np.random.default_rng(1)
+    folder = write_cifar10(tmp_path, rng)
+    for protocol in (2, 3, 4, 5):
+        with open(folder / "data_batch_2", "wb") as f:
+            pickle.dump({b"data": _cifar_images(8, rng), b"labels": [1] * 8,
+                         b"batch_label": b"training batch 2 of 5"}, f, protocol=protocol)
+        d = datasets.load("cifar10", root=tmp_path)
+        assert d.x_train.shape == (40, 3, 32, 32)
+
+
+def test_image_cache_that_runs_code_is_never_executed(tmp_path):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.new("RGB", (4, 4), (10, 20, 30)).save(tmp_path / split / c / "x.png")
+    first = datasets.load("imagefolder", root=tmp_path)
+    caches = list(tmp_path.glob(".swamp_cache_*.pt"))
+    assert len(caches) == 1
+    marker = tmp_path / "pwned"
+    torch.save({"x": _Exploit(marker)}, caches[0])  # a crafted cache in the dataset folder
+    again = datasets.load("imagefolder", root=tmp_path)
+    assert not marker.exists()
+    assert torch.equal(first.x_train, again.x_train)

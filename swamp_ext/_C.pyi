@@ -155,9 +155,8 @@ class _Models:
 
 models: _Models
 
+# Test seams (see swamp_ext.testing); not used by runs.
 class _Testing:
-    """Test seams (see swamp_ext.testing); not used by runs."""
-
     @staticmethod
     def crash_in_checkpoint_write(nth: int, exit_code: int = 86) -> None: ...
     @staticmethod
