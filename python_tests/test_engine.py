@@ -282,6 +282,13 @@ def test_bad_config_types():
         Config(model=3)
 
 
+def test_python_config_mirrors_the_cpp_field_list():
+    # one field list (SWAMP_CONFIG_FIELDS): the dataclass has the same fields, order, defaults
+    c = swamp_ext._C
+    assert c.config_fields(Config().to_cpp()) == c.config_fields(c.Config())
+    assert Config.fields() == [name for name, _ in c.config_fields(c.Config())]
+
+
 def test_cpp_validation_guards_the_cpp_api():
     c = swamp_ext._C.Config()
     c.particles = 0

@@ -20,10 +20,6 @@ def _fail(name: str, msg: str) -> ValueError:
     return ValueError(f"Config.{name}: {msg}")
 
 
-def _cpp_defaults() -> dict[str, Any]:
-    c = _C.Config()
-    return {name: getattr(c, name) for name, _ in _C.config_fields(c)}
-
 
 @dataclass
 class Config:

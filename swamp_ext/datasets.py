@@ -35,6 +35,7 @@ from . import _C
 __all__ = ["Dataset", "from_arrays", "load", "names"]
 
 _BUILTIN = ("mnist5k", "digits")
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 _FROM_DISK = ("cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder")
 
 
@@ -108,19 +109,13 @@ def from_arrays(
     # Conversion only here; every check of the converted data (shapes, lengths, emptiness,
     # NaN/Inf, label range) is the core's validate_dataset, the one the engine itself applies.
     for k, x in xs.items():
-        if x.dtype == torch.bool or not (
-            x.is_floating_point()
-            or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-        ):
+        if not (x.is_floating_point() or x.dtype in _INT_DTYPES):
             raise TypeError(f"{k} must hold numbers, got {x.dtype}")
         # uint8 images [N, C, H, W] stay uint8 (normalised in C++); everything else is float32
         xs[k] = x.contiguous() if x.dtype == torch.uint8 and x.dim() == 4 else \
             x.to(torch.float32).contiguous()
     for k, y in ys.items():
-        if y.dtype == torch.bool or y.is_complex() or not (
-            y.is_floating_point() or y.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32,
-                                                 torch.int64)
-        ):
+        if not (y.is_floating_point() or y.dtype in _INT_DTYPES):
             raise TypeError(f"{k} must hold integer class labels, got {y.dtype}")
         if y.is_floating_point() and (not torch.isfinite(y).all() or not torch.equal(y, y.round())):
             raise ValueError(f"{k} must hold integer class labels")

@@ -3,9 +3,9 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <sstream>
 
+#include "../common/exact_text.h"
 #include "swamp/batch_source.h"
 
 namespace swamp {
@@ -37,15 +37,10 @@ Batch TensorBatchSource::test_batch(int64_t begin, int64_t len) {
 }
 
 std::string TensorBatchSource::fingerprint() const {
-  auto num = [](double v) {
-    char buf[64];
-    std::snprintf(buf, sizeof(buf), "%.17g", v);
-    return std::string(buf);
-  };
   std::ostringstream o;
   o << data_.x_train.sizes() << data_.x_test.sizes() << " classes " << data_.num_classes;
   for (size_t c = 0; c < data_.mean.size(); ++c)
-    o << " norm " << num(data_.mean[c]) << "/" << num(data_.std[c]);
+    o << " norm " << exact_text(data_.mean[c]) << "/" << exact_text(data_.std[c]);
   // Sums in float64, a few thousand samples at a time (no full-size copy of the data).
   for (const at::Tensor* t : {&data_.x_train, &data_.y_train, &data_.x_test, &data_.y_test}) {
     double sum = 0.0, abs_sum = 0.0, weighted = 0.0;
@@ -57,7 +52,7 @@ std::string TensorBatchSource::fingerprint() const {
       const at::Tensor per_sample = c.dim() > 1 ? c.flatten(1).sum(1) : c;
       weighted += per_sample.dot(at::arange(s + 1, s + 1 + c.size(0), c.options())).item<double>();
     }
-    o << " " << num(sum) << " " << num(abs_sum) << " " << num(weighted);
+    o << " " << exact_text(sum) << " " << exact_text(abs_sum) << " " << exact_text(weighted);
   }
   return o.str();
 }

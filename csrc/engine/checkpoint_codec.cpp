@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 
+#include "../common/exact_text.h"
 #include "swamp/layers.h"
 
 namespace swamp::engine {
@@ -35,12 +36,6 @@ void load_module(const TensorMap& in, const std::string& prefix, torch::nn::Modu
   torch::NoGradGuard no_grad;
   for (auto& item : m.named_parameters(true)) item.value().copy_(get_t(in, prefix + item.key()));
   for (auto& item : m.named_buffers(true)) item.value().copy_(get_t(in, prefix + item.key()));
-}
-
-std::string fmt_double(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
-  return buf;
 }
 
 std::string encode_config(const Config& c) {
@@ -138,11 +133,11 @@ std::string encode_round(const RoundResult& r) {
       {"test_acc", r.test_acc},         {"test_nll", r.test_nll},
       {"ensemble_acc", r.ensemble_acc}, {"ensemble_nll", r.ensemble_nll},
       {"train_loss", r.train_loss},     {"seconds", r.seconds}};
-  for (const auto& d : ds) o << "\n" << d.first << "=" << fmt_double(d.second);
-  for (double v : r.particle_acc) o << "\nparticle_acc=" << fmt_double(v);
-  for (double v : r.particle_nll) o << "\nparticle_nll=" << fmt_double(v);
+  for (const auto& d : ds) o << "\n" << d.first << "=" << exact_text(d.second);
+  for (double v : r.particle_acc) o << "\nparticle_acc=" << exact_text(v);
+  for (double v : r.particle_nll) o << "\nparticle_nll=" << exact_text(v);
   for (const auto& kv : r.layer_density)
-    o << "\nlayer=" << fmt_double(kv.second) << " " << kv.first;
+    o << "\nlayer=" << exact_text(kv.second) << " " << kv.first;
   return o.str();
 }
 
@@ -283,7 +278,7 @@ ResumedGroup RunCheckpoint::restore(RunProgress& p, ParticleModels& models, Mask
   for (size_t i = 0; i < r.group.models.size(); ++i)
     load_module(m, model_key(r.group.models.size(), i), *r.group.models[i]);
   r.state = std::make_unique<ParticleState>(start(r.group));
-  load_state(m, "cur/", models.ticket().parameters().front().device(), *r.state);
+  load_state(m, "cur/", models.device(), *r.state);
   return r;
 }
 

@@ -5,18 +5,15 @@
 #include <cmath>
 #include <cstdio>
 
+#include "../common/exact_text.h"
 #include "plan.h"
 #include "swamp/engine.h"
-#include "swamp/models.h"
+#include "swamp/model_source.h"
 
 namespace swamp {
 
 void validate_config(const Config& c, bool check_model) {
-  if (check_model && !has_model(c.model)) {
-    std::string known;
-    for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
-    TORCH_CHECK_VALUE(false, "Config.model: unknown model '", c.model, "'; known models: ", known);
-  }
+  if (check_model) ZooModelSource{c.model};  // names the known models when it is unknown
   TORCH_CHECK_VALUE(
       c.method == "imp" || c.method == "imp_swa" || c.method == "swamp" || c.method == "swamp_plus",
       "Config.method must be one of imp, imp_swa, swamp, swamp_plus; got '", c.method, "'");
@@ -91,11 +88,7 @@ std::string field_text(int64_t v) { return std::to_string(v); }
 std::string field_text(uint64_t v) { return std::to_string(v); }
 std::string field_text(int v) { return std::to_string(v); }
 std::string field_text(bool v) { return v ? "1" : "0"; }
-std::string field_text(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
-  return buf;
-}
+std::string field_text(double v) { return exact_text(v); }
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> config_fields(const Config& c) {

@@ -34,6 +34,7 @@ class ParticleModels {
   Model& ticket() { return *ticket_; }
   Model& average() { return *final_; }
   Model& particle(int64_t p) { return *particles_.at(static_cast<size_t>(p)); }
+  const c10::Device& device() const { return device_; }
 
   // The round's path for n particles: the config's choice, or (auto) the measured rule of
   // particle_path(); stacked only where the model source can stack.

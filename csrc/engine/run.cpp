@@ -239,12 +239,18 @@ class Run {
 }  // namespace
 }  // namespace engine
 
-RunResult run_imp(const Config& cfg, const RunParts& given, const Hooks& hooks,
-                  const CheckpointOptions& checkpoint) {
-  validate_config(cfg, /*check_model=*/given.model == nullptr);
+namespace {
+// The config's ranges and its device: checked once per run, before anything is built.
+c10::Device checked_device(const Config& cfg, bool check_model) {
+  validate_config(cfg, check_model);
   const c10::Device dev(cfg.device);
   TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "Config.device is '", cfg.device,
                     "' but this torch build has no usable CUDA device");
+  return dev;
+}
+
+RunResult run_checked(const Config& cfg, const c10::Device& dev, const RunParts& given,
+                      const Hooks& hooks, const CheckpointOptions& checkpoint) {
   TORCH_CHECK_VALUE(given.data != nullptr, "run_imp: no batch source (RunParts.data)");
   TORCH_CHECK_VALUE(given.data->device() == dev, "run_imp: the batch source serves ",
                     given.data->device(), " but Config.device is ", cfg.device);
@@ -255,19 +261,23 @@ RunResult run_imp(const Config& cfg, const RunParts& given, const Hooks& hooks,
   engine::Run run(cfg, parts, hooks, checkpoint);
   return run.run();
 }
+}  // namespace
+
+RunResult run_imp(const Config& cfg, const RunParts& parts, const Hooks& hooks,
+                  const CheckpointOptions& checkpoint) {
+  const c10::Device dev = checked_device(cfg, /*check_model=*/parts.model == nullptr);
+  return run_checked(cfg, dev, parts, hooks, checkpoint);
+}
 
 RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks,
                   const CheckpointOptions& checkpoint) {
-  validate_config(cfg);
-  validate_dataset(data, cfg.batch_size);
-  const c10::Device dev(cfg.device);
-  TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "Config.device is '", cfg.device,
-                    "' but this torch build has no usable CUDA device");
+  const c10::Device dev = checked_device(cfg, /*check_model=*/true);
   Augment aug;
   if (cfg.augment) aug = Augment{cfg.crop_padding, cfg.flip};
   RunParts parts;
+  // validates the data; a training set smaller than one batch is refused by the plan
   parts.data = std::make_shared<TensorBatchSource>(data, dev, aug);
-  return run_imp(cfg, parts, hooks, checkpoint);
+  return run_checked(cfg, dev, parts, hooks, checkpoint);
 }
 
 }  // namespace swamp
