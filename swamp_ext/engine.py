@@ -14,6 +14,7 @@ import torch
 from . import _C
 from .config import Config
 from .datasets import Dataset
+from .modules import Prunable, _logits, _ModuleAdapter
 
 __all__ = ["RoundModels", "RoundRecord", "Result", "TrainingDivergedError", "run_imp"]
 
@@ -86,20 +87,32 @@ class Result:
     _state: dict[str, torch.Tensor] = field(repr=False)
     input_shape: tuple[int, ...] = ()
     num_classes: int = 0
+    _adapter: Optional[_ModuleAdapter] = field(default=None, repr=False)
+
+    @property
+    def model(self) -> str:
+        """What was pruned: the zoo model's name, or ``python:<module>.<class>``."""
+        return self._adapter.identity if self._adapter is not None else self.config.model
 
     def to_torch(self) -> torch.nn.Module:
         """The final model as a plain ``torch.nn.Module`` (no swamp_ext needed to use it), in eval
-        mode. Inputs are what the model saw: for uint8 datasets, ``(x / 255 - mean) / std``."""
+        mode: for a run given ``model=module``, a copy of that module carrying the final weights.
+        Inputs are what the model saw: for uint8 datasets, ``(x / 255 - mean) / std``."""
+        if self._adapter is not None:
+            return self._adapter.to_module(self._state).eval()
         from .models import to_torch
 
         return to_torch(self.config.model, self._state, self.input_shape, self.num_classes)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Final averaged weights and buffers (plain parameter names), zeros where masked."""
+        """Final averaged weights and buffers, zeros where masked. For a run given
+        ``model=module``, exactly the keys of ``module.state_dict()`` (loads with strict=True)."""
+        if self._adapter is not None:
+            return self._adapter.state_dict(self._state)
         return dict(self._state)
 
     def to_json(self) -> dict[str, Any]:
-        return _results_json(self.config, self.dataset, self.rounds)
+        return _results_json(self.config, self.dataset, self.rounds, self._adapter)
 
     def save(self, out_dir: Union[str, os.PathLike]) -> None:
         """Writes results.json and model.safetensors (weights, and masks as ``mask.<name>``)."""
@@ -112,10 +125,10 @@ class Result:
             raise ImportError(
                 "saving weights needs safetensors: pip install 'swamp_ext[io]'"
             ) from None
-        tensors = {k: v.contiguous() for k, v in self._state.items()}
+        tensors = {k: v.contiguous() for k, v in self.state_dict().items()}
         tensors.update({f"mask.{k}": v.contiguous() for k, v in self.masks.items()})
         tmp = os.path.join(out_dir, "model.safetensors.tmp")
-        save_file(tensors, tmp, metadata={"format": "swamp_ext", "model": self.config.model})
+        save_file(tensors, tmp, metadata={"format": "swamp_ext", "model": self.model})
         os.replace(tmp, os.path.join(out_dir, "model.safetensors"))
 
 
@@ -162,8 +175,23 @@ def run_imp(
     loss_sync_every: int = 0,
     on_ticket: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
     on_models: Optional[Callable[[RoundModels], None]] = None,
+    model: Optional[torch.nn.Module] = None,
+    prunable: Prunable = None,
+    loss_fn: Optional[Callable[[Any, torch.Tensor], torch.Tensor]] = None,
 ) -> Result:
     """Runs IMP / SWAMP as configured, entirely in the C++ core.
+
+    model: prune this ``torch.nn.Module`` instead of the zoo model ``config.model``. The run
+      starts from its weights (they are θ_0; the seed drives batch orders and augmentation) and
+      trains copies: your module is not modified. Its ``forward`` runs as written, called from
+      the C++ loop; it takes the input tensor and returns logits [batch, classes] (or an object
+      with ``.logits``). Particles train one after the other, or stacked with
+      ``torch.func.vmap`` where that gives the module's own outputs (particle_mode 'stacked',
+      or 'auto' on a GPU).
+    prunable: with ``model``: which parameters are pruned: a list of names, or a callable
+      ``(name, param) -> bool``; default ``modules.default_prunable`` (Conv / Linear weights).
+    loss_fn: with ``model``: ``loss_fn(output, target) -> scalar`` replaces cross-entropy in
+      training (``output`` is what forward returned); accuracy / NLL are still reported.
 
     on_round: called with each RoundRecord as soon as the round is done.
     progress: None = a status line when stderr is a terminal; True / False force it on / off;
@@ -193,6 +221,15 @@ def run_imp(
     if isinstance(loss_sync_every, bool) or not isinstance(loss_sync_every, int) \
             or loss_sync_every < 0:
         raise ValueError(f"loss_sync_every must be an int >= 0, got {loss_sync_every!r}")
+    cfg = config.to_cpp()
+    adapter = None
+    if model is not None:
+        adapter = _ModuleAdapter(model, device=config.device, prunable=prunable, loss_fn=loss_fn)
+        cfg.model = adapter.identity
+        _check_module_on_data(adapter, config, data)
+    elif prunable is not None or loss_fn is not None:
+        raise ValueError("prunable= and loss_fn= apply to a run given model=module; zoo models "
+                         "prune their conv / linear weights with cross-entropy")
     ckpt = ""
     if checkpoint_dir is not None:
         ckpt = os.fspath(checkpoint_dir)
@@ -213,7 +250,7 @@ def run_imp(
     def write_results() -> None:
         if ckpt:
             path = os.path.join(ckpt, "results.json")
-            write_json(path, _results_json(config, data.name, records))
+            write_json(path, _results_json(config, data.name, records, adapter))
 
     def restore_cb(rounds: Any) -> None:
         records.extend(RoundRecord._from_cpp(r) for r in rounds)
@@ -230,11 +267,12 @@ def run_imp(
 
     try:
         _, masks, state = _C.run_imp(
-            config.to_cpp(), data.x_train, data.y_train, data.x_test, data.y_test,
+            cfg, data.x_train, data.y_train, data.x_test, data.y_test,
             data.num_classes, list(data.mean or ()), list(data.std or ()),
             round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh, loss_sync_every,
             on_ticket, None if on_models is None else
             (lambda r, parts, avg, masks: on_models(RoundModels(r, parts, avg, masks))),
+            adapter,
         )
     except RuntimeError as e:
         if str(e).startswith("training diverged"):
@@ -245,12 +283,78 @@ def run_imp(
             bar.round_done(None)
     return Result(
         config=config, dataset=data.name, rounds=records, masks=dict(masks), _state=dict(state),
-        input_shape=data.input_shape, num_classes=data.num_classes,
+        input_shape=data.input_shape, num_classes=data.num_classes, _adapter=adapter,
     )
 
 
-def _results_json(config: Config, dataset: str, rounds: list[RoundRecord]) -> dict[str, Any]:
-    return {
-        "config": config.to_dict(), "dataset": dataset, "swamp_ext_version": _C.version(),
-        "torch_version": torch.__version__, "rounds": [asdict(r) for r in rounds],
+def _results_json(config: Config, dataset: str, rounds: list[RoundRecord],
+                  adapter: Optional[_ModuleAdapter] = None) -> dict[str, Any]:
+    cfg = config.to_dict()
+    if adapter is not None:
+        cfg["model"] = adapter.identity
+    out = {
+        "config": cfg, "dataset": dataset, "swamp_ext_version": _C.version(),
+        "torch_version": torch.__version__,
     }
+    if adapter is not None:
+        out["module"] = adapter.describe()
+    out["rounds"] = [asdict(r) for r in rounds]
+    return out
+
+
+def _model_inputs(data: Dataset, n: int, device: str) -> torch.Tensor:
+    """The first n training samples as the model sees them (no augmentation)."""
+    x = data.x_train[:n].to(device)
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
+    if data.mean:
+        shape = (1, len(data.mean)) + (1,) * (x.dim() - 2)
+        mean = torch.tensor(data.mean, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(data.std, dtype=x.dtype, device=x.device).view(shape)
+        x = (x - mean) / std
+    return x
+
+
+def _check_module_on_data(adapter: _ModuleAdapter, config: Config, data: Dataset) -> None:
+    """Runs a copy of the module on a few samples before the run: its errors and its output
+    named here, not deep in training; decides whether its particles can be stacked."""
+    x = _model_inputs(data, min(8, len(data.x_train)), config.device)
+    m = adapter.copy()
+    who = adapter.class_name
+    for train in (False, True):
+        m.train(train)
+        params = [(n, p, p._version) for n, p in m.named_parameters()]
+        try:
+            with torch.no_grad():
+                out = m(x)
+        except Exception as e:
+            mode = "train" if train else "eval"
+            raise RuntimeError(f"model: {who}.forward fails on a batch of {data.name} "
+                               f"(inputs {tuple(x.shape)} {x.dtype}, {mode} mode): "
+                               f"{type(e).__name__}: {e}") from e
+        now = dict(m.named_parameters())
+        for n, p, v in params:
+            if now.get(n) is not p:
+                raise ValueError(f"model: {who}.forward replaces its parameter '{n}'; swamp_ext "
+                                 "owns the weights during a run: compute with them, do not "
+                                 "reassign them")
+            if p._version != v:
+                raise ValueError(f"model: {who}.forward changes its parameter '{n}' in place; "
+                                 "swamp_ext owns the weights during a run: compute with them, "
+                                 "do not modify them")
+        logits = _logits(out)
+        want = (x.shape[0], data.num_classes)
+        if tuple(logits.shape) != want:
+            raise ValueError(f"model: {who} answers inputs {tuple(x.shape)} with "
+                             f"{tuple(logits.shape)}; expected logits {want} ({data.name} has "
+                             f"{data.num_classes} classes)")
+        if not logits.is_floating_point():
+            raise TypeError(f"model: {who} returns {logits.dtype} logits; expected floating point")
+    most = max(_C.particles_in_round(config.to_cpp(), r) for r in range(config.rounds))
+    wants_stacked = config.particle_mode == "stacked" or (
+        config.particle_mode in ("auto", "threads") and torch.device(config.device).type != "cpu")
+    if most > 1 and wants_stacked:
+        reason = adapter.check_stacking(x)
+        if reason is not None and config.particle_mode == "stacked":
+            raise ValueError(f"Config.particle_mode 'stacked': the particles of {who} cannot be "
+                             f"stacked: {reason}; use 'sequential' or 'auto'")

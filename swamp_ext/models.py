@@ -19,7 +19,9 @@ def names() -> list[str]:
 def create(
     name: str, input_shape: Sequence[int], num_classes: int, seed: int = 0
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Builds a model in C++; returns its initial state dict and its prunable parameter names."""
+    """Builds a model in C++ with the very weights a run of it with ``seed`` starts from (θ_0);
+    returns its state dict and its prunable parameter names. ``to_torch(name, state, ...)``
+    turns them into a module that ``run_imp(..., model=module)`` starts from as the zoo does."""
     state, prunable = _C.models.create(name, list(input_shape), num_classes, seed)
     return dict(state), list(prunable)
 

@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -36,6 +37,48 @@ void load_module(const TensorMap& in, const std::string& prefix, torch::nn::Modu
   torch::NoGradGuard no_grad;
   for (auto& item : m.named_parameters(true)) item.value().copy_(get_t(in, prefix + item.key()));
   for (auto& item : m.named_buffers(true)) item.value().copy_(get_t(in, prefix + item.key()));
+}
+
+// One line per parameter and buffer: "<name> <shape> <dtype>", in order.
+std::string architecture(const torch::nn::Module& m) {
+  std::ostringstream out;
+  auto line = [&](const char* kind, const std::string& name, const at::Tensor& t) {
+    out << kind << " " << name << " " << t.sizes() << " " << t.scalar_type() << "\n";
+  };
+  for (const auto& item : m.named_parameters(true)) line("parameter", item.key(), item.value());
+  for (const auto& item : m.named_buffers(true)) line("buffer", item.key(), item.value());
+  return out.str();
+}
+
+std::vector<std::string> split_lines(const std::string& s) {
+  std::vector<std::string> lines;
+  std::istringstream in(s);
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+// "" when equal; else the first tensor that differs, in words.
+std::string architecture_diff(const std::string& saved, const std::string& now) {
+  const auto a = split_lines(saved), b = split_lines(now);
+  auto name_of = [](const std::string& l) {
+    const auto sp1 = l.find(' '), sp2 = l.find(' ', sp1 + 1);
+    return l.substr(0, sp1) + " '" + l.substr(sp1 + 1, sp2 - sp1 - 1) + "'";
+  };
+  auto what = [](const std::string& l) {
+    const auto sp1 = l.find(' '), sp2 = l.find(' ', sp1 + 1);
+    return l.substr(sp2 + 1);
+  };
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (a[i] == b[i]) continue;
+    if (name_of(a[i]) != name_of(b[i]))
+      return "the checkpoint has " + name_of(a[i]) + " where the model has " + name_of(b[i]);
+    return name_of(a[i]) + " is " + what(a[i]) + " in the checkpoint, " + what(b[i]) +
+           " in the model";
+  }
+  if (a.size() > b.size()) return "the checkpoint has " + name_of(a[b.size()]) + ", the model not";
+  if (b.size() > a.size()) return "the model has " + name_of(b[a.size()]) + ", the checkpoint not";
+  return "";
 }
 
 std::string encode_config(const Config& c) {
@@ -200,6 +243,7 @@ void RunCheckpoint::save(const RunProgress& p, ParticleModels& models, const Mas
   m["meta/format"] = string_tensor(kFormat);
   m["meta/config"] = string_tensor(encode_config(cfg_));
   m["meta/model"] = string_tensor(identity_);
+  m["meta/architecture"] = string_tensor(architecture(models.ticket()));
   m["meta/data"] = string_tensor(fingerprint_);
   m["meta/ticket_done"] = scalar_i(p.ticket_done);
   m["meta/rounds_done"] = scalar_i(p.rounds_done);
@@ -241,6 +285,13 @@ ResumedGroup RunCheckpoint::restore(RunProgress& p, ParticleModels& models, Mask
                     " was made with a different configuration:", diffs,
                     "\nUse the same configuration to resume, another folder, or fresh=True "
                     "(--fresh) to start over");
+  if (m.count("meta/architecture")) {
+    const std::string diff =
+        architecture_diff(tensor_string(m.at("meta/architecture")), architecture(models.ticket()));
+    TORCH_CHECK_VALUE(diff.empty(), "the checkpoint in ", options_.dir,
+                      " was made with another architecture: ", diff,
+                      "; use the same model to resume, another folder, or fresh=True (--fresh)");
+  }
   const std::string model =
       m.count("meta/model") ? tensor_string(m.at("meta/model")) : "zoo:" + cfg_.model;
   TORCH_CHECK_VALUE(model == identity_, "the checkpoint in ", options_.dir,

@@ -13,7 +13,7 @@ namespace swamp::engine {
 void Evaluator::recompute_bn(Model& model) {
   const int64_t B = cfg_.bn_batch_size > 0 ? cfg_.bn_batch_size : cfg_.batch_size;
   const int64_t n = data_.train_size();
-  recompute_batchnorm(model, [&] {
+  model.recompute_batchnorm([&] {
     for (int64_t s = 0; s + B <= n || s == 0; s += B)
       model.forward(data_.train_inputs(s, std::min(B, n - s)));
   });

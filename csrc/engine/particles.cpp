@@ -88,7 +88,9 @@ ParticleModels::ParticleModels(const Config& cfg, const ModelSource& source, Mod
 }
 
 ParticlePath ParticleModels::path(int64_t n) const {
-  const ParticlePath p = particle_path(cfg_, *particles_.at(0), n);
+  ParticlePath p = particle_path(cfg_, *particles_.at(0), n);
+  if (cfg_.particle_mode == "auto" && n > 1)
+    if (auto own = source_.auto_path(device_, n)) p = *own;
   if (p != ParticlePath::kStacked || source_.stackable()) return p;
   TORCH_CHECK_VALUE(cfg_.particle_mode != "stacked", "Config.particle_mode stacked: the model (",
                     source_.identity(), ") cannot hold several particles in one module");

@@ -38,7 +38,7 @@ class Run {
         averager_(*parts.averager),
         plan_(make_plan(cfg, data_.train_size())),
         models_(cfg, source_, ModelSpec{data_.input_shape(), data_.num_classes()}, data_.device(),
-                max_particles(cfg), hash_seed(cfg.seed, -2, 0, 1)),
+                max_particles(cfg), initial_weights_seed(cfg.seed)),
         masks_(models_.ticket(), source_.prunable(models_.ticket()), cfg.keep_first_last_dense),
         trainer_(cfg, plan_, data_, hooks),
         eval_(cfg, data_),
@@ -46,6 +46,7 @@ class Run {
         hooks_(hooks) {}
 
   RunResult run() {
+    check_model();
     ResumedGroup resumed;
     if (checkpoint_.resumable()) {
       resumed = checkpoint_.restore(p_, models_, masks_, [&](Group& g) { return start(g); });
@@ -189,6 +190,38 @@ class Run {
     hooks_.on_models(rm);
   }
 
+  // The model answers a few test inputs with [batch, classes] floating-point logits and leaves
+  // its parameters alone (whatever the source: a user's module is checked before it trains).
+  void check_model() {
+    Model& m = models_.ticket();
+    const int64_t len = std::min<int64_t>(data_.test_size(), 8);
+    const Batch b = data_.test_batch(0, len);
+    std::vector<std::pair<std::string, int64_t>> before;
+    for (const auto& item : m.named_parameters(true))
+      before.emplace_back(item.key(), static_cast<int64_t>(item.value()._version()));
+    const bool was_training = m.is_training();
+    m.train(false);
+    at::Tensor out;
+    {
+      torch::NoGradGuard no_grad;
+      out = m.forward(b.x);
+    }
+    m.train(was_training);
+    size_t i = 0;
+    for (const auto& item : m.named_parameters(true)) {
+      TORCH_CHECK_VALUE(static_cast<int64_t>(item.value()._version()) == before.at(i++).second,
+                        "the model (", source_.identity(), ") changed its parameter '", item.key(),
+                        "' during forward; it must not modify its parameters in place");
+    }
+    TORCH_CHECK_VALUE(
+        out.defined() && out.dim() == 2 && out.size(0) == len && out.size(1) == data_.num_classes(),
+        "the model (", source_.identity(), ") answers a batch of ", len, " inputs with shape ",
+        out.defined() ? out.sizes() : at::IntArrayRef{}, "; expected logits [", len, ", ",
+        data_.num_classes(), "] (", len, " samples, ", data_.num_classes(), " classes)");
+    TORCH_CHECK_TYPE(at::isFloatingType(out.scalar_type()), "the model (", source_.identity(),
+                     ") returns ", out.scalar_type(), " logits; expected a floating-point type");
+  }
+
   // ---- plumbing -----------------------------------------------------------------------------
   // Training state of a group; its linear layers at or below the density threshold train with
   // sparse kernels (CPU only).
@@ -262,6 +295,8 @@ RunResult run_checked(const Config& cfg, const c10::Device& dev, const RunParts&
   return run.run();
 }
 }  // namespace
+
+uint64_t initial_weights_seed(uint64_t run_seed) { return hash_seed(run_seed, -2, 0, 1); }
 
 RunResult run_imp(const Config& cfg, const RunParts& parts, const Hooks& hooks,
                   const CheckpointOptions& checkpoint) {

@@ -60,7 +60,7 @@ at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int6
   if (G == 1) {
     const Batch batch =
         data_.train_batch(perms[g0].narrow(0, b * B, B), &st.orders[g0].generator());
-    return at::cross_entropy_loss(model.forward(batch.x), batch.y).reshape({1});
+    return model.training_loss(batch.x, batch.y, 1);
   }
   std::vector<at::Tensor> xs, ys;
   for (int64_t g = g0; g < g0 + G; ++g) {
@@ -68,11 +68,7 @@ at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int6
     xs.push_back(std::move(batch.x));
     ys.push_back(std::move(batch.y));
   }
-  const at::Tensor logits =
-      layers::split_outputs(model.forward(layers::stack_inputs(at::stack(xs))), G);
-  const at::Tensor ce = at::cross_entropy_loss(logits.reshape({G * B, -1}), at::cat(ys),
-                                               /*weight=*/{}, at::Reduction::None);
-  return ce.view({G, B}).mean(1);
+  return model.training_loss(layers::stack_inputs(at::stack(xs)), at::cat(ys), G);
 }
 
 // One SGD step of every particle of the group on batch b; returns the losses (one per

@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.h"
+#include "py_model_source.h"
 #include "swamp/checkpoint.h"
 #include "swamp/engine.h"
 #include "swamp/layers.h"
@@ -40,6 +41,9 @@ void bind_engine(py::module_& m) {
       py::arg("dir"), py::arg("what"),
       "Creates `dir` if needed; raises ValueError naming `what` when files cannot be written "
       "there.");
+
+  m.def("particles_in_round", &particles_in_round, py::arg("config"), py::arg("round"),
+        "Particles the configured method trains in `round`.");
 
   py::class_<RoundResult>(m, "RoundResult")
       .def_readonly("round", &RoundResult::round)
@@ -81,9 +85,22 @@ void bind_engine(py::module_& m) {
          std::function<void(int64_t, const std::vector<std::map<std::string, at::Tensor>>&,
                             const std::map<std::string, at::Tensor>&,
                             const std::map<std::string, at::Tensor>&)>
-             on_models) {
+             on_models,
+         const py::object& model) {
         Dataset data{x_train,     y_train,         x_test,        y_test,
                      num_classes, std::move(mean), std::move(std)};
+        RunParts parts;
+        if (!model.is_none()) {
+          validate_config(cfg, /*check_model=*/false);
+          parts.model = std::make_shared<PyModuleSource>(model);
+          Augment aug;
+          if (cfg.augment) aug = Augment{cfg.crop_padding, cfg.flip};
+          const c10::Device dev(cfg.device);
+          TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "Config.device is '", cfg.device,
+                            "' but this torch build has no usable CUDA device");
+          py::gil_scoped_release nogil;
+          parts.data = std::make_shared<TensorBatchSource>(data, dev, aug);
+        }
         Hooks hooks;
         hooks.on_round = std::move(on_round);
         hooks.on_epoch = std::move(on_epoch);
@@ -102,7 +119,7 @@ void bind_engine(py::module_& m) {
         RunResult r;
         {
           py::gil_scoped_release nogil;
-          r = run_imp(cfg, data, hooks, ck);
+          r = parts.model ? run_imp(cfg, parts, hooks, ck) : run_imp(cfg, data, hooks, ck);
         }
         return py::make_tuple(r.rounds, r.masks, r.state);
       },
@@ -111,7 +128,7 @@ void bind_engine(py::module_& m) {
       py::arg("on_round") = nullptr, py::arg("on_epoch") = nullptr, py::arg("on_restore") = nullptr,
       py::arg("checkpoint_dir") = "", py::arg("checkpoint_every") = 1, py::arg("fresh") = false,
       py::arg("loss_sync_every") = 0, py::arg("on_ticket") = nullptr,
-      py::arg("on_models") = nullptr);
+      py::arg("on_models") = nullptr, py::arg("model") = py::none());
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);
@@ -174,7 +191,8 @@ void bind_engine(py::module_& m) {
       "create",
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
          uint64_t seed) {
-        ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, seed);
+        ModelPtr model =
+            create_model(name, ModelSpec{input_shape, num_classes}, initial_weights_seed(seed));
         py::dict state;
         for (const auto& item : model->named_parameters(true))
           state[py::str(item.key())] = item.value().detach();
@@ -185,7 +203,8 @@ void bind_engine(py::module_& m) {
         return py::make_tuple(state, prunable);
       },
       py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("seed") = 0,
-      "Builds a model; returns (state_dict, prunable parameter names).");
+      "Builds a model with the initial weights a run with `seed` starts from; returns "
+      "(state_dict, prunable parameter names).");
   models.def(
       "forward",
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,

@@ -84,12 +84,14 @@ struct Config {
 // one place the configuration is checked (Python's Config calls it too). `check_model`: whether
 // config.model must name a zoo model (not when the run is given its own model source).
 SWAMP_API void validate_config(const Config& cfg, bool check_model = true);
+// The seed the zoo model's initial weights θ_0 are drawn from in a run with `run_seed`
+// (create_model(name, spec, initial_weights_seed(seed)) gives them).
+SWAMP_API uint64_t initial_weights_seed(uint64_t run_seed);
 // Particles and SWA used in round `round` by the configured method.
 SWAMP_API int64_t particles_in_round(const Config& cfg, int64_t round);
 SWAMP_API bool swa_enabled(const Config& cfg);
 // How `particles` particles of a round train: config.particle_mode, or the auto rule for the
 // device, `model` (one particle of the architecture) and the intra-op thread count.
-enum class ParticlePath { kSequential, kStacked, kThreads };
 SWAMP_API ParticlePath particle_path(const Config& cfg, const torch::nn::Module& model,
                                      int64_t particles);
 SWAMP_API const char* particle_path_name(ParticlePath path);

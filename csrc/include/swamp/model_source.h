@@ -4,10 +4,12 @@
 // registry, swamp/models.h); user C++ modules and Python modules plug in here.
 #pragma once
 
+#include <c10/core/Device.h>
 #include <torch/nn/module.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +17,9 @@
 #include "swamp/models.h"
 
 namespace swamp {
+
+// How the particles of a round train (Config.particle_mode, swamp/engine.h).
+enum class ParticlePath { kSequential, kStacked, kThreads };
 
 class SWAMP_API ModelSource {
  public:
@@ -30,6 +35,15 @@ class SWAMP_API ModelSource {
   virtual std::vector<std::string> prunable(const torch::nn::Module& model) const;
   // What the model is, for results and checkpoints (a resumed run must use the same one).
   virtual std::string identity() const = 0;
+  // particle_mode "auto": how `particles` particles of this source train on `device`, where the
+  // source knows better than the engine's rule (particle_path in swamp/engine.h, made for
+  // the zoo); nullopt: that rule.
+  virtual std::optional<ParticlePath> auto_path(const c10::Device& device,
+                                                int64_t particles) const {
+    (void)device;
+    (void)particles;
+    return std::nullopt;
+  }
 };
 
 // A model of the built-in registry, by name (see model_names()).

@@ -26,9 +26,22 @@ struct ModelSpec {
 // Every model is a torch::nn::Module with a single-tensor forward that returns logits.
 // Prunable parameters are, by convention, the conv and linear weights (parameters named
 // "*weight" with at least 2 dimensions); biases and normalisation layers are never pruned.
+// A model holding P particles (ModelSpec::particles) takes and returns the stacked layout of
+// swamp/layers.h.
 class SWAMP_API Model : public torch::nn::Module {
  public:
   virtual at::Tensor forward(const at::Tensor& x) = 0;
+  // The training loss of one batch, one value per particle ([particles], each the mean over
+  // its samples): `x` in the stacked layout, `y` the labels [particles * B], particle-major.
+  // Default: cross-entropy of forward(x). Models with their own loss override it.
+  virtual at::Tensor training_loss(const at::Tensor& x, const at::Tensor& y, int64_t particles);
+  // Batch-norm running statistics recomputed for the current weights: reset, then the
+  // cumulative average (not an EMA) over the batches `forward_batches` feeds through forward()
+  // in train mode without gradients; momentum and mode restored afterwards. Returns false when
+  // the model has no batch norm. Default: the torch::nn::BatchNorm{1,2,3}d modules in the tree
+  // (recompute_batchnorm, swamp/averaging.h); models whose normalisation lives elsewhere (a
+  // Python module) override it.
+  virtual bool recompute_batchnorm(const std::function<void()>& forward_batches);
 };
 using ModelPtr = std::shared_ptr<Model>;
 using ModelFactory = std::function<ModelPtr(const ModelSpec&)>;

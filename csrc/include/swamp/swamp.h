@@ -1,0 +1,23 @@
+// Everything a C++ program needs to prune its own network with IMP / SWAMP:
+//   swamp/engine.h         Config, run_imp, RunParts, Hooks, results
+//   swamp/module_source.h  your own torch::nn::Module as the model (module_source)
+//   swamp/model_source.h   the model seam (ModelSource) and the zoo (ZooModelSource)
+//   swamp/batch_source.h   the data seam (BatchSource) and in-memory tensors (TensorBatchSource)
+//   swamp/data.h           Dataset, normalisation, batch orders
+//   swamp/averaging.h      the averaging seam (ParticleAverager), batch-norm recompute
+//   swamp/safetensors.h    reading and writing .safetensors files (weights, masks, data)
+//   swamp/pruning.h        global magnitude pruning on its own
+// See docs/cpp.md for a complete program.
+#pragma once
+
+#include "swamp/averaging.h"
+#include "swamp/batch_source.h"
+#include "swamp/checkpoint.h"
+#include "swamp/data.h"
+#include "swamp/engine.h"
+#include "swamp/model_source.h"
+#include "swamp/models.h"
+#include "swamp/module_source.h"
+#include "swamp/pruning.h"
+#include "swamp/safetensors.h"
+#include "swamp/version.h"

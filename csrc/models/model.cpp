@@ -1,0 +1,24 @@
+// What every model does by default: cross-entropy training loss and the batch-norm recompute of
+// the torch::nn layers in its tree (see swamp/models.h).
+#include <ATen/Functions.h>
+
+#include "swamp/averaging.h"
+#include "swamp/layers.h"
+#include "swamp/models.h"
+
+namespace swamp {
+
+at::Tensor Model::training_loss(const at::Tensor& x, const at::Tensor& y, int64_t particles) {
+  if (particles == 1) return at::cross_entropy_loss(forward(x), y).reshape({1});
+  const at::Tensor logits = layers::split_outputs(forward(x), particles);  // [P, B, K]
+  const int64_t batch = logits.size(1);
+  const at::Tensor ce = at::cross_entropy_loss(logits.reshape({particles * batch, -1}), y,
+                                               /*weight=*/{}, at::Reduction::None);
+  return ce.view({particles, batch}).mean(1);
+}
+
+bool Model::recompute_batchnorm(const std::function<void()>& forward_batches) {
+  return swamp::recompute_batchnorm(*this, forward_batches);
+}
+
+}  // namespace swamp
