@@ -1,6 +1,6 @@
 """Type stubs for the compiled module swamp_ext._C (bindings of the swamp_core C++ library)."""
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -128,7 +128,18 @@ def run_imp(
     on_ticket: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
     on_models: Optional[Callable[[int, list[dict[str, torch.Tensor]], dict[str, torch.Tensor],
                                   dict[str, torch.Tensor]], None]] = None,
+    model: Optional[Any] = None,
 ) -> tuple[list[RoundResult], dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
+def particles_in_round(config: Config, round: int) -> int: ...
+
+class _Io:
+    @staticmethod
+    def save_safetensors(path: str, tensors: dict[str, torch.Tensor],
+                         metadata: dict[str, str] = ...) -> None: ...
+    @staticmethod
+    def load_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]: ...
+
+io: _Io
 
 class _Models:
     @staticmethod

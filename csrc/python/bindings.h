@@ -9,4 +9,5 @@ namespace py = pybind11;
 void bind_ops(py::module_& m);
 void bind_engine(py::module_& m);
 void bind_testing(py::module_& m);
+void bind_io(py::module_& m);
 }  // namespace swamp::python

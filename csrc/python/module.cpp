@@ -34,6 +34,8 @@ PYBIND11_MODULE(_C, m) {
   auto ops = m.def_submodule("ops", "Low-level operations of the core");
   sp::bind_ops(ops);
   sp::bind_engine(m);
+  auto io = m.def_submodule("io", "File formats of the core (safetensors)");
+  sp::bind_io(io);
   auto testing = m.def_submodule(
       "testing", "Test seams: probes of internal mechanisms and fault injection (not for runs)");
   sp::bind_testing(testing);
