@@ -42,24 +42,25 @@ def main() -> None:
           f"{a.particles} particles, {a.rounds} round(s) of {a.epochs} epochs")
     for name in a.models:
         cfg = swamp_ext.Config(model=name, method="swamp", particles=a.particles,
-                               rounds=a.rounds, epochs=a.epochs, rewind_epochs=min(1, a.epochs - 1), lr=0.05,
+                               rounds=a.rounds, epochs=a.epochs,
+                               rewind_epochs=min(1, a.epochs - 1), lr=0.05,
                                single_particle_rounds=0)
         state, _ = models.create(name, data.input_shape, data.num_classes, seed=cfg.seed)
         module = models.to_torch(name, state, data.input_shape, data.num_classes)
-        t_zoo, zoo = timed(lambda: swamp_ext.run_imp(cfg, data))
+        t_zoo, zoo = timed(lambda cfg=cfg: swamp_ext.run_imp(cfg, data))
         print(f"\n{name}: zoo (C++ model, path auto) {t_zoo:.2f}s, acc "
               f"{[round(r.test_acc, 4) for r in zoo.rounds]}")
         best = None
         for path in a.paths:
             c = swamp_ext.Config.from_dict({**cfg.to_dict(), "particle_mode": path})
-            t, r = timed(lambda c=c: swamp_ext.run_imp(c, data, model=module))
+            t, r = timed(lambda c=c, m=module: swamp_ext.run_imp(c, data, model=m))
             same = all(torch.equal(zoo.masks[k], r.masks[k]) for k in zoo.masks)
             dacc = max(abs(x.test_acc - y.test_acc) for x, y in zip(zoo.rounds, r.rounds))
             print(f"  module, path {path:10s} {t:7.2f}s  module/zoo {t / t_zoo:5.2f}x  "
                   f"masks equal {same}  max |acc diff| {dacc:.4f}")
             if path == "auto":
                 best = t
-        t_ref, ref = timed(lambda: reference_run(cfg, data))
+        t_ref, ref = timed(lambda cfg=cfg: reference_run(cfg, data))
         print(f"  plain-PyTorch reference  {t_ref:7.2f}s  reference/module(auto) "
               f"{t_ref / best if best else float('nan'):5.2f}x  acc "
               f"{[round(x[1], 4) for x in ref]}")

@@ -53,10 +53,13 @@ def test_cmake_prefix_path_holds_the_package_config():
     assert (Path(out) / "include" / "swamp" / "pruning.h").is_file()
 
 
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
-def test_cpp_example_builds_and_runs_against_installed_package(tmp_path):
+@pytest.fixture(scope="module")
+def cpp_examples(tmp_path_factory):
+    """examples/cpp built against the installed package, as a C++ user builds it."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not installed")
     prefix = cmake_prefix_path()
-    build = tmp_path / "build"
+    build = tmp_path_factory.mktemp("cpp") / "build"
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     env = dict(os.environ, MAKEFLAGS="-j2")
     cfg = subprocess.run(
@@ -77,10 +80,72 @@ def test_cpp_example_builds_and_runs_against_installed_package(tmp_path):
     assert cfg.returncode == 0, cfg.stdout + cfg.stderr
     bld = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True, env=env)
     assert bld.returncode == 0, bld.stdout + bld.stderr
-    exe = build / "swamp_example"
+    return build
+
+
+def test_cpp_example_builds_and_runs_against_installed_package(cpp_examples):
+    exe = cpp_examples / "swamp_example"
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "all checks passed" in run.stdout
+    assert "own torch::nn::Module: masks and accuracies equal to the zoo run" in run.stdout
+
+
+class _CppNet(torch.nn.Module):
+    """The network of examples/cpp/prune_my_net.cpp, written in PyTorch (same names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc1 = torch.nn.Linear(8 * 7 * 7, 64)
+        self.fc2 = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 4)
+        return self.fc2(torch.relu(self.fc1(h.flatten(1))))
+
+
+def test_cpp_program_prunes_its_own_module_on_data_written_by_python(cpp_examples, tmp_path):
+    """Both ways: Python writes the data as safetensors, the C++ program prunes its own
+    torch::nn::Module on it with SWAMP and writes weights and masks, Python reads them back into
+    the same network and finds the accuracy and sparsity the program reported."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    d = swamp_ext.datasets.load("mnist5k")
+    x_test, y_test = d.x_test[:512].contiguous(), d.y_test[:512].contiguous()
+    save_file({"x_train": d.x_train[:1024].contiguous(), "y_train": d.y_train[:1024].contiguous(),
+               "x_test": x_test, "y_test": y_test}, str(tmp_path / "data.safetensors"))
+    out = tmp_path / "out"
+    run = subprocess.run([str(cpp_examples / "prune_my_net"), str(tmp_path / "data.safetensors"),
+                          str(out), "3", "2"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("final accuracy"))
+    acc, sparsity = float(line.split()[2]), float(line.split()[4])
+    tensors = load_file(str(out / "model.safetensors"))
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.metadata()["model"] == "cpp:net"
+    masks = {k[5:]: v for k, v in tensors.items() if k.startswith("mask.")}
+    state = {k: v for k, v in tensors.items() if not k.startswith("mask.")}
+    assert set(masks) == {"conv.weight", "fc1.weight", "fc2.weight"}
+    net = _CppNet()
+    net.load_state_dict(state, strict=True)
+    total = sum(m.numel() for m in masks.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert sparsity == pytest.approx(1 - kept / total, abs=1e-6)
+    assert sparsity == pytest.approx(0.36, abs=1e-3)  # round 2 trains under two 20% prunings
+    for k, m in masks.items():
+        assert m.dtype == torch.bool and not state[k][~m].any(), k
+    with torch.no_grad():
+        mine = (net.eval()(x_test).argmax(1) == y_test).double().mean().item()
+    assert mine == pytest.approx(acc, abs=1.5 / 512)
+    assert acc > 0.7
+    # a damaged data file is an error message and exit code 1, not a crash
+    (tmp_path / "bad.safetensors").write_bytes((tmp_path / "data.safetensors").read_bytes()[:100])
+    bad = subprocess.run([str(cpp_examples / "prune_my_net"), str(tmp_path / "bad.safetensors"),
+                          str(out)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "safetensors file" in bad.stderr, bad.stderr
 
 
 def test_type_stub_matches_the_compiled_module():
@@ -95,7 +160,7 @@ def test_type_stub_matches_the_compiled_module():
     for name in top:
         assert hasattr(swamp_ext._C, name), name
     where = {"_Ops": swamp_ext._C.ops, "_Models": swamp_ext._C.models,
-             "_Testing": swamp_ext._C.testing}
+             "_Testing": swamp_ext._C.testing, "_Io": swamp_ext._C.io}
     subs = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in where]
     assert len(subs) == len(where)
     for cls in subs:

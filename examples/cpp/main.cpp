@@ -1,9 +1,6 @@
 // Uses the swamp_core C++ API directly: exact global magnitude pruning of a few tensors.
 // Exits non-zero when a check fails, so it doubles as a C++ test.
-#include <swamp/engine.h>
-#include <swamp/models.h>
-#include <swamp/pruning.h>
-#include <swamp/version.h>
+#include <swamp/swamp.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -117,6 +114,59 @@ int main() {
     swamp::run_imp(cfg, parts, hooks);
     EXPECT(first->calls == 3 && rounds_seen == 3);
     EXPECT(first_kept && mean_differs);
+
+    // The model seam with the user's own module: a torch::nn::Module twin of lenet_300_100
+    // starting from the zoo's θ_0 finds the zoo run's masks and accuracies.
+    struct LenetImpl : torch::nn::Module {
+      LenetImpl()
+          : fc1(register_module("fc1", torch::nn::Linear(16, 300))),
+            fc2(register_module("fc2", torch::nn::Linear(300, 100))),
+            fc3(register_module("fc3", torch::nn::Linear(100, 2))) {}
+      torch::Tensor forward(const torch::Tensor& x) {
+        return fc3(torch::relu(fc2(torch::relu(fc1(x.flatten(1))))));
+      }
+      torch::nn::Linear fc1, fc2, fc3;
+    };
+    const swamp::RunResult zoo = swamp::run_imp(cfg, data);
+    const uint64_t seed = cfg.seed;
+    swamp::RunParts mine;
+    mine.data = parts.data;
+    mine.model = swamp::module_source("lenet twin", [seed] {
+      auto net = std::make_shared<LenetImpl>();
+      swamp::ModelPtr theta0 = swamp::create_model("lenet_300_100", swamp::ModelSpec{{16}, 2},
+                                                   swamp::initial_weights_seed(seed));
+      torch::NoGradGuard no_grad;
+      auto src = theta0->named_parameters(true);
+      for (auto& item : net->named_parameters(true)) item.value().copy_(src[item.key()]);
+      return net;
+    });
+    const swamp::RunResult twin = swamp::run_imp(cfg, mine);
+    EXPECT(twin.masks.size() == zoo.masks.size());
+    for (const auto& kv : zoo.masks) EXPECT(torch::equal(kv.second, twin.masks.at(kv.first)));
+    for (size_t r = 0; r < zoo.rounds.size(); ++r)
+      EXPECT(zoo.rounds[r].test_acc == twin.rounds[r].test_acc);
+    std::printf("own torch::nn::Module: masks and accuracies equal to the zoo run\n");
+
+    // A module with nothing to prune, or asked to stack, is a c10::ValueError.
+    bool nothing_to_prune = false, cannot_stack = false;
+    try {
+      swamp::RunParts none;
+      none.data = parts.data;
+      none.model = swamp::module_source("norm only", [] {
+        return torch::nn::Sequential(torch::nn::BatchNorm1d(16), torch::nn::Flatten());
+      });
+      swamp::run_imp(cfg, none);
+    } catch (const c10::ValueError& e) {
+      nothing_to_prune = std::string(e.what()).find("no prunable parameter") != std::string::npos;
+    }
+    try {
+      swamp::Config stacked = cfg;
+      stacked.particle_mode = "stacked";
+      swamp::run_imp(stacked, mine);
+    } catch (const c10::ValueError&) {
+      cannot_stack = true;
+    }
+    EXPECT(nothing_to_prune && cannot_stack);
 
     bool bad_config = false;
     cfg.particles = 0;

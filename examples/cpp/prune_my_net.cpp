@@ -1,0 +1,85 @@
+// Prune your own network from C++, no Python: a torch::nn::Module defined here, trained and
+// pruned with SWAMP on data read from disk, final weights and masks written as safetensors.
+//
+//   prune_my_net <data.safetensors> <out_dir> [rounds] [particles]
+//
+// data.safetensors holds x_train [N, 1, 28, 28] float, y_train [N] int64, x_test, y_test (e.g.
+// written from Python with safetensors.torch.save_file). out_dir/model.safetensors gets the final
+// averaged weights under the module's own names and the masks as "mask.<name>" (bool), the
+// layout swamp_ext.Result.save writes; Python reads it with safetensors.torch.load_file.
+#include <swamp/swamp.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+// The user's network: nothing swamp-specific in it.
+struct NetImpl : torch::nn::Module {
+  NetImpl()
+      : conv(register_module("conv",
+                             torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 8, 3).padding(1)))),
+        bn(register_module("bn", torch::nn::BatchNorm2d(8))),
+        fc1(register_module("fc1", torch::nn::Linear(8 * 7 * 7, 64))),
+        fc2(register_module("fc2", torch::nn::Linear(64, 10))) {}
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor h = torch::max_pool2d(torch::relu(bn(conv(x))), 4);
+    return fc2(torch::relu(fc1(h.flatten(1))));
+  }
+
+  torch::nn::Conv2d conv;
+  torch::nn::BatchNorm2d bn;
+  torch::nn::Linear fc1, fc2;
+};
+TORCH_MODULE(Net);
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s <data.safetensors> <out_dir> [rounds] [particles]\n", argv[0]);
+    return 2;
+  }
+  try {
+    const swamp::SafetensorsFile file = swamp::load_safetensors(argv[1]);
+    auto get = [&](const char* name) {
+      auto it = file.tensors.find(name);
+      TORCH_CHECK_VALUE(it != file.tensors.end(), argv[1], " has no tensor '", name, "'");
+      return it->second;
+    };
+    swamp::Dataset data{get("x_train"), get("y_train"), get("x_test"), get("y_test"), 10, {}, {}};
+
+    swamp::Config cfg;
+    cfg.method = "swamp";
+    cfg.rounds = argc > 3 ? std::atoi(argv[3]) : 3;
+    cfg.particles = argc > 4 ? std::atoi(argv[4]) : 2;
+    cfg.single_particle_rounds = 0;
+    cfg.epochs = 2;
+    cfg.rewind_epochs = 1;
+    cfg.lr = 0.05;
+
+    swamp::RunParts parts;
+    parts.model = swamp::module_source("net", [] { return Net(); });
+    parts.data = std::make_shared<swamp::TensorBatchSource>(data, torch::Device(torch::kCPU));
+    swamp::Hooks hooks;
+    hooks.on_round = [](const swamp::RoundResult& r) {
+      std::printf("round %lld: %lld particles, sparsity %.4f, accuracy %.4f, ensemble %.4f\n",
+                  static_cast<long long>(r.round), static_cast<long long>(r.particles), r.sparsity,
+                  r.test_acc, r.ensemble_acc);
+    };
+    const swamp::RunResult res = swamp::run_imp(cfg, parts, hooks);
+
+    std::map<std::string, torch::Tensor> out = res.state;
+    for (const auto& kv : res.masks) out["mask." + kv.first] = kv.second;
+    const std::string dir = argv[2];
+    swamp::ensure_writable_dir(dir, "output folder");
+    swamp::save_safetensors(dir + "/model.safetensors", out,
+                            {{"format", "swamp_ext"}, {"model", "cpp:net"}});
+    std::printf("final accuracy %.6f sparsity %.6f\n", res.rounds.back().test_acc,
+                res.rounds.back().sparsity);
+    std::printf("wrote %s/model.safetensors\n", dir.c_str());
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+    return 1;
+  }
+  return 0;
+}
