@@ -5,38 +5,138 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "../common/exact_text.h"
+#include "../io/files.h"
 #include "swamp/layers.h"
+#include "swamp/pruning.h"
 
 namespace swamp::engine {
 namespace {
 
-constexpr const char* kFormat = "swamp_ext-checkpoint-2";
+constexpr const char* kFormat = "swamp_ext-checkpoint-3";
 
 at::Tensor scalar_i(int64_t v) { return at::full({}, v, at::kLong); }
 at::Tensor scalar_d(double v) { return at::full({}, v, at::kDouble); }
-const at::Tensor& get_t(const TensorMap& m, const std::string& k) {
-  auto it = m.find(k);
-  TORCH_CHECK(it != m.end(), "checkpoint is missing '", k, "'");
-  return it->second;
+
+std::string describe(const at::Tensor& t) {
+  std::ostringstream o;
+  o << t.scalar_type() << " " << t.sizes();
+  return o.str();
 }
-int64_t get_i(const TensorMap& m, const std::string& k) { return get_t(m, k).item<int64_t>(); }
-double get_d(const TensorMap& m, const std::string& k) { return get_t(m, k).item<double>(); }
 
 void save_module(TensorMap& out, const std::string& prefix, const torch::nn::Module& m) {
   for (const auto& item : m.named_parameters(true))
     out[prefix + item.key()] = item.value().detach();
   for (const auto& item : m.named_buffers(true)) out[prefix + item.key()] = item.value().detach();
 }
-void load_module(const TensorMap& in, const std::string& prefix, torch::nn::Module& m) {
+
+}  // namespace
+
+// ---- reading a checkpoint: every entry checked before it is used ------------------------------
+Entries::Entries(std::string path, TensorMap m) : path_(std::move(path)), m_(std::move(m)) {}
+
+void Entries::damaged(const std::string& key, const std::string& what) const {
+  TORCH_CHECK(false, "checkpoint ", path_, " is damaged: '", io::printable(key), "' ", what,
+              "; it was not resumed. Delete it, or start over with fresh=True (--fresh)");
+}
+
+const at::Tensor& Entries::get(const std::string& key) {
+  auto it = m_.find(key);
+  if (it == m_.end()) damaged(key, "is missing");
+  used_.insert(key);
+  return it->second;
+}
+
+int64_t Entries::integer(const std::string& key, int64_t lo, int64_t hi) {
+  const at::Tensor& t = get(key);
+  if (t.scalar_type() != at::kLong || t.dim() != 0)
+    damaged(key, "must be an int64 scalar, is " + describe(t));
+  const int64_t v = t.item<int64_t>();
+  if (v < lo || v > hi)
+    damaged(key, "is " + std::to_string(v) + ", outside [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "]");
+  return v;
+}
+
+double Entries::real(const std::string& key, double lo, double hi) {
+  const at::Tensor& t = get(key);
+  if (t.scalar_type() != at::kDouble || t.dim() != 0)
+    damaged(key, "must be a float64 scalar, is " + describe(t));
+  const double v = t.item<double>();
+  if (!std::isfinite(v) || v < lo || v > hi)
+    damaged(key, "is " + exact_text(v) + ", not a finite value in [" + exact_text(lo) + ", " +
+                     exact_text(hi) + "]");
+  return v;
+}
+
+std::string Entries::text(const std::string& key) {
+  const at::Tensor& t = get(key);
+  if (t.scalar_type() != at::kByte || t.dim() != 1) damaged(key, "must be text, is " + describe(t));
+  return tensor_string(t);
+}
+
+const at::Tensor& Entries::like(const std::string& key, const at::Tensor& model) {
+  const at::Tensor& t = get(key);
+  if (t.scalar_type() != model.scalar_type() || t.sizes() != model.sizes())
+    damaged(key, "is " + describe(t) + " where the model has " + describe(model));
+  if (at::isFloatingType(t.scalar_type()) && !t.isfinite().all().item<bool>())
+    damaged(key, "holds non-finite values");
+  return t;
+}
+
+void Entries::expect_all_used() const {
+  for (const auto& kv : m_)
+    if (!used_.count(kv.first)) damaged(kv.first, "is not an entry this checkpoint can have");
+}
+
+namespace {
+
+// Parameters and buffers of `m` from `prefix<name>`; batch-norm variances must be >= 0 and
+// counters >= 0.
+void load_module(Entries& e, const std::string& prefix, torch::nn::Module& m) {
   torch::NoGradGuard no_grad;
-  for (auto& item : m.named_parameters(true)) item.value().copy_(get_t(in, prefix + item.key()));
-  for (auto& item : m.named_buffers(true)) item.value().copy_(get_t(in, prefix + item.key()));
+  for (auto& item : m.named_parameters(true))
+    item.value().copy_(e.like(prefix + item.key(), item.value()));
+  for (auto& item : m.named_buffers(true)) {
+    const std::string key = prefix + item.key();
+    const at::Tensor& t = e.like(key, item.value());
+    const bool var = key.size() >= 11 && key.compare(key.size() - 11, 11, "running_var") == 0;
+    if ((var || !at::isFloatingType(t.scalar_type())) && t.numel() > 0 &&
+        t.lt(0).any().item<bool>())
+      e.damaged(key, "holds negative values");
+    item.value().copy_(t);
+  }
+}
+
+// Whether `t` is nonzero somewhere `mask` is false; `t` is the mask's shape, or particles stacked
+// along the first dimension ([G * d0, ...]).
+bool nonzero_outside(const at::Tensor& t, const at::Tensor& mask) {
+  const at::Tensor off = mask.logical_not();
+  if (t.sizes() == mask.sizes()) return t.ne(0).logical_and(off).any().item<bool>();
+  if (t.dim() == mask.dim() && mask.dim() > 0 && mask.size(0) > 0 &&
+      t.size(0) % mask.size(0) == 0 && t.sizes().slice(1) == mask.sizes().slice(1)) {
+    std::vector<int64_t> shape{t.size(0) / mask.size(0)};
+    for (int64_t d : mask.sizes()) shape.push_back(d);
+    return t.reshape(shape).ne(0).logical_and(off.unsqueeze(0)).any().item<bool>();
+  }
+  return false;  // another layout (a sparse layer's values): checked through the optimizer
+}
+
+void check_pruned_zero(Entries& e, const std::string& prefix, torch::nn::Module& m,
+                       const Masks& masks) {
+  auto named = m.named_parameters(true);
+  for (const auto& kv : masks.map())
+    if (const at::Tensor* t = named.find(kv.first); t && nonzero_outside(*t, kv.second))
+      e.damaged(prefix + kv.first, "has nonzero weights where the mask has pruned them");
 }
 
 // One line per parameter and buffer: "<name> <shape> <dtype>", in order.
@@ -60,7 +160,9 @@ std::vector<std::string> split_lines(const std::string& s) {
 
 // "" when equal; else the first tensor that differs, in words.
 std::string architecture_diff(const std::string& saved, const std::string& now) {
-  const auto a = split_lines(saved), b = split_lines(now);
+  auto a = split_lines(saved);
+  const auto b = split_lines(now);
+  for (auto& l : a) l = io::printable(l, 4 * l.size());
   auto name_of = [](const std::string& l) {
     const auto sp1 = l.find(' '), sp2 = l.find(' ', sp1 + 1);
     return l.substr(0, sp1) + " '" + l.substr(sp1 + 1, sp2 - sp1 - 1) + "'";
@@ -101,7 +203,8 @@ std::string config_diff(const Config& now, const std::string& saved_text) {
     if (kv.first == "rounds") continue;
     auto it = saved.find(kv.first);
     const std::string was = it == saved.end() ? "<missing>" : it->second;
-    if (was != kv.second) diffs += "\n  " + kv.first + ": checkpoint " + was + ", now " + kv.second;
+    if (was != kv.second)
+      diffs += "\n  " + kv.first + ": checkpoint " + io::printable(was) + ", now " + kv.second;
   }
   return diffs;
 }
@@ -128,43 +231,90 @@ void save_state(TensorMap& out, const std::string& pre, const ParticleState& st)
   out[pre + "epoch_steps"] = scalar_i(st.epoch_steps);
 }
 
-void load_state(const TensorMap& in, const std::string& pre, const c10::Device& dev,
-                ParticleState& st) {
-  st.step = get_i(in, pre + "step");
-  TORCH_CHECK(get_i(in, pre + "group") == st.size(), "checkpoint: particle group size differs");
-  const int64_t nb = get_i(in, pre + "momentum_count");
-  std::vector<at::Tensor> bufs(static_cast<size_t>(nb));
-  for (int64_t i = 0; i < nb; ++i) {
-    auto it = in.find(pre + "momentum/" + std::to_string(i));
-    if (it != in.end()) bufs[i] = it->second.to(dev);
+// Nonzero where the optimizer's mask `m` (the parameter's dtype, 1 kept) is 0.
+bool nonzero_off_mask(const at::Tensor& t, const at::Tensor& m) {
+  return m.defined() && t.ne(0).logical_and(m.eq(0)).any().item<bool>();
+}
+
+// The training state of the group, checked against the step plan: the step, the position in
+// the epoch, the SWA snapshot count and every particle's batch order follow from each other.
+void load_state(Entries& e, const std::string& pre, const c10::Device& dev, const Plan& plan,
+                int64_t train_size, ParticleState& st) {
+  const int64_t spe = plan.steps_per_epoch;
+  st.step = e.integer(pre + "step", plan.rewind_step + 1, plan.total_steps);
+  e.integer(pre + "group", st.size(), st.size());
+  const auto& params = st.opt.params();
+  const auto& masks = st.opt.masks();
+  const auto n = static_cast<int64_t>(params.size());
+  e.integer(pre + "momentum_count", n, n);
+  std::vector<at::Tensor> bufs(params.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string key = pre + "momentum/" + std::to_string(i);
+    if (!e.has(key)) continue;
+    bufs[i] = e.like(key, params[i]).to(dev);
+    if (nonzero_off_mask(bufs[i], masks[i]))
+      e.damaged(key, "has momentum where the mask has pruned the weights");
   }
   st.opt.set_momentum_buffers(std::move(bufs));
-  const int64_t sc = get_i(in, pre + "swa_count");
+  int64_t snapshots = 0;  // epoch ends in (rewind_step, step] from swa_start_epoch on
+  if (plan.swa)
+    for (int64_t end = spe; end <= st.step; end += spe)
+      if (end > plan.rewind_step && end / spe - 1 >= plan.swa_start_epoch) ++snapshots;
+  const int64_t sc = e.integer(pre + "swa_count", snapshots, snapshots);
   std::vector<at::Tensor> avg;
-  for (int64_t i = 0; sc > 0; ++i) {
-    auto it = in.find(pre + "swa/" + std::to_string(i));
-    if (it == in.end()) break;
-    avg.push_back(it->second.to(dev));
+  for (int64_t i = 0; sc > 0 && i < n; ++i) {
+    const std::string key = pre + "swa/" + std::to_string(i);
+    avg.push_back(e.like(key, params[i]).to(dev));
+    if (nonzero_off_mask(avg.back(), masks[i]))
+      e.damaged(key, "has averaged weights where the mask has pruned them");
   }
   st.swa.restore(std::move(avg), sc);
+  const int64_t epoch = (st.step - 1) / spe;  // of the last step taken
   for (size_t g = 0; g < st.orders.size(); ++g) {
     const std::string q = pre + std::to_string(g) + "/";
     BatchOrder::State o;
-    o.generator = get_t(in, q + "order/generator");
-    o.current = get_i(in, q + "order/current");
-    auto it = in.find(q + "order/perm");
-    if (it != in.end()) o.perm = it->second;
-    st.orders[g].restore(o);
-    st.epoch_loss[g] = get_d(in, q + "epoch_loss");
-    st.last_loss[g] = get_d(in, q + "last_loss");
+    o.generator = e.get(q + "order/generator");
+    if (o.generator.scalar_type() != at::kByte || o.generator.dim() != 1)
+      e.damaged(q + "order/generator",
+                "must be a generator state (uint8 [n]), is " + describe(o.generator));
+    o.current = e.integer(q + "order/current", epoch, epoch);
+    const std::string pk = q + "order/perm";
+    o.perm = e.get(pk);
+    if (o.perm.scalar_type() != at::kLong || o.perm.sizes() != at::IntArrayRef{train_size})
+      e.damaged(pk, "must be int64 [" + std::to_string(train_size) + "], is " + describe(o.perm));
+    if (!at::equal(std::get<0>(o.perm.sort()), at::arange(train_size, o.perm.options())))
+      e.damaged(pk, "is not a permutation of the training set");
+    try {
+      st.orders[g].restore(o);
+    } catch (const c10::Error& err) {
+      e.damaged(q + "order/generator", std::string("is not a valid generator state (") +
+                                           err.what_without_backtrace() + ")");
+    }
+    st.epoch_loss[g] = e.real(q + "epoch_loss", -HUGE_VAL, HUGE_VAL);
+    st.last_loss[g] = e.real(q + "last_loss", -HUGE_VAL, HUGE_VAL);
   }
-  st.epoch_steps = get_i(in, pre + "epoch_steps");
+  // steps taken in the current epoch (counted from the rewind step in the first one)
+  const int64_t in_epoch = st.step - std::max(plan.rewind_step, (st.step / spe) * spe);
+  st.epoch_steps = e.integer(pre + "epoch_steps", in_epoch, in_epoch);
+  for (int64_t i = 0; i < n; ++i)
+    if (nonzero_off_mask(params[i], masks[i]))
+      e.damaged(pre + "model", "has nonzero weights where the mask has pruned them");
 }
 
 std::string model_key(size_t k, size_t i) {
   return k == 1 ? "cur/model/" : "cur/model/" + std::to_string(i) + "/";
 }
 
+}  // namespace
+
+namespace {
+constexpr const char* kCheck = "\ncheck=";
+std::string check_of(const std::string& body) {
+  char buf[20];
+  std::snprintf(buf, sizeof(buf), "%016llx",
+                static_cast<unsigned long long>(io::fnv1a(body.data(), body.size())));
+  return buf;
+}
 }  // namespace
 
 std::string encode_round(const RoundResult& r) {
@@ -181,13 +331,17 @@ std::string encode_round(const RoundResult& r) {
   for (double v : r.particle_nll) o << "\nparticle_nll=" << exact_text(v);
   for (const auto& kv : r.layer_density)
     o << "\nlayer=" << exact_text(kv.second) << " " << kv.first;
-  return o.str();
+  const std::string body = o.str();
+  return body + kCheck + check_of(body);
 }
 
 RoundResult decode_round(const std::string& s) {
+  const auto at = s.rfind(kCheck);
+  TORCH_CHECK(at != std::string::npos, "has no check line");
+  const std::string body = s.substr(0, at);
+  TORCH_CHECK(s.substr(at + std::strlen(kCheck)) == check_of(body),
+              "does not match its check line (edited?)");
   RoundResult r;
-  std::istringstream in(s);
-  std::string line;
   const std::map<std::string, int64_t RoundResult::*> ints = {
       {"round", &RoundResult::round},
       {"particles", &RoundResult::particles},
@@ -198,30 +352,54 @@ RoundResult decode_round(const std::string& s) {
       {"test_acc", &RoundResult::test_acc},         {"test_nll", &RoundResult::test_nll},
       {"ensemble_acc", &RoundResult::ensemble_acc}, {"ensemble_nll", &RoundResult::ensemble_nll},
       {"train_loss", &RoundResult::train_loss},     {"seconds", &RoundResult::seconds}};
+  auto number = [](const std::string& k, const std::string& v) {
+    char* end = nullptr;
+    const double d = std::strtod(v.c_str(), &end);
+    TORCH_CHECK(!v.empty() && end == v.c_str() + v.size(), "has a malformed ", k, " (",
+                io::printable(v), ")");
+    return d;
+  };
+  std::set<std::string> seen;
+  std::istringstream in(body);
+  std::string line;
   while (std::getline(in, line)) {
     const auto eq = line.find('=');
-    if (eq == std::string::npos) continue;
+    TORCH_CHECK(eq != std::string::npos, "has a line that is not field=value");
     const std::string k = line.substr(0, eq), v = line.substr(eq + 1);
-    const double d = std::strtod(v.c_str(), nullptr);
     if (auto i = ints.find(k); i != ints.end()) {
-      r.*(i->second) = std::strtoll(v.c_str(), nullptr, 10);
+      TORCH_CHECK(seen.insert(k).second, "has ", k, " twice");
+      char* end = nullptr;
+      errno = 0;
+      const long long x = std::strtoll(v.c_str(), &end, 10);
+      TORCH_CHECK(!v.empty() && end == v.c_str() + v.size() && errno == 0, "has a malformed ", k,
+                  " (", io::printable(v), ")");
+      r.*(i->second) = x;
     } else if (auto f = doubles.find(k); f != doubles.end()) {
-      r.*(f->second) = d;
+      TORCH_CHECK(seen.insert(k).second, "has ", k, " twice");
+      r.*(f->second) = number(k, v);
     } else if (k == "particle_acc") {
-      r.particle_acc.push_back(d);
+      r.particle_acc.push_back(number(k, v));
     } else if (k == "particle_nll") {
-      r.particle_nll.push_back(d);
+      r.particle_nll.push_back(number(k, v));
     } else if (k == "layer") {
       const auto sp = v.find(' ');
-      r.layer_density.emplace_back(v.substr(sp + 1), std::strtod(v.substr(0, sp).c_str(), nullptr));
+      TORCH_CHECK(sp != std::string::npos, "has a malformed layer line");
+      r.layer_density.emplace_back(v.substr(sp + 1), number(k, v.substr(0, sp)));
+    } else {
+      TORCH_CHECK(false, "has an unknown field '", io::printable(k), "'");
     }
   }
+  TORCH_CHECK(seen.size() == ints.size() + doubles.size(), "lacks some of its fields");
   return r;
 }
 
-RunCheckpoint::RunCheckpoint(const CheckpointOptions& options, const Config& cfg,
+RunCheckpoint::RunCheckpoint(const CheckpointOptions& options, const Config& cfg, const Plan& plan,
                              std::string model_identity, const BatchSource& data)
-    : options_(options), cfg_(cfg), identity_(std::move(model_identity)) {
+    : options_(options),
+      cfg_(cfg),
+      plan_(plan),
+      train_size_(data.train_size()),
+      identity_(std::move(model_identity)) {
   if (options_.dir.empty()) return;
   TORCH_CHECK_VALUE(options_.every_epochs >= 0, "checkpoint_every must be >= 0");
   ensure_writable_dir(options_.dir, "checkpoint folder");
@@ -274,63 +452,204 @@ void RunCheckpoint::save(const RunProgress& p, ParticleModels& models, const Mas
 
 ResumedGroup RunCheckpoint::restore(RunProgress& p, ParticleModels& models, Masks& masks,
                                     const std::function<ParticleState(Group&)>& start) const {
-  const TensorMap m = load_tensors_verified(path_);
-  TORCH_CHECK(m.count("meta/format") && tensor_string(m.at("meta/format")) == kFormat,
-              "checkpoint ", path_,
+  Entries e(path_, load_tensors_verified(path_));
+  try {
+    return restore_checked(e, p, models, masks, start);
+  } catch (const c10::ValueError&) {
+    throw;  // a refusal (another configuration, model or data), already explained
+  } catch (const c10::Error& err) {
+    const std::string what = err.what_without_backtrace();
+    if (what.rfind("checkpoint " + path_, 0) == 0) throw;
+    TORCH_CHECK(false, "checkpoint ", path_, " could not be resumed: ", what,
+                "; delete it, or start over with fresh=True (--fresh)");
+  } catch (const std::exception& err) {
+    TORCH_CHECK(false, "checkpoint ", path_, " could not be resumed: ", err.what(),
+                "; delete it, or start over with fresh=True (--fresh)");
+  }
+}
+
+ResumedGroup RunCheckpoint::restore_checked(
+    Entries& e, RunProgress& p, ParticleModels& models, Masks& masks,
+    const std::function<ParticleState(Group&)>& start) const {
+  TORCH_CHECK(e.has("meta/format") && tensor_string(e.get("meta/format")) == kFormat, "checkpoint ",
+              path_,
               " has an unknown format (made by another version of swamp_ext?); resume it with "
               "that version, or start over with fresh=True (--fresh)");
-  // Same configuration (only `rounds` may change), model and data, or refuse.
-  const std::string diffs = config_diff(cfg_, tensor_string(get_t(m, "meta/config")));
+  // ---- same configuration (only `rounds` may change), model and data, or refuse
+  const std::string saved_config = e.text("meta/config");
+  const std::string diffs = config_diff(cfg_, saved_config);
   TORCH_CHECK_VALUE(diffs.empty(), "the checkpoint in ", options_.dir,
                     " was made with a different configuration:", diffs,
                     "\nUse the same configuration to resume, another folder, or fresh=True "
                     "(--fresh) to start over");
-  if (m.count("meta/architecture")) {
-    const std::string diff =
-        architecture_diff(tensor_string(m.at("meta/architecture")), architecture(models.ticket()));
-    TORCH_CHECK_VALUE(diff.empty(), "the checkpoint in ", options_.dir,
-                      " was made with another architecture: ", diff,
-                      "; use the same model to resume, another folder, or fresh=True (--fresh)");
-  }
-  const std::string model =
-      m.count("meta/model") ? tensor_string(m.at("meta/model")) : "zoo:" + cfg_.model;
+  const std::string diff =
+      architecture_diff(e.text("meta/architecture"), architecture(models.ticket()));
+  TORCH_CHECK_VALUE(diff.empty(), "the checkpoint in ", options_.dir,
+                    " was made with another architecture: ", diff,
+                    "; use the same model to resume, another folder, or fresh=True (--fresh)");
+  const std::string model = e.text("meta/model");
   TORCH_CHECK_VALUE(model == identity_, "the checkpoint in ", options_.dir,
-                    " was made with another model (", model, ", now ", identity_,
+                    " was made with another model (", io::printable(model), ", now ", identity_,
                     "); use the same model to resume, another folder, or fresh=True (--fresh)");
-  TORCH_CHECK_VALUE(tensor_string(get_t(m, "meta/data")) == fingerprint_, "the checkpoint in ",
-                    options_.dir,
+  TORCH_CHECK_VALUE(e.text("meta/data") == fingerprint_, "the checkpoint in ", options_.dir,
                     " was made with different data; use the same dataset to resume, "
                     "another folder, or fresh=True (--fresh) to start over");
 
-  p.ticket_done = get_i(m, "meta/ticket_done") != 0;
-  p.rounds_done = get_i(m, "meta/rounds_done");
-  p.masks_round = get_i(m, "meta/masks_round");
-  p.particles_done = get_i(m, "meta/particles_done");
-  p.round_seconds = get_d(m, "meta/round_seconds");
+  // ---- progress: counters within their ranges and consistent with each other
+  const int64_t saved_rounds = rounds_of(e, saved_config);
+  p.ticket_done = e.integer("meta/ticket_done", 0, 1) != 0;
+  p.rounds_done = e.integer("meta/rounds_done", 0, saved_rounds);
+  const bool finished = p.rounds_done == saved_rounds;
+  // during round r the masks are round r's; a finished run keeps its last round's masks
+  const int64_t mr = finished ? p.rounds_done - 1 : p.rounds_done;
+  p.masks_round = e.integer("meta/masks_round", mr, mr);
+  const int64_t n = finished || !p.ticket_done ? 0 : particles_in_round(cfg_, p.rounds_done);
+  p.particles_done = e.integer("meta/particles_done", 0, n);
+  if (!p.ticket_done && p.rounds_done > 0) e.damaged("meta/ticket_done", "is 0 after round 1");
+  p.round_seconds = e.real("meta/round_seconds", 0.0, HUGE_VAL);
   TORCH_CHECK_VALUE(p.rounds_done <= cfg_.rounds && p.masks_round < cfg_.rounds,
                     "the checkpoint in ", options_.dir, " has gone on to round ", p.masks_round,
                     ": ask for at least ", p.masks_round + 1,
                     " rounds to resume it (rounds=", cfg_.rounds, ")");
-  if (p.ticket_done) load_module(m, "ticket/", models.ticket());
-  for (auto& kv : masks.map()) kv.second.copy_(get_t(m, "mask/" + kv.first));
-  if (p.rounds_done > 0) load_module(m, "final/", models.average());
-  for (int64_t i = 0; i < p.rounds_done; ++i)
-    p.results.push_back(decode_round(tensor_string(get_t(m, "result/" + std::to_string(i)))));
-  for (int64_t i = 0; i < p.particles_done; ++i) {
-    load_module(m, "done/" + std::to_string(i) + "/", models.particle(i));
-    p.losses.push_back(get_d(m, "done/" + std::to_string(i) + "/loss"));
+
+  // ---- masks: boolean, the model's shapes, as many kept weights as the round records say
+  int64_t eligible = 0, kept = 0;
+  for (auto& kv : masks.map()) {
+    const std::string key = "mask/" + kv.first;
+    const at::Tensor& t = e.get(key);
+    if (t.scalar_type() != at::kBool || t.sizes() != kv.second.sizes())
+      e.damaged(key, "is " + describe(t) + " where the model's mask is " + describe(kv.second));
+    kv.second.copy_(t);
+    eligible += t.numel();
+    kept += t.sum().item<int64_t>();
   }
+  if (p.ticket_done) load_module(e, "ticket/", models.ticket());
+
+  // ---- the round records: exactly one per finished round, consistent with the pruning
+  int64_t expect_remaining = eligible;  // round 0 prunes nothing
+  for (int64_t i = 0; i < p.rounds_done; ++i) {
+    const std::string key = "result/" + std::to_string(i);
+    RoundResult r;
+    try {
+      r = decode_round(e.text(key));
+    } catch (const c10::Error& err) {
+      const std::string what = err.what_without_backtrace();
+      if (what.rfind("checkpoint ", 0) == 0) throw;
+      e.damaged(key, what);
+    }
+    check_round(e, key, r, i, eligible, expect_remaining, masks.prunable());
+    p.results.push_back(r);
+    expect_remaining = r.remaining - prune_count(cfg_.prune_ratio, r.remaining);
+  }
+  const int64_t expect_kept = finished ? p.results.back().remaining : expect_remaining;
+  if (kept != expect_kept)
+    e.damaged("mask", "keeps " + std::to_string(kept) + " weights where the round records give " +
+                          std::to_string(expect_kept));
+
+  // ---- the last round's average: the masks are what pruning it gave
+  if (p.rounds_done > 0) {
+    load_module(e, "final/", models.average());
+    auto named = models.average().named_parameters(true);
+    if (finished) {
+      check_pruned_zero(e, "final/", models.average(), masks);
+    } else {  // every kept weight at least as large as every pruned one
+      double kept_min = HUGE_VAL, pruned_max = 0.0;
+      for (const auto& kv : masks.map()) {
+        const at::Tensor a = named[kv.first].detach().abs().to(at::kDouble);
+        if (kv.second.any().item<bool>())
+          kept_min = std::min(kept_min, a.masked_select(kv.second).min().item<double>());
+        if (!kv.second.all().item<bool>())
+          pruned_max =
+              std::max(pruned_max, a.masked_select(kv.second.logical_not()).max().item<double>());
+      }
+      if (kept_min < pruned_max)
+        e.damaged("mask",
+                  "does not keep the largest weights of the last round's average "
+                  "(it was not pruned from 'final/')");
+    }
+  }
+
+  // ---- the particles of the round already trained
+  for (int64_t i = 0; i < p.particles_done; ++i) {
+    const std::string pre = "done/" + std::to_string(i) + "/";
+    load_module(e, pre, models.particle(i));
+    check_pruned_zero(e, pre, models.particle(i), masks);
+    p.losses.push_back(e.real(pre + "loss", -HUGE_VAL, HUGE_VAL));
+  }
+
+  // ---- the group in training, if any: it goes on the way it was started
   ResumedGroup r;
-  if (!m.count("cur/active")) return r;
-  // The group goes on the way it was started: stacked, one model per particle, or single.
-  const int64_t group = get_i(m, "cur/group");
-  const int64_t k = m.count("cur/models") ? get_i(m, "cur/models") : 1;
-  r.group = models.resumed_group(p.particles_done, group, k);
-  for (size_t i = 0; i < r.group.models.size(); ++i)
-    load_module(m, model_key(r.group.models.size(), i), *r.group.models[i]);
-  r.state = std::make_unique<ParticleState>(start(r.group));
-  load_state(m, "cur/", models.device(), *r.state);
+  if (e.has("cur/active")) {
+    e.integer("cur/active", 1, 1);
+    if (p.particles_done >= n)
+      e.damaged("cur/active", "is set but no particle of the round is left to train");
+    const int64_t group = e.integer("cur/group", 1, n - p.particles_done);
+    const int64_t k = e.integer("cur/models", 1, group);
+    if (k > 1 && group % k != 0)
+      e.damaged("cur/models",
+                "is " + std::to_string(k) + " models for " + std::to_string(group) + " particles");
+    r.group = models.resumed_group(p.particles_done, group, k);
+    for (size_t i = 0; i < r.group.models.size(); ++i) {
+      const std::string pre = model_key(r.group.models.size(), i);
+      load_module(e, pre, *r.group.models[i]);
+      check_pruned_zero(e, pre, *r.group.models[i], masks);
+    }
+    r.state = std::make_unique<ParticleState>(start(r.group));
+    load_state(e, "cur/", models.device(), plan_, train_size_, *r.state);
+  }
+  e.expect_all_used();
   return r;
+}
+
+// The saved configuration's round count (the one field allowed to differ).
+int64_t RunCheckpoint::rounds_of(Entries& e, const std::string& saved_config) const {
+  std::istringstream in(saved_config);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("rounds=", 0) != 0) continue;
+    char* end = nullptr;
+    const std::string v = line.substr(7);
+    const long long x = std::strtoll(v.c_str(), &end, 10);
+    if (!v.empty() && end == v.c_str() + v.size() && x >= 1 && x <= (int64_t{1} << 32)) return x;
+  }
+  e.damaged("meta/config", "has no valid rounds=");
+}
+
+// A round record against what the run knows: its index, particle count, prunable weights and
+// remaining weights (as pruning gives them), figures in their ranges, layers in order.
+void RunCheckpoint::check_round(Entries& e, const std::string& key, const RoundResult& r, int64_t i,
+                                int64_t eligible, int64_t remaining,
+                                const std::vector<std::string>& prunable) const {
+  auto bad = [&](const std::string& what) { e.damaged(key, what); };
+  if (r.round != i) bad("is the record of round " + std::to_string(r.round));
+  if (r.particles != particles_in_round(cfg_, i))
+    bad("says " + std::to_string(r.particles) + " particles, the configuration " +
+        std::to_string(particles_in_round(cfg_, i)));
+  if (r.prunable != eligible)
+    bad("counts " + std::to_string(r.prunable) + " prunable weights, the model " +
+        std::to_string(eligible));
+  if (r.remaining != remaining)
+    bad("says " + std::to_string(r.remaining) + " weights remain where pruning leaves " +
+        std::to_string(remaining));
+  auto unit = [](double v) { return std::isfinite(v) && v >= 0.0 && v <= 1.0; };
+  auto nonneg = [](double v) { return std::isfinite(v) && v >= 0.0; };
+  if (r.sparsity != 1.0 - static_cast<double>(r.remaining) / static_cast<double>(r.prunable))
+    bad("has a sparsity that does not follow from its weight counts");
+  if (!unit(r.sparsity_all) || !unit(r.test_acc) || !unit(r.ensemble_acc) || !nonneg(r.test_nll) ||
+      !nonneg(r.ensemble_nll) || !std::isfinite(r.train_loss) || !nonneg(r.seconds))
+    bad("has a figure out of its range (accuracy in [0, 1], losses finite)");
+  if (static_cast<int64_t>(r.particle_acc.size()) != r.particles ||
+      static_cast<int64_t>(r.particle_nll.size()) != r.particles)
+    bad("does not have one accuracy and loss per particle");
+  for (size_t k = 0; k < r.particle_acc.size(); ++k)
+    if (!unit(r.particle_acc[k]) || !nonneg(r.particle_nll[k]))
+      bad("has a particle figure out of its range");
+  if (r.layer_density.size() != prunable.size()) bad("does not list every prunable layer");
+  for (size_t k = 0; k < prunable.size(); ++k)
+    if (r.layer_density[k].first != prunable[k] || !unit(r.layer_density[k].second))
+      bad("lists layer '" + io::printable(r.layer_density[k].first) + "' with density " +
+          exact_text(r.layer_density[k].second) + " where the model's layer " + std::to_string(k) +
+          " is '" + prunable[k] + "'");
 }
 
 }  // namespace swamp::engine

@@ -17,6 +17,8 @@ class Masks {
   // keep_first_last_dense the first and last of them stay dense (not eligible).
   Masks(Model& model, std::vector<std::string> prunable, bool keep_first_last_dense);
 
+  // The model's prunable parameters, in order (the eligible ones are the masks' names).
+  const std::vector<std::string>& prunable() const { return prunable_; }
   // Eligible parameter name -> bool mask (the single-particle shape).
   std::map<std::string, at::Tensor>& map() { return masks_; }
   const std::map<std::string, at::Tensor>& map() const { return masks_; }

@@ -42,7 +42,7 @@ class Run {
         masks_(models_.ticket(), source_.prunable(models_.ticket()), cfg.keep_first_last_dense),
         trainer_(cfg, plan_, data_, hooks),
         eval_(cfg, data_),
-        checkpoint_(ck, cfg, source_.identity(), data_),
+        checkpoint_(ck, cfg, plan_, source_.identity(), data_),
         hooks_(hooks) {}
 
   RunResult run() {

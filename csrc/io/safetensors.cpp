@@ -9,10 +9,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <vector>
+
+#include "files.h"
+#include "safetensors_bytes.h"
 
 namespace swamp {
 namespace {
@@ -226,8 +227,8 @@ class Parser {
 
 }  // namespace
 
-void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+std::string safetensors_bytes(const std::map<std::string, at::Tensor>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
   std::vector<at::Tensor> data;
   std::string header = "{";
   if (!metadata.empty()) {
@@ -256,31 +257,40 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
   }
   header += "}";
   while (header.size() % 8 != 0) header += ' ';
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TORCH_CHECK_VALUE(out.good(), "cannot write ", path, ": cannot open ", tmp);
-    const uint64_t n = header.size();
-    unsigned char len[8];
-    for (int k = 0; k < 8; ++k) len[k] = static_cast<unsigned char>(n >> (8 * k));
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const auto& t : data)
-      out.write(static_cast<const char*>(t.const_data_ptr()),
-                static_cast<std::streamsize>(static_cast<uint64_t>(t.numel()) * t.element_size()));
-    out.flush();
-    TORCH_CHECK_VALUE(out.good(), "cannot write ", path, " (disk full?)");
+  std::string bytes;
+  const uint64_t n = header.size();
+  bytes.reserve(8 + header.size() + offset);
+  for (int k = 0; k < 8; ++k) bytes += static_cast<char>((n >> (8 * k)) & 0xff);
+  bytes += header;
+  for (const auto& t : data)
+    bytes.append(static_cast<const char*>(t.const_data_ptr()),
+                 static_cast<size_t>(static_cast<uint64_t>(t.numel()) * t.element_size()));
+  return bytes;
+}
+
+void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  const std::string bytes = safetensors_bytes(tensors, metadata);
+  try {
+    io::write_file_atomic(path, bytes, "safetensors file");
+  } catch (const c10::Error& e) {
+    TORCH_CHECK_VALUE(false, e.what_without_backtrace());
   }
-  TORCH_CHECK_VALUE(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot write ", path,
-                    ": rename of ", tmp, " failed");
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK_VALUE(in.good(), "cannot open safetensors file ", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string bytes = ss.str();
+  std::string bytes;
+  try {
+    bytes = io::read_regular_file(path, "safetensors file");
+  } catch (const c10::ValueError&) {
+    throw;
+  } catch (const c10::Error& e) {
+    TORCH_CHECK_VALUE(false, e.what_without_backtrace());
+  }
+  return parse_safetensors(bytes, path);
+}
+
+SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& path) {
   TORCH_CHECK_VALUE(bytes.size() >= 8, "safetensors file ", path, ": too short (", bytes.size(),
                     " bytes)");
   uint64_t n = 0;
@@ -338,7 +348,8 @@ SafetensorsFile load_safetensors(const std::string& path) {
     if (*type == at::kBool)  // only 0 / 1 are valid bools
       TORCH_CHECK_VALUE(t.view(at::kByte).le(1).all().item<bool>(), "safetensors file ", path,
                         ": tensor '", name, "': bool values other than 0 and 1");
-    out.tensors[name] = std::move(t);
+    TORCH_CHECK_VALUE(out.tensors.emplace(name, std::move(t)).second, "safetensors file ", path,
+                      ": tensor '", name, "' appears twice");
   }
   return out;
 }

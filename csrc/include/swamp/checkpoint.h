@@ -1,8 +1,11 @@
 // Checkpoint files: a named set of tensors, written atomically and verified by a checksum.
 //
-// Layout: a torch archive (zip) followed by a 24-byte trailer: magic "SWAMPCK1", the archive's
-// length and its 64-bit FNV-1a hash. Writes go to "<path>.tmp", are fsync'ed, renamed over <path>
-// and the folder is fsync'ed: a crash at any instant leaves the old or the new file, never a mix.
+// Layout: a safetensors body (a JSON header with every tensor's dtype, shape and offsets, no code)
+// followed by a 24-byte trailer: magic "SWAMPCK2", the body's length and its 64-bit FNV-1a hash.
+// Only regular files are read (a FIFO or a device is refused, never waited on); every size and
+// offset is checked against the file before a byte of data is touched. Writes go to "<path>.tmp",
+// are fsync'ed, renamed over <path> and the folder is fsync'ed: a crash at any instant leaves the
+// old or the new file, never a mix.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -24,6 +27,10 @@ SWAMP_API void save_tensors_atomic(const std::string& path, const TensorMap& ten
 // Throws c10::Error naming the file when it is truncated, corrupt (checksum mismatch) or not a
 // checkpoint. Tensors are loaded on the CPU.
 SWAMP_API TensorMap load_tensors_verified(const std::string& path);
+// Rewrites the trailer of `path` for its current body: a hand-edited (or fuzzed) body then looks
+// intact to the checksum, and only the checks of its content stand between it and a run. For
+// tests of those checks; never called by the engine.
+SWAMP_API void reseal_checkpoint(const std::string& path);
 SWAMP_API bool file_exists(const std::string& path);
 // Creates `dir` (and its parents) if needed and checks that files can be written in it; throws
 // c10::ValueError naming `what` and the folder otherwise. The one writability check of the

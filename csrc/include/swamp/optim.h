@@ -34,6 +34,9 @@ class SWAMP_API MaskedSGD {
   void zero_grad() { zero_grad(0, params_.size()); }
   void zero_grad(size_t begin, size_t end);
   size_t size() const { return params_.size(); }
+  const std::vector<at::Tensor>& params() const { return params_; }
+  // The masks as given (parameters' dtype; undefined: unmasked).
+  const std::vector<at::Tensor>& masks() const { return masks_; }
   const std::vector<at::Tensor>& momentum_buffers() const { return buffers_; }
   // Restores buffers saved from momentum_buffers() (undefined entries: no step taken yet).
   void set_momentum_buffers(std::vector<at::Tensor> buffers);
