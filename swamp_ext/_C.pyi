@@ -138,6 +138,10 @@ class _Io:
                          metadata: dict[str, str] = ...) -> None: ...
     @staticmethod
     def load_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]: ...
+    @staticmethod
+    def load_checkpoint_tensors(path: str) -> dict[str, torch.Tensor]: ...
+    @staticmethod
+    def save_checkpoint_tensors(path: str, tensors: dict[str, torch.Tensor]) -> None: ...
 
 io: _Io
 
@@ -168,6 +172,8 @@ models: _Models
 
 # Test seams (see swamp_ext.testing); not used by runs.
 class _Testing:
+    @staticmethod
+    def reseal_checkpoint(path: str) -> None: ...
     @staticmethod
     def crash_in_checkpoint_write(nth: int, exit_code: int = 86) -> None: ...
     @staticmethod

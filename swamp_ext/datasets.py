@@ -8,7 +8,8 @@ From disk (``load(name, root=...)``), in their standard formats:
     t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), gzipped or not. uint8 [N, 1, 28, 28].
   * ``imagefolder`` - ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test``), or
     Tiny-ImageNet's layout (``val/images`` + ``val/val_annotations.txt``); decoded once with
-    Pillow into uint8 tensors cached in ``root/.swamp_cache_<size>.pt``.
+    Pillow into uint8 tensors cached in ``root/.swamp_cache_<key>.safetensors`` (reused only
+    while it matches the folder: file list, sizes and modification times).
 uint8 datasets stay uint8 on the training device; the C++ core scales them to [0, 1] and normalises
 them per channel with the training set's mean / std (``Dataset.mean`` / ``Dataset.std``).
 

@@ -5,14 +5,36 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import math
 import os
 import pickle
-from typing import Any, Optional
+import stat
+import zlib
+from typing import IO, Any, Optional
 
 import numpy as np
 import torch
 
 __all__ = ["read_cifar", "read_idx_dataset", "read_image_folder"]
+
+
+def _open_regular(path: str) -> IO[bytes]:
+    """Opens `path` for reading only if it is a regular file: a FIFO, a device (/dev/zero) or a
+    folder is refused before a byte is read, never waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot open ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+        raise ValueError(f"{path} is {kind}, not a regular file; it was not read")
+    return os.fdopen(fd, "rb")
 
 
 def _find(root: str, candidates: list[str], what: str) -> str:
@@ -49,30 +71,71 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def _unpickle(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
+    with _open_regular(path) as f:
+        try:
             d = _CifarUnpickler(f, encoding="bytes").load()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing") from None
-    except Exception as e:
-        raise ValueError(f"{path} is not a CIFAR python pickle ({type(e).__name__}: {e})") from None
+        except Exception as e:
+            raise ValueError(f"{path} is not a CIFAR python pickle ({type(e).__name__}: "
+                             f"{str(e)[:200]})") from None
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a pickled dict with b'data' and labels")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+        raise ValueError(f"{path}: expected a pickled dict with b'data' and labels, "
+                         f"got {type(d).__name__}")
+    return {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
-def _cifar_batch(path: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _labels(path: str, key: str, value: Any, n: int, classes: int) -> np.ndarray:
+    """Class labels as int64, refused unless they are integers (not bools, not floats) in
+    [0, classes), one per image."""
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{path}: '{key}' must be a list of integer labels, got "
+                         f"{type(value).__name__}")
+    try:
+        y = np.asarray(value)
+    except Exception as e:
+        raise ValueError(f"{path}: '{key}' is not an array of labels ({e})") from None
+    if y.dtype == np.bool_ or y.dtype.kind not in "iu":
+        raise ValueError(f"{path}: '{key}' must hold integer class labels, got {y.dtype}")
+    if y.shape != (n,):
+        raise ValueError(f"{path}: {n} images but '{key}' has shape {list(y.shape)}")
+    if n and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ValueError(f"{path}: '{key}' has labels in [{int(y.min())}, {int(y.max())}], "
+                         f"expected [0, {classes - 1}]")
+    return y.astype(np.int64)
+
+
+def _cifar_batch(path: str, label_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(path)
     if "data" not in d or label_key not in d:
-        raise ValueError(f"{path}: expected keys 'data' and '{label_key}', found {sorted(d)}")
-    x = np.asarray(d["data"])
-    y = np.asarray(d[label_key], dtype=np.int64)
-    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        raise ValueError(f"{path}: expected keys 'data' and '{label_key}', found "
+                         f"{sorted(map(str, d))[:10]}")
+    x = d["data"]
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        desc = f"{x.dtype} {list(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
         raise ValueError(f"{path}: 'data' must be uint8 [N, 3072] (32x32 RGB planes), "
-                         f"got {x.dtype} {list(x.shape)}")
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"{path}: {x.shape[0]} images but {y.shape[0]} labels")
-    return x.reshape(-1, 3, 32, 32), y
+                         f"got {desc}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{path}: holds no images")
+    y = _labels(path, label_key, d[label_key], x.shape[0], classes)
+    return np.ascontiguousarray(x).reshape(-1, 3, 32, 32), y
+
+
+def _label_names(path: str, key: str, classes: int) -> list[str]:
+    names = _unpickle(path).get(key)
+    if not isinstance(names, (list, tuple)) or len(names) != classes:
+        got = (f"{len(names)} names" if isinstance(names, (list, tuple))
+               else type(names).__name__)
+        raise ValueError(f"{path}: '{key}' must list the {classes} class names, got {got}")
+    out = []
+    for n in names:
+        if isinstance(n, bytes):
+            try:
+                n = n.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}: '{key}' holds a name that is not UTF-8 text") from None
+        if not isinstance(n, str) or not n:
+            raise ValueError(f"{path}: '{key}' must hold non-empty strings, got {n!r}"[:200])
+        out.append(n)
+    return out
 
 
 def read_cifar(root: str, which: str, label_mode: str = "fine") -> dict[str, Any]:
@@ -82,73 +145,113 @@ def read_cifar(root: str, which: str, label_mode: str = "fine") -> dict[str, Any
         if not os.path.exists(os.path.join(folder, "data_batch_1")):
             raise FileNotFoundError(f"cifar10: {os.path.join(folder, 'data_batch_1')} is missing "
                                     "(expected the python version: data_batch_1..5, test_batch)")
-        parts = [_cifar_batch(os.path.join(folder, f"data_batch_{i}"), "labels")
+        classes = 10
+        parts = [_cifar_batch(os.path.join(folder, f"data_batch_{i}"), "labels", classes)
                  for i in range(1, 6)]
         x_tr = np.concatenate([p[0] for p in parts])
         y_tr = np.concatenate([p[1] for p in parts])
-        x_te, y_te = _cifar_batch(os.path.join(folder, "test_batch"), "labels")
-        classes = 10
+        x_te, y_te = _cifar_batch(os.path.join(folder, "test_batch"), "labels", classes)
         names: Optional[list[str]] = None
         meta = os.path.join(folder, "batches.meta")
         if os.path.exists(meta):
-            names = [n.decode() if isinstance(n, bytes) else n
-                     for n in _unpickle(meta).get("label_names", [])]
+            names = _label_names(meta, "label_names", classes)
     else:
         if label_mode not in ("fine", "coarse"):
             raise ValueError(f"cifar100: label_mode must be 'fine' or 'coarse', got {label_mode!r}")
         folder = _find(root, ["cifar-100-python", "."], "cifar100")
         key = f"{label_mode}_labels"
-        x_tr, y_tr = _cifar_batch(os.path.join(folder, "train"), key)
-        x_te, y_te = _cifar_batch(os.path.join(folder, "test"), key)
         classes = 100 if label_mode == "fine" else 20
+        x_tr, y_tr = _cifar_batch(os.path.join(folder, "train"), key, classes)
+        x_te, y_te = _cifar_batch(os.path.join(folder, "test"), key, classes)
         names = None
+        meta = os.path.join(folder, "meta")
+        if os.path.exists(meta):
+            names = _label_names(meta, f"{label_mode}_label_names", classes)
     return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te,
             "num_classes": classes, "classes": names}
 
 
-def _open_maybe_gz(path: str) -> bytes:
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
+# gzip's deflate cannot expand data more than about 1032 times: a header declaring more than
+# that for the file's size is refused before anything is inflated.
+_MAX_DEFLATE_RATIO = 1032
+
+
+def read_idx(path: str, ndim: Optional[int] = None, count: Optional[int] = None,
+             count_from: str = "") -> np.ndarray:
+    """One IDX file of unsigned bytes, gzipped or not, read as a stream: the header is checked
+    first (magic, `ndim` dimensions, `count` items, sizes the file can hold), then exactly the
+    declared bytes are read, and the file must end there. Every error names the file."""
+    with _open_regular(path) as raw:
+        size = os.fstat(raw.fileno()).st_size
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{path}: broken gzip stream ({e})") from None
-    return raw
+            return _read_idx_stream(path, f, size, gz, ndim, count, count_from)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{path}: broken gzip stream ({type(e).__name__}: {e})") from None
 
 
-def read_idx(path: str) -> np.ndarray:
-    """One IDX file (uint8 data), gzipped or not."""
-    raw = _open_maybe_gz(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+def _read_idx_stream(path: str, f: IO[bytes], size: int, gz: bool, ndim: Optional[int],
+                     count: Optional[int], count_from: str) -> np.ndarray:
+    head = f.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
         raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic 0x0000080N expected)")
-    ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim:
+    nd = head[3]
+    if nd == 0 or (ndim is not None and nd != ndim):
+        raise ValueError(f"{path}: IDX header has {nd} dimensions, expected "
+                         f"{ndim if ndim is not None else 'at least 1'}")
+    dims_raw = f.read(4 * nd)
+    if len(dims_raw) < 4 * nd:
         raise ValueError(f"{path}: truncated IDX header")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    n = int(np.prod(dims)) if dims else 0
-    data = raw[4 + 4 * ndim :]
-    if len(data) != n:
-        raise ValueError(f"{path}: header says {dims} ({n} bytes) but {len(data)} bytes follow "
+    dims = [int.from_bytes(dims_raw[4 * i: 4 * i + 4], "big") for i in range(nd)]
+    if any(d == 0 for d in dims):
+        raise ValueError(f"{path}: IDX header declares an empty array {dims}")
+    if count is not None and dims[0] != count:
+        raise ValueError(f"{path}: {dims[0]} items, but {count_from or 'its companion'} has "
+                         f"{count}")
+    n = math.prod(dims)  # Python integers: no overflow
+    limit = (size * _MAX_DEFLATE_RATIO + 4096) if gz else size - 4 - 4 * nd
+    if n > limit:
+        raise ValueError(f"{path}: header says {dims} ({n} bytes) but the file "
+                         f"({size} bytes{', gzipped' if gz else ''}) cannot hold them "
                          "(truncated or corrupt)")
+    try:
+        data = bytearray(n)
+    except MemoryError:
+        raise ValueError(f"{path}: not enough memory for the {n} bytes its header declares") \
+            from None
+    view, got = memoryview(data), 0
+    while got < n:
+        k = f.readinto(view[got: got + (1 << 24)])  # type: ignore[attr-defined]
+        if not k:
+            break
+        got += k
+    left = n - got
+    if left > 0:
+        raise ValueError(f"{path}: header says {dims} ({n} bytes) but only {n - left} bytes "
+                         "follow (truncated or corrupt)")
+    if f.read(1):
+        raise ValueError(f"{path}: more bytes follow the {dims} ({n} bytes) its header declares "
+                         "(corrupt)")
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def read_idx_dataset(root: str, name: str) -> dict[str, Any]:
-    """MNIST / Fashion-MNIST IDX files in `root` (or root/raw), gzipped or not."""
+    """MNIST / Fashion-MNIST IDX files in `root` (or root/raw), gzipped or not. Labels are read
+    first: the image file must then hold exactly as many images."""
     def file(stem: str) -> str:
         cands = [stem, stem + ".gz", os.path.join("raw", stem), os.path.join("raw", stem + ".gz")]
         return _find(root, cands, name)
 
     out: dict[str, Any] = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        x = read_idx(file(f"{prefix}-images-idx3-ubyte"))
-        y = read_idx(file(f"{prefix}-labels-idx1-ubyte"))
-        if x.ndim != 3:
-            raise ValueError(f"{name}: {prefix}-images must be [N, H, W], got {list(x.shape)}")
-        if y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"{name}: {x.shape[0]} {prefix} images but labels of shape "
-                             f"{list(y.shape)}")
+        labels = file(f"{prefix}-labels-idx1-ubyte")
+        y = read_idx(labels, ndim=1)
+        if int(y.max()) >= 10:
+            raise ValueError(f"{labels}: labels must be in [0, 9], found {int(y.max())}")
+        x = read_idx(file(f"{prefix}-images-idx3-ubyte"), ndim=3, count=y.shape[0],
+                     count_from=labels)
         out[f"x_{split}"] = x[:, None]
         out[f"y_{split}"] = y.astype(np.int64)
     out["num_classes"] = 10
@@ -231,14 +334,11 @@ def read_image_folder(root: str, image_size: Optional[int] = None) -> dict[str, 
         raise ValueError(f"imagefolder: no images found under {train} or {val} "
                          f"(extensions {', '.join(_IMG_EXT)})")
     key = hashlib.sha256(repr((tr_paths, te_paths, image_size)).encode()).hexdigest()[:16]
-    cache = os.path.join(root, f".swamp_cache_{key}.pt")
-    if os.path.exists(cache):
-        try:  # tensors, ints and strings only: weights_only refuses anything that runs code
-            cached = torch.load(cache, weights_only=True)
-            if isinstance(cached, dict) and cached.get("classes") == classes:
-                return cached
-        except Exception:
-            pass  # unreadable or foreign cache: decode again
+    cache = os.path.join(root, f".swamp_cache_{key}.safetensors")
+    signature = _folder_signature(tr_paths + te_paths, image_size)
+    out = _read_cache(cache, signature, classes, tr_labels, te_labels)
+    if out is not None:
+        return out
     out = {"x_train": torch.from_numpy(_decode(tr_paths, image_size)),
            "y_train": torch.tensor(tr_labels, dtype=torch.int64),
            "x_test": torch.from_numpy(_decode(te_paths, image_size)),
@@ -247,9 +347,60 @@ def read_image_folder(root: str, image_size: Optional[int] = None) -> dict[str, 
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
         raise ValueError("imagefolder: train and val images differ in size; pass image_size=N")
     try:
-        tmp = cache + ".tmp"
-        torch.save(out, tmp)
-        os.replace(tmp, cache)
-    except OSError:
+        from . import _C
+
+        _C.io.save_safetensors(
+            cache, {k: out[k] for k in ("x_train", "y_train", "x_test", "y_test")},
+            {"format": _CACHE_FORMAT, "signature": signature, "classes": json.dumps(classes)})
+    except (OSError, ValueError, RuntimeError):
         pass  # a read-only dataset folder: no cache, decode every time
     return out
+
+
+_CACHE_FORMAT = "swamp_ext-imagefolder-cache-1"
+
+
+def _folder_signature(paths: list[str], image_size: Optional[int]) -> str:
+    """What the decoded images depend on: every file's path, size and modification time."""
+    h = hashlib.sha256(repr(image_size).encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _read_cache(cache: str, signature: str, classes: list[str], tr_labels: list[int],
+                te_labels: list[int]) -> Optional[dict[str, Any]]:
+    """The decoded folder from its cache (a safetensors file: tensors only, no code), or None
+    when there is none or it does not match the folder as it is now (files added, removed,
+    resized or touched; labels, classes or shapes that differ): then the images are decoded
+    again."""
+    if not os.path.isfile(cache):
+        return None
+    from . import _C
+
+    try:
+        tensors, meta = _C.io.load_safetensors(cache)
+    except (ValueError, RuntimeError):
+        return None
+    if meta.get("format") != _CACHE_FORMAT or meta.get("signature") != signature:
+        return None
+    try:
+        if json.loads(meta.get("classes", "null")) != classes:
+            return None
+    except ValueError:
+        return None
+    x_tr, x_te = tensors.get("x_train"), tensors.get("x_test")
+    y_tr, y_te = tensors.get("y_train"), tensors.get("y_test")
+    if x_tr is None or x_te is None or y_tr is None or y_te is None:
+        return None
+    for x, n in ((x_tr, len(tr_labels)), (x_te, len(te_labels))):
+        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[0] != n or x.shape[1] != 3:
+            return None
+    if x_tr.shape[1:] != x_te.shape[1:] or min(x_tr.shape[2:]) < 1:
+        return None
+    if not (torch.equal(y_tr, torch.tensor(tr_labels, dtype=torch.int64))
+            and torch.equal(y_te, torch.tensor(te_labels, dtype=torch.int64))):
+        return None
+    return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te,
+            "num_classes": len(classes), "classes": classes}

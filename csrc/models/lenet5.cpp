@@ -8,7 +8,7 @@ namespace {
 class LeNet5 : public Model {
  public:
   explicit LeNet5(const ModelSpec& spec) {
-    require_image(spec, "lenet5", 8);
+    require_image(spec, "lenet5", 12);  // 12x12 -> 6x6 -> 2x2 -> one 1x1 feature map
     const int64_t c = spec.input_shape[0], P = spec.particles;
     const int64_t h = ((spec.input_shape[1] / 2) - 4) / 2, w = ((spec.input_shape[2] / 2) - 4) / 2;
     conv1 = register_module("conv1", layers::conv2d(c, 6, 5, 1, 2, P, /*bias=*/true));

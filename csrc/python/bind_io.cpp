@@ -1,6 +1,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.h"
+#include "swamp/checkpoint.h"
 #include "swamp/safetensors.h"
 
 namespace swamp::python {
@@ -29,6 +30,24 @@ void bind_io(py::module_& m) {
       py::arg("path"),
       "Reads a .safetensors file with the C++ reader: (tensors, metadata); a damaged file raises "
       "ValueError naming the problem.");
+  m.def(
+      "load_checkpoint_tensors",
+      [](const std::string& path) {
+        py::gil_scoped_release nogil;
+        return load_tensors_verified(path);
+      },
+      py::arg("path"),
+      "The named tensors of a checkpoint file (checksum verified; content not interpreted): to "
+      "look inside a run's checkpoint.swamp.");
+  m.def(
+      "save_checkpoint_tensors",
+      [](const std::string& path, const std::map<std::string, at::Tensor>& tensors) {
+        py::gil_scoped_release nogil;
+        save_tensors_atomic(path, tensors);
+      },
+      py::arg("path"), py::arg("tensors"),
+      "Writes named tensors as a checkpoint file (atomic, with its checksum). A run refuses one "
+      "whose content is not a consistent run state.");
 }
 
 }  // namespace swamp::python

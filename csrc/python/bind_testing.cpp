@@ -145,6 +145,15 @@ void bind_testing(py::module_& m) {
       "Runs `lanes` lanes; each reports (lane, thread id, in ATen parallel region, a sum). "
       "fail_lane raises ValueError in that lane.");
   m.def(
+      "reseal_checkpoint",
+      [](const std::string& path) {
+        py::gil_scoped_release nogil;
+        reseal_checkpoint(path);
+      },
+      py::arg("path"),
+      "Rewrites a checkpoint's trailer for its current body, so that a body edited on purpose "
+      "passes the checksum and only the content checks remain (fuzz tests).");
+  m.def(
       "crash_in_checkpoint_write",
       [](int64_t nth, int exit_code) {
         TORCH_CHECK_VALUE(nth >= 0, "crash_in_checkpoint_write: nth must be >= 0, got ", nth);
