@@ -193,7 +193,9 @@ def tensor_mutations(m: dict[str, torch.Tensor], rng: random.Random
         elif t.dtype == torch.float64 and t.dim() == 0:
             v = float(t)
             for nv in (float("nan"), float("inf"), -1e300):
-                put(f"{v} -> {nv}", key, torch.tensor(nv, dtype=torch.float64))
+                # a finite loss is any value a user's loss function could give
+                put(f"{v} -> {nv}", key, torch.tensor(nv, dtype=torch.float64),
+                    plain=key.endswith("loss") and nv == -1e300)
             put(f"{v} -> {v * 3 + 1}", key, torch.tensor(v * 3 + 1, dtype=torch.float64),
                 plain=key.endswith("loss") or key == "meta/round_seconds")
         elif t.dtype == torch.uint8 and t.dim() == 1 and key.endswith("order/generator"):
@@ -303,9 +305,11 @@ def byte_mutations(path: str, rng: random.Random, count: int
             what = "bytes appended"
         else:
             i = rng.randrange(len(raw) - 24)
-            n = rng.randrange(1, 64)
-            b[i: i + n] = bytes(min(n, len(raw) - 24 - i))
-            what = f"{n} bytes zeroed at {i}"
+            n = min(rng.randrange(1, 64), len(raw) - 24 - i)
+            b[i: i + n] = bytes(n)
+            hit = [k for k, (s, e) in ranges.items() if s < i + n and i < e]
+            what = f"{n} bytes zeroed at {i} ({', '.join(hit) if hit else 'header'})"
+            plain = i >= start and bool(hit) and all(plain_key(k) for k in hit)
         out.append((what, bytes(b), reseal, plain))
     return out
 

@@ -214,8 +214,13 @@ void save_state(TensorMap& out, const std::string& pre, const ParticleState& st)
   out[pre + "group"] = scalar_i(st.size());
   const auto& bufs = st.opt.momentum_buffers();
   out[pre + "momentum_count"] = scalar_i(static_cast<int64_t>(bufs.size()));
-  for (size_t i = 0; i < bufs.size(); ++i)
-    if (bufs[i].defined()) out[pre + "momentum/" + std::to_string(i)] = bufs[i].detach();
+  at::Tensor defined = at::zeros({static_cast<int64_t>(bufs.size())}, at::kByte);
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    if (!bufs[i].defined()) continue;  // no gradient reached it yet
+    out[pre + "momentum/" + std::to_string(i)] = bufs[i].detach();
+    defined[static_cast<int64_t>(i)] = 1;
+  }
+  out[pre + "momentum_defined"] = defined;
   out[pre + "swa_count"] = scalar_i(st.swa.count());
   for (size_t i = 0; i < st.swa.value().size(); ++i)
     out[pre + "swa/" + std::to_string(i)] = st.swa.value()[i];
@@ -239,7 +244,7 @@ bool nonzero_off_mask(const at::Tensor& t, const at::Tensor& m) {
 // The training state of the group, checked against the step plan: the step, the position in
 // the epoch, the SWA snapshot count and every particle's batch order follow from each other.
 void load_state(Entries& e, const std::string& pre, const c10::Device& dev, const Plan& plan,
-                int64_t train_size, ParticleState& st) {
+                int64_t train_size, double momentum, ParticleState& st) {
   const int64_t spe = plan.steps_per_epoch;
   st.step = e.integer(pre + "step", plan.rewind_step + 1, plan.total_steps);
   e.integer(pre + "group", st.size(), st.size());
@@ -247,10 +252,18 @@ void load_state(Entries& e, const std::string& pre, const c10::Device& dev, cons
   const auto& masks = st.opt.masks();
   const auto n = static_cast<int64_t>(params.size());
   e.integer(pre + "momentum_count", n, n);
+  // which parameters have a momentum buffer: all that received a gradient, none without momentum
+  const at::Tensor& defined = e.get(pre + "momentum_defined");
+  if (defined.scalar_type() != at::kByte || defined.sizes() != at::IntArrayRef{n} ||
+      defined.gt(1).any().item<bool>() || (momentum == 0.0 && defined.any().item<bool>()))
+    e.damaged(pre + "momentum_defined",
+              "must flag each of the " + std::to_string(n) + " parameters 0 or 1" +
+                  (momentum == 0.0 ? " (0: training has no momentum)" : "") + ", is " +
+                  describe(defined));
   std::vector<at::Tensor> bufs(params.size());
   for (int64_t i = 0; i < n; ++i) {
     const std::string key = pre + "momentum/" + std::to_string(i);
-    if (!e.has(key)) continue;
+    if (defined[i].item<uint8_t>() == 0) continue;  // an entry anyway is refused as unexpected
     bufs[i] = e.like(key, params[i]).to(dev);
     if (nonzero_off_mask(bufs[i], masks[i]))
       e.damaged(key, "has momentum where the mask has pruned the weights");
@@ -595,7 +608,7 @@ ResumedGroup RunCheckpoint::restore_checked(
       check_pruned_zero(e, pre, *r.group.models[i], masks);
     }
     r.state = std::make_unique<ParticleState>(start(r.group));
-    load_state(e, "cur/", models.device(), plan_, train_size_, *r.state);
+    load_state(e, "cur/", models.device(), plan_, train_size_, cfg_.momentum, *r.state);
   }
   e.expect_all_used();
   return r;
