@@ -81,6 +81,7 @@ class Job:
     pristine: str = ""  # id of the job with the untouched file (checkpoints)
     config: Optional[dict] = None
     dataset: str = ""
+    family: str = ""  # for the summary
 
 
 def run_jobs(jobs: list[Job], workdir: str, job_timeout: float = 60.0,
@@ -186,8 +187,8 @@ def tensor_mutations(m: dict[str, torch.Tensor], rng: random.Random
         if t.dtype == torch.int64 and t.dim() == 0:
             v = int(t)
             for nv in (v + 1, v - 1, -1, -(2 ** 62), 2 ** 62):
-                if nv != v:
-                    put(f"{v} -> {nv}", key, torch.tensor(nv))
+                if nv != v:  # a model's own counters (batch norm's) are plain values
+                    put(f"{v} -> {nv}", key, torch.tensor(nv), plain=_is_model_value(key))
             put("as float64", key, t.double())
             put("as a vector", key, t.reshape(1))
         elif t.dtype == torch.float64 and t.dim() == 0:

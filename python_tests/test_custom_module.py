@@ -363,6 +363,7 @@ def test_safetensors_cpp_and_python_read_each_other(tmp_path):
         (raw[:40], "does not fit|damaged|outside"),
         (raw.replace(b'"F32"', b'"F99"'), "unsupported dtype F99"),
         (raw[:-8], "outside the file"),
+        (raw + b"\0" * 16, "16 bytes after the last tensor"),
     ]:
         bad.write_bytes(damaged)
         with pytest.raises(ValueError, match=match):

@@ -29,6 +29,7 @@ SEQ = dict(model="lenet_300_100", method="swamp", particles=2, rounds=3, epochs=
            rewind_epochs=1, batch_size=64, lr=0.05, seed=5, swa_start=0.5,
            particle_mode="sequential")
 STACKED = dict(SEQ, particle_mode="stacked", seed=6)
+CONV = dict(SEQ, model="conv4_small", particle_mode="auto", seed=7)  # batch norm
 
 
 class _Stop(Exception):
@@ -68,10 +69,10 @@ def _snapshots(cfg, folder, keep_finished):
 def snapshots(tmp_path_factory):
     base = tmp_path_factory.mktemp("snapshots")
     (base / "seq").mkdir()
-    (base / "stacked").mkdir()
     out = {("seq", k): v for k, v in _snapshots(SEQ, base / "seq", True).items()}
-    out.update({("stacked", k): v
-                for k, v in _snapshots(STACKED, base / "stacked", False).items()})
+    for name, cfg in (("stacked", STACKED), ("conv", CONV)):
+        (base / name).mkdir()
+        out.update({(name, k): v for k, v in _snapshots(cfg, base / name, False).items()})
     return out
 
 
@@ -443,30 +444,35 @@ def test_fuzz_checkpoints_and_dataset_files(snapshots, tmp_path):
         d.mkdir()
         return d
 
-    per_snapshot = {("seq", "mid"): 90, ("seq", "between"): 60, ("seq", "finished"): 60,
-                    ("stacked", "mid"): 60}
+    per_snapshot = {("seq", "mid"): 120, ("seq", "between"): 80, ("seq", "finished"): 60,
+                    ("stacked", "mid"): 80, ("conv", "mid"): 60}
+    configs = {"seq": SEQ, "stacked": STACKED, "conv": CONV}
     for (cfg_name, snap), budget in per_snapshot.items():
-        cfg = SEQ if cfg_name == "seq" else STACKED
+        cfg = configs[cfg_name]
         src = str(snapshots[(cfg_name, snap)] / "checkpoint.swamp")
         tag = f"{cfg_name}-{snap}"
         d = new_dir(f"{tag}-pristine")
         shutil.copy(src, d / "checkpoint.swamp")
-        pristine = fuzzing.Job(f"{tag}-pristine", "checkpoint", str(d), "untouched", config=cfg)
+        pristine = fuzzing.Job(f"{tag}-pristine", "checkpoint", str(d), "untouched", config=cfg,
+                               family="checkpoint-untouched")
         jobs.append(pristine)
         muts = fuzzing.tensor_mutations(read_checkpoint(src), rng)
         rng.shuffle(muts)
         for k, (what, m, plain) in enumerate(muts[:budget]):
             d = new_dir(f"{tag}-t{k}")
             write_checkpoint(str(d / "checkpoint.swamp"), m)
-            jobs.append(fuzzing.Job(d.name, "checkpoint", str(d), what, plain, pristine.id, cfg))
+            jobs.append(fuzzing.Job(d.name, "checkpoint", str(d), what, plain, pristine.id, cfg,
+                                    family="checkpoint-entries"))
         for k, (what, raw, reseal, plain) in enumerate(
                 fuzzing.byte_mutations(src, rng, budget // 3)):
             d = new_dir(f"{tag}-b{k}")
             (d / "checkpoint.swamp").write_bytes(raw)
             if reseal:
                 reseal_checkpoint(str(d / "checkpoint.swamp"))
-            jobs.append(fuzzing.Job(d.name, "checkpoint", str(d), what + (" (resealed)" if reseal
-                                    else ""), plain and reseal, pristine.id, cfg))
+            jobs.append(fuzzing.Job(d.name, "checkpoint", str(d),
+                                    what + (" (resealed)" if reseal else ""), plain and reseal,
+                                    pristine.id, cfg,
+                                    family="checkpoint-bytes" + ("-resealed" if reseal else "")))
     # dataset files: IDX (gzipped and raw) and CIFAR batches
     for kind in ("idx-gz", "idx-raw", "cifar"):
         src = tmp_path / f"src-{kind}"
@@ -484,20 +490,25 @@ def test_fuzz_checkpoints_and_dataset_files(snapshots, tmp_path):
                 target = d / f.relative_to(src)
                 target.write_bytes(raw)
                 jobs.append(fuzzing.Job(d.name, "dataset", str(target), f"{f.name}: {what}",
-                                        True, dataset="cifar10" if kind == "cifar" else "mnist"))
+                                        True, dataset="cifar10" if kind == "cifar" else "mnist",
+                                        family=f"dataset-{kind}"))
                 jobs[-1].path = str(d)  # the worker loads the folder; errors name the file in it
     results = fuzzing.run_jobs(jobs, str(tmp_path / "worker"), job_timeout=60)
     by_id = {j.id: j for j in jobs}
     problems = []
-    counts = {"error": 0, "done": 0}
+    counts: dict[str, dict[str, int]] = {}
     for j in jobs:
         res = results[j.id]
-        counts[res.get("outcome", "?")] = counts.get(res.get("outcome", "?"), 0) + 1
+        c = counts.setdefault(j.family, {})
+        outcome = res.get("outcome", "?") + ("-plain" if j.plain and j.kind == "checkpoint" else "")
+        c[outcome] = c.get(outcome, 0) + 1
         if j.pristine == "" and j.kind == "checkpoint":
             assert res["outcome"] == "done", res
             continue
         pristine = results[by_id[j.pristine].id].get("digest") if j.pristine else None
         why = _check_outcome(j, res, pristine)
+        if os.environ.get("SWAMP_FUZZ_VERBOSE") and res.get("outcome") == "done" and not j.plain:
+            print("completed unchanged:", j.id, j.what)
         if why:
             problems.append(f"{j.id} [{j.what}]: {why}")
     summary = {"jobs": len(jobs), **counts}

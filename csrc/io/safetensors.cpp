@@ -6,6 +6,7 @@
 #include <ATen/Functions.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -304,6 +305,7 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& p
   const char* data = bytes.data() + 8 + n;
   const uint64_t data_size = bytes.size() - 8 - n;
   SafetensorsFile out;
+  std::vector<std::pair<uint64_t, uint64_t>> spans;  // the tensors' byte ranges
   for (const auto& m : root.members) {
     const std::string& name = m.first;
     const Json& e = m.second;
@@ -343,6 +345,7 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& p
       bad("data_offsets outside the file");
     const uint64_t elem = c10::elementSize(*type);
     if (end - begin != numel * elem) bad("data_offsets do not match dtype and shape");
+    spans.emplace_back(begin, end);
     at::Tensor t = at::empty(sizes, at::TensorOptions().dtype(*type));
     if (end > begin) std::memcpy(t.mutable_data_ptr(), data + begin, end - begin);
     if (*type == at::kBool)  // only 0 / 1 are valid bools
@@ -351,6 +354,17 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& p
     TORCH_CHECK_VALUE(out.tensors.emplace(name, std::move(t)).second, "safetensors file ", path,
                       ": tensor '", name, "' appears twice");
   }
+  // As the format requires: the tensors' ranges tile the data exactly, no gap, no overlap, no
+  // bytes after them.
+  std::sort(spans.begin(), spans.end());
+  uint64_t at = 0;
+  for (const auto& sp : spans) {
+    TORCH_CHECK_VALUE(sp.first == at, "safetensors file ", path, ": tensor data ",
+                      sp.first < at ? "overlaps" : "leaves a gap", " at byte ", 8 + n + at);
+    at = sp.second;
+  }
+  TORCH_CHECK_VALUE(at == data_size, "safetensors file ", path, ": ", data_size - at,
+                    " bytes after the last tensor");
   return out;
 }
 
