@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -338,7 +337,3 @@ def file_mutations(raw: bytes, rng: random.Random, count: int) -> list[tuple[str
             what = "bytes appended"
         out.append((what, bytes(b)))
     return out
-
-
-def copy_tree(src: str, dst: str) -> None:
-    shutil.copytree(src, dst)

@@ -82,6 +82,14 @@ def _fresh(snapshots, tmp_path, which=("seq", "mid")):
     return dst
 
 
+def _read(folder):
+    return read_checkpoint(str(folder / "checkpoint.swamp"))
+
+
+def _first_mask(m):
+    return next(k for k in sorted(m) if k.startswith("mask/"))
+
+
 def _edit(folder, **changes):
     path = str(folder / "checkpoint.swamp")
     m = read_checkpoint(path)
@@ -123,8 +131,8 @@ def test_nan_loss_is_refused(snapshots, tmp_path):
 
 def test_revived_mask_entry_is_refused_against_the_round_records(snapshots, tmp_path):
     ck = _fresh(snapshots, tmp_path)
-    m = read_checkpoint(str(ck / "checkpoint.swamp"))
-    key = next(k for k in sorted(m) if k.startswith("mask/"))
+    m = _read(ck)
+    key = _first_mask(m)
     mask = m[key].clone().flatten()
     mask[(~mask).nonzero()[0]] = True
     _edit(ck, **{key: mask.view_as(m[key])})
@@ -136,8 +144,8 @@ def test_revived_mask_entry_is_refused_against_the_round_records(snapshots, tmp_
 
 def test_swapped_mask_entries_are_refused_against_the_weights(snapshots, tmp_path):
     ck = _fresh(snapshots, tmp_path, ("seq", "between"))
-    m = read_checkpoint(str(ck / "checkpoint.swamp"))
-    key = next(k for k in sorted(m) if k.startswith("mask/"))
+    m = _read(ck)
+    key = _first_mask(m)
     mask = m[key].clone().flatten()
     w = m["final/" + key[5:]].flatten().abs()
     kept, pruned = mask.nonzero().flatten(), (~mask).nonzero().flatten()
@@ -151,7 +159,7 @@ def test_swapped_mask_entries_are_refused_against_the_weights(snapshots, tmp_pat
 
 def test_edited_round_record_is_refused(snapshots, tmp_path):
     ck = _fresh(snapshots, tmp_path)
-    m = read_checkpoint(str(ck / "checkpoint.swamp"))
+    m = _read(ck)
     text = bytes(m["result/0"].tolist()).decode()
     acc = next(line for line in text.splitlines() if line.startswith("test_acc="))
     edited = text.replace(acc, "test_acc=0.99")
@@ -175,7 +183,7 @@ def test_header_damage_with_a_valid_checksum_is_refused(snapshots, tmp_path):
 
 def test_non_utf8_text_gives_a_readable_message(snapshots, tmp_path):
     ck = _fresh(snapshots, tmp_path)
-    m = read_checkpoint(str(ck / "checkpoint.swamp"))
+    m = _read(ck)
     cfg = bytes(m["meta/config"].tolist()).replace(b"seed=5", b"seed=\xff\xfe")
     _edit(ck, meta__config=torch.tensor(list(cfg), dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"seed: checkpoint \\xff\\xfe, now 5"):
@@ -195,7 +203,7 @@ def test_unknown_and_missing_entries_are_named(snapshots, tmp_path):
 
 def test_missing_momentum_buffer_is_refused(snapshots, tmp_path):
     ck = _fresh(snapshots, tmp_path)
-    m = read_checkpoint(str(ck / "checkpoint.swamp"))
+    m = _read(ck)
     del m["cur/momentum/0"]
     write_checkpoint(str(ck / "checkpoint.swamp"), m)
     with pytest.raises(RuntimeError, match=r"'cur/momentum/0' is missing"):
@@ -204,8 +212,8 @@ def test_missing_momentum_buffer_is_refused(snapshots, tmp_path):
 
 def test_pruned_weight_made_nonzero_is_refused(snapshots, tmp_path):
     ck = _fresh(snapshots, tmp_path)
-    m = read_checkpoint(str(ck / "checkpoint.swamp"))
-    key = next(k for k in sorted(m) if k.startswith("mask/"))
+    m = _read(ck)
+    key = _first_mask(m)
     w = m["done/0/" + key[5:]].clone()
     w.view(-1)[(~m[key].flatten()).nonzero()[0]] = 0.5
     _edit(ck, **{"done/0/" + key[5:]: w})
@@ -527,11 +535,8 @@ def test_fuzz_checkpoints_and_dataset_files(snapshots, tmp_path):
 
 def test_fuzz_harness_sees_signals_and_hangs(tmp_path):
     """The watcher itself: a worker killed by a signal and one that hangs are findings."""
-    script = tmp_path / "bad.py"
-    script.write_text("")
     job = fuzzing.Job("x", "dataset", str(tmp_path), "probe", dataset="mnist")
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONSTARTUP="", SWAMP_FUZZ_PROBE="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     orig = fuzzing.WORKER
     try:
         fuzzing.WORKER = ("import json, os, signal, sys, time\n"

@@ -247,13 +247,12 @@ def read_idx_dataset(root: str, name: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         labels = file(f"{prefix}-labels-idx1-ubyte")
-        y = read_idx(labels, ndim=1)
-        if int(y.max()) >= 10:
-            raise ValueError(f"{labels}: labels must be in [0, 9], found {int(y.max())}")
+        raw_y = read_idx(labels, ndim=1)
+        y = _labels(labels, "labels", raw_y, raw_y.shape[0], 10)
         x = read_idx(file(f"{prefix}-images-idx3-ubyte"), ndim=3, count=y.shape[0],
                      count_from=labels)
         out[f"x_{split}"] = x[:, None]
-        out[f"y_{split}"] = y.astype(np.int64)
+        out[f"y_{split}"] = y
     out["num_classes"] = 10
     out["classes"] = None
     return out

@@ -22,6 +22,15 @@ constexpr char kOldMagic[8] = {'S', 'W', 'A', 'M', 'P', 'C', 'K', '1'};  // torc
 constexpr char kMagic[8] = {'S', 'W', 'A', 'M', 'P', 'C', 'K', '2'};     // safetensors body
 constexpr size_t kTrailer = 24;
 
+// `body` + the trailer: magic, the body's length and its FNV-1a hash.
+void append_trailer(std::string& body) {
+  const uint64_t len = body.size();
+  const uint64_t hash = io::fnv1a(body.data(), body.size());
+  body.append(kMagic, sizeof(kMagic));
+  body.append(reinterpret_cast<const char*>(&len), sizeof(len));
+  body.append(reinterpret_cast<const char*>(&hash), sizeof(hash));
+}
+
 std::mutex& observer_mutex() {
   static std::mutex m;
   return m;
@@ -80,11 +89,7 @@ void save_tensors_atomic(const std::string& path, const TensorMap& tensors) {
   std::map<std::string, at::Tensor> cpu;
   for (const auto& kv : tensors) cpu[kv.first] = kv.second.detach().cpu();
   std::string bytes = safetensors_bytes(cpu);
-  const uint64_t len = bytes.size();
-  const uint64_t hash = io::fnv1a(bytes.data(), bytes.size());
-  bytes.append(kMagic, sizeof(kMagic));
-  bytes.append(reinterpret_cast<const char*>(&len), sizeof(len));
-  bytes.append(reinterpret_cast<const char*>(&hash), sizeof(hash));
+  append_trailer(bytes);
   WriteObserver watch;
   {
     std::lock_guard<std::mutex> lock(observer_mutex());
@@ -122,11 +127,8 @@ TensorMap load_tensors_verified(const std::string& path) {
 
 void reseal_checkpoint(const std::string& path) {
   std::string bytes = io::read_regular_file(path, "checkpoint", kTrailer);
-  const uint64_t len = bytes.size() - kTrailer;
-  const uint64_t hash = io::fnv1a(bytes.data(), len);
-  std::memcpy(&bytes[len], kMagic, sizeof(kMagic));
-  std::memcpy(&bytes[len + 8], &len, sizeof(len));
-  std::memcpy(&bytes[len + 16], &hash, sizeof(hash));
+  bytes.resize(bytes.size() - kTrailer);
+  append_trailer(bytes);
   io::write_file_atomic(path, bytes, "checkpoint");
 }
 

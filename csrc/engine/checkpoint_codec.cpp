@@ -213,7 +213,6 @@ void save_state(TensorMap& out, const std::string& pre, const ParticleState& st)
   out[pre + "step"] = scalar_i(st.step);
   out[pre + "group"] = scalar_i(st.size());
   const auto& bufs = st.opt.momentum_buffers();
-  out[pre + "momentum_count"] = scalar_i(static_cast<int64_t>(bufs.size()));
   at::Tensor defined = at::zeros({static_cast<int64_t>(bufs.size())}, at::kByte);
   for (size_t i = 0; i < bufs.size(); ++i) {
     if (!bufs[i].defined()) continue;  // no gradient reached it yet
@@ -251,7 +250,6 @@ void load_state(Entries& e, const std::string& pre, const c10::Device& dev, cons
   const auto& params = st.opt.params();
   const auto& masks = st.opt.masks();
   const auto n = static_cast<int64_t>(params.size());
-  e.integer(pre + "momentum_count", n, n);
   // which parameters have a momentum buffer: all that received a gradient, none without momentum
   const at::Tensor& defined = e.get(pre + "momentum_defined");
   if (defined.scalar_type() != at::kByte || defined.sizes() != at::IntArrayRef{n} ||
@@ -542,13 +540,12 @@ ResumedGroup RunCheckpoint::restore_checked(
   int64_t expect_remaining = eligible;  // round 0 prunes nothing
   for (int64_t i = 0; i < p.rounds_done; ++i) {
     const std::string key = "result/" + std::to_string(i);
+    const std::string text = e.text(key);
     RoundResult r;
     try {
-      r = decode_round(e.text(key));
+      r = decode_round(text);
     } catch (const c10::Error& err) {
-      const std::string what = err.what_without_backtrace();
-      if (what.rfind("checkpoint ", 0) == 0) throw;
-      e.damaged(key, what);
+      e.damaged(key, err.what_without_backtrace());
     }
     check_round(e, key, r, i, eligible, expect_remaining, masks.prunable());
     p.results.push_back(r);
@@ -562,10 +559,10 @@ ResumedGroup RunCheckpoint::restore_checked(
   // ---- the last round's average: the masks are what pruning it gave
   if (p.rounds_done > 0) {
     load_module(e, "final/", models.average());
-    auto named = models.average().named_parameters(true);
     if (finished) {
       check_pruned_zero(e, "final/", models.average(), masks);
     } else {  // every kept weight at least as large as every pruned one
+      auto named = models.average().named_parameters(true);
       double kept_min = HUGE_VAL, pruned_max = 0.0;
       for (const auto& kv : masks.map()) {
         const at::Tensor a = named[kv.first].detach().abs().to(at::kDouble);

@@ -51,7 +51,6 @@ class Entries {
   // The entry for a model tensor: same dtype and shape, finite values when floating.
   const at::Tensor& like(const std::string& key, const at::Tensor& model);
   void expect_all_used() const;
-  const std::string& path() const { return path_; }
 
  private:
   std::string path_;
