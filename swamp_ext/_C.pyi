@@ -129,6 +129,7 @@ def run_imp(
     on_models: Optional[Callable[[int, list[dict[str, torch.Tensor]], dict[str, torch.Tensor],
                                   dict[str, torch.Tensor]], None]] = None,
     model: Optional[Any] = None,
+    feeder: Optional[Any] = None,
 ) -> tuple[list[RoundResult], dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
 def particles_in_round(config: Config, round: int) -> int: ...
 

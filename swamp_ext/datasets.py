@@ -30,10 +30,12 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from . import _C
+from .pipeline import TorchData, _mix, _Samples, _Task
 
-__all__ = ["Dataset", "from_arrays", "load", "names"]
+__all__ = ["Dataset", "TorchData", "from_arrays", "from_torch", "load", "names"]
 
 _BUILTIN = ("mnist5k", "digits")
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -133,6 +135,122 @@ def from_arrays(
         mean, std = channel_stats(xs["x_train"])
     return Dataset(name, xs["x_train"], ys["y_train"], xs["x_test"], ys["y_test"], num_classes,
                    mean, std)
+
+
+def from_torch(
+    train: Any,
+    test: Any,
+    num_classes: int | None = None,
+    num_workers: int = 0,
+    *,
+    name: str | None = None,
+    bn_data: Any = None,
+    mean: Optional[Any] = None,
+    std: Optional[Any] = None,
+    pin_memory: Optional[bool] = None,
+    prefetch_factor: int = 2,
+    timeout: float = 0.0,
+) -> TorchData:
+    """Wraps map-style ``torch.utils.data.Dataset`` objects of ``(input, label)`` pairs for
+    ``run_imp``, for zoo models and your own modules alike. Nothing is loaded into memory: the
+    samples are fetched batch by batch, in the batch orders the C++ core draws for each particle,
+    by a DataLoader with ``num_workers`` worker processes that fetch ahead of the training step.
+
+    Inputs: tensors (or numpy arrays) of one shape, floating point (used as float32) or uint8
+    images [C, H, W] (scaled to [0, 1] and, with ``mean`` / ``std`` per channel, normalised in
+    the core, as for uint8 datasets). Labels: Python / numpy integers or one-element integer
+    tensors in [0, num_classes).
+
+    num_classes: default ``len(train.classes)`` where the dataset names its classes, else the
+      largest label + 1 over ``train.targets`` / ``test.targets``, else over a pass of both sets.
+    Random transforms in the datasets are seeded per batch from (seed, round, particle, epoch,
+      batch), in the worker or here, so a run is reproducible with any ``num_workers`` and a
+      resumed run equals an uninterrupted one.
+    bn_data: a dataset of the same training samples without random transforms, for the
+      batch-norm statistics of averaged weights (default: ``train`` itself, seeded).
+    pin_memory: default on for CUDA runs. timeout: seconds to wait for a worker's batch (0:
+      forever; needs workers).
+    """
+    name = name or type(train).__name__
+    for what, d in (("train", train), ("test", test), ("bn_data", bn_data)):
+        if d is None and what == "bn_data":
+            continue
+        if isinstance(d, torch.utils.data.IterableDataset) or not (
+                hasattr(d, "__getitem__") and hasattr(d, "__len__")):
+            raise TypeError(f"from_torch: {what} must be a map-style dataset (with __getitem__ "
+                            f"and __len__), got {type(d).__name__}; the core draws the batch "
+                            "orders, so it needs random access")
+        if len(d) == 0:
+            raise ValueError(f"from_torch: {what} ({type(d).__name__}) is empty")
+    if bn_data is not None and len(bn_data) != len(train):
+        raise ValueError(f"from_torch: bn_data has {len(bn_data)} samples, train has "
+                         f"{len(train)}; it must hold the same training samples")
+    for what, v in (("num_workers", num_workers), ("prefetch_factor", prefetch_factor)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if what == "num_workers" else 1):
+            raise ValueError(f"from_torch: {what} must be an int >= "
+                             f"{0 if what == 'num_workers' else 1}, got {v!r}")
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+        raise ValueError(f"from_torch: timeout must be a number of seconds >= 0, got {timeout!r}")
+    if timeout > 0 and num_workers == 0:
+        raise ValueError("from_torch: timeout applies to worker processes; set num_workers > 0")
+    if num_classes is not None and (isinstance(num_classes, bool) or
+                                    not isinstance(num_classes, int) or num_classes < 2):
+        raise ValueError(f"from_torch: num_classes must be an integer >= 2, got {num_classes!r}")
+    probe = _Samples({"train": train, "test": test}, {"train": f"{name}: training",
+                     "test": f"{name}: test"}, None, None, None)
+    x0, _ = probe.__getitems__(_Task("train", _mix(0x5CA7, 3), (0,)))
+    shape, dtype = tuple(x0.shape[1:]), x0.dtype
+    if dtype == torch.uint8 and len(shape) != 3:
+        raise ValueError(f"from_torch: uint8 inputs must be images [C, H, W], got shape {shape}")
+    if (mean is None) != (std is None):
+        raise ValueError("from_torch: give both mean and std, or neither")
+    if mean is not None:
+        if dtype != torch.uint8:
+            raise ValueError("from_torch: mean / std normalise uint8 images in the core; "
+                             f"{name} returns {dtype} inputs: normalise them in its transform")
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        if len(mean) != shape[0] or len(std) != shape[0]:
+            raise ValueError(f"from_torch: mean / std need {shape[0]} values (one per channel), "
+                             f"got {len(mean)} / {len(std)}")
+    classes = getattr(train, "classes", None)
+    if num_classes is None:
+        num_classes = _infer_classes(train, test, probe, num_workers)
+    if isinstance(classes, (list, tuple)) and len(classes) == num_classes:
+        classes = tuple(str(c) for c in classes)
+    else:
+        classes = None
+    data = TorchData(name=name, train=train, test=test, num_classes=num_classes,
+                     input_shape=shape, input_dtype=dtype, num_workers=num_workers,
+                     pin_memory=pin_memory, prefetch_factor=prefetch_factor, timeout=timeout,
+                     bn_data=bn_data, mean=mean, std=std, classes=classes)
+    if mean is not None:  # the core's own check of the normalisation
+        _C.validate_dataset(torch.zeros((1, *shape), dtype=torch.uint8),
+                            torch.zeros(1, dtype=torch.int64),
+                            torch.zeros((1, *shape), dtype=torch.uint8),
+                            torch.zeros(1, dtype=torch.int64), num_classes, list(mean), list(std))
+    return data
+
+
+def _infer_classes(train: Any, test: Any, probe: _Samples, num_workers: int) -> int:
+    classes = getattr(train, "classes", None)
+    if isinstance(classes, (list, tuple)) and len(classes) >= 2:
+        return len(classes)
+    top = -1
+    for what, d in (("train", train), ("test", test)):
+        targets = getattr(d, "targets", None)
+        if targets is not None and len(targets) == len(d):
+            t = torch.as_tensor(np.asarray(targets))
+            if t.numel() and not t.is_floating_point():
+                top = max(top, int(t.max()))
+                continue
+        loader = DataLoader(range(len(d)), batch_size=256)
+        for idx in loader:
+            _, y = probe.__getitems__(_Task(what, _mix(0x5CA7, 4, int(idx[0])),
+                                            tuple(idx.tolist())))
+            top = max(top, int(y.max()))
+    if top < 1:
+        raise ValueError("from_torch: the labels hold fewer than 2 classes; pass num_classes")
+    return top + 1
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -14,6 +14,7 @@ import torch
 from . import _C
 from .config import Config
 from .datasets import Dataset
+from .pipeline import TorchData
 from .modules import Prunable, _logits, _ModuleAdapter
 
 __all__ = ["RoundModels", "RoundRecord", "Result", "TrainingDivergedError", "run_imp"]
@@ -165,7 +166,7 @@ class _TerminalProgress:
 
 def run_imp(
     config: Config,
-    data: Dataset,
+    data: Union[Dataset, TorchData],
     *,
     on_round: Optional[Callable[[RoundRecord], None]] = None,
     progress: Union[bool, None, Callable[[Any], None]] = None,
@@ -210,10 +211,16 @@ def run_imp(
     """
     if not isinstance(config, Config):
         raise TypeError(f"config must be a swamp_ext.Config, got {type(config).__name__}")
-    if not isinstance(data, Dataset):
+    if isinstance(data, torch.utils.data.Dataset):
+        raise TypeError(
+            f"data is a torch Dataset ({type(data).__name__}): wrap the training and test sets "
+            "with swamp_ext.datasets.from_torch(train, test, ...)"
+        )
+    if not isinstance(data, (Dataset, TorchData)):
         raise TypeError(
             "data must be a swamp_ext.datasets.Dataset (use datasets.load or "
-            f"datasets.from_arrays), got {type(data).__name__}"
+            "datasets.from_arrays) or datasets.from_torch(train, test), got "
+            f"{type(data).__name__}"
         )
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
             or checkpoint_every < 0:
@@ -265,20 +272,30 @@ def run_imp(
         if on_round is not None:
             on_round(rec)
 
+    feeder = None
+    if isinstance(data, TorchData):
+        feeder = data.feeder(config.device)
+        empty = torch.empty(0)
+        tensors = (empty, empty.long(), empty, empty.long())
+    else:
+        tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
     try:
+        if feeder is not None:
+            feeder.start()  # worker processes start before the core's threads
         _, masks, state = _C.run_imp(
-            cfg, data.x_train, data.y_train, data.x_test, data.y_test,
-            data.num_classes, list(data.mean or ()), list(data.std or ()),
+            cfg, *tensors, data.num_classes, list(data.mean or ()), list(data.std or ()),
             round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh, loss_sync_every,
             on_ticket, None if on_models is None else
             (lambda r, parts, avg, masks: on_models(RoundModels(r, parts, avg, masks))),
-            adapter,
+            adapter, feeder,
         )
     except RuntimeError as e:
         if str(e).startswith("training diverged"):
             raise TrainingDivergedError(str(e), list(records)) from None
         raise
     finally:
+        if feeder is not None:
+            feeder.close()
         if bar is not None:
             bar.round_done(None)
     return Result(
@@ -302,9 +319,9 @@ def _results_json(config: Config, dataset: str, rounds: list[RoundRecord],
     return out
 
 
-def _model_inputs(data: Dataset, n: int, device: str) -> torch.Tensor:
+def _model_inputs(data: Union[Dataset, TorchData], n: int, device: str) -> torch.Tensor:
     """The first n training samples as the model sees them (no augmentation)."""
-    x = data.x_train[:n].to(device)
+    x = (data.first_inputs(n) if isinstance(data, TorchData) else data.x_train[:n]).to(device)
     if x.dtype == torch.uint8:
         x = x.float() / 255
     if data.mean:
@@ -318,7 +335,7 @@ def _model_inputs(data: Dataset, n: int, device: str) -> torch.Tensor:
 def _check_module_on_data(adapter: _ModuleAdapter, config: Config, data: Dataset) -> None:
     """Runs a copy of the module on a few samples before the run: its errors and its output
     named here, not deep in training; decides whether its particles can be stacked."""
-    x = _model_inputs(data, min(8, len(data.x_train)), config.device)
+    x = _model_inputs(data, 8, config.device)
     m = adapter.copy()
     who = adapter.class_name
     for train in (False, True):

@@ -21,10 +21,10 @@ TensorBatchSource::TensorBatchSource(const Dataset& data, const c10::Device& dev
   inputs_ = std::make_unique<InputPipeline>(data_, augment);
 }
 
-Batch TensorBatchSource::train_batch(const at::Tensor& indices, at::Generator* gen) {
+Batch TensorBatchSource::train_batch(const TrainRequest& r) {
   Batch b;
-  b.x = (*inputs_)(data_.x_train.index_select(0, indices), gen);
-  b.y = data_.y_train.index_select(0, indices);
+  b.x = (*inputs_)(data_.x_train.index_select(0, r.indices), r.gen);
+  b.y = data_.y_train.index_select(0, r.indices);
   return b;
 }
 

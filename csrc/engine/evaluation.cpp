@@ -14,6 +14,7 @@ void Evaluator::recompute_bn(Model& model) {
   const int64_t B = cfg_.bn_batch_size > 0 ? cfg_.bn_batch_size : cfg_.batch_size;
   const int64_t n = data_.train_size();
   model.recompute_batchnorm([&] {
+    data_.begin_scan(Split::kTrain, B, n < B ? n : n / B * B);
     for (int64_t s = 0; s + B <= n || s == 0; s += B)
       model.forward(data_.train_inputs(s, std::min(B, n - s)));
   });
@@ -25,6 +26,7 @@ at::Tensor Evaluator::log_probs(Model& model) {
   model.train(false);
   std::vector<at::Tensor> parts;
   const int64_t n = data_.test_size();
+  data_.begin_scan(Split::kTest, cfg_.eval_batch_size, n);
   for (int64_t s = 0; s < n; s += cfg_.eval_batch_size) {
     const int64_t len = std::min(cfg_.eval_batch_size, n - s);
     parts.push_back(at::log_softmax(model.forward(data_.test_batch(s, len).x), 1));

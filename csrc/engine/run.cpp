@@ -117,7 +117,7 @@ class Run {
       p_.losses.push_back(st->last_loss[g]);
     }
     if (plan_.swa) {  // the SWA solutions' batch-norm statistics, side by side on threads
-      const int64_t lanes = models_.post_lanes(n);
+      const int64_t lanes = post_lanes(n);
       run_lanes(lanes, [&](int64_t lane) {
         for (int64_t g = lane; g < group; g += lanes)
           eval_.recompute_bn(models_.particle(first + g));
@@ -134,7 +134,7 @@ class Run {
     rr.round = round;
     rr.particles = n;
     std::vector<at::Tensor> logp(static_cast<size_t>(n));
-    const int64_t lanes = models_.post_lanes(n);
+    const int64_t lanes = post_lanes(n);
     run_lanes(lanes, [&](int64_t lane) {
       for (int64_t p = lane; p < n; p += lanes) logp[p] = eval_.log_probs(models_.particle(p));
     });
@@ -232,6 +232,10 @@ class Run {
     return trainer_.start(grp, masks_.map(), round, first, plan_.rewind_step);
   }
   ParticleState start(Group& grp) { return start(grp, p_.rounds_done, p_.particles_done); }
+  // Lanes for the passes over the data after training (batch norm, evaluation) in a round of n.
+  int64_t post_lanes(int64_t n) const {
+    return data_.concurrent_scans() ? models_.post_lanes(n) : 1;
+  }
 
   void save(const ParticleState* cur = nullptr, const Group* grp = nullptr) {
     checkpoint_.save(

@@ -42,29 +42,35 @@ ParticleState Trainer::start(Group& grp, const std::map<std::string, at::Tensor>
                    MaskedSGD(trainable(grp), std::move(opt_masks),
                              SgdOptions{cfg_.momentum, cfg_.nesterov, cfg_.weight_decay}),
                    {},
+                   {},
                    RunningAverage(),
                    std::vector<double>(static_cast<size_t>(group), 0.0),
                    0,
                    std::vector<double>(static_cast<size_t>(group), 0.0)};
-  for (int64_t g = 0; g < group; ++g)
-    st.orders.emplace_back(data_.train_size(), hash_seed(cfg_.seed, round, first + g));
+  for (int64_t g = 0; g < group; ++g) {
+    st.streams.push_back(hash_seed(cfg_.seed, round, first + g));
+    st.orders.emplace_back(data_.train_size(), st.streams.back());
+  }
   return st;
 }
 
 // The loss of batch b of the G particles [g0, g0 + G) of the group, held by `model`: one value
 // per particle (their sum is what is minimised: the particles do not interact, so each gets
 // exactly its own gradient).
-at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int64_t G, int64_t b,
-                               const std::vector<at::Tensor>& perms) {
+at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int64_t G,
+                               int64_t epoch, int64_t b, const std::vector<at::Tensor>& perms) {
   const int64_t B = cfg_.batch_size;
+  auto request = [&](int64_t g) {
+    return TrainRequest{perms[g].narrow(0, b * B, B), &st.orders[g].generator(), st.streams[g],
+                        epoch, b};
+  };
   if (G == 1) {
-    const Batch batch =
-        data_.train_batch(perms[g0].narrow(0, b * B, B), &st.orders[g0].generator());
+    const Batch batch = data_.train_batch(request(g0));
     return model.training_loss(batch.x, batch.y, 1);
   }
   std::vector<at::Tensor> xs, ys;
   for (int64_t g = g0; g < g0 + G; ++g) {
-    Batch batch = data_.train_batch(perms[g].narrow(0, b * B, B), &st.orders[g].generator());
+    Batch batch = data_.train_batch(request(g));
     xs.push_back(std::move(batch.x));
     ys.push_back(std::move(batch.y));
   }
@@ -74,7 +80,7 @@ at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int6
 // One SGD step of every particle of the group on batch b; returns the losses (one per
 // particle). On the threads path every lane steps its models with its own thread; a single
 // model is one lane, run by the calling thread with the whole intra-op pool.
-at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t b,
+at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t epoch, int64_t b,
                                const std::vector<at::Tensor>& perms, double lr) {
   const auto K = static_cast<int64_t>(grp.models.size());
   std::vector<at::Tensor> losses(static_cast<size_t>(K));
@@ -83,7 +89,7 @@ at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t b,
       const size_t t0 = grp.first[k], t1 = grp.first[k + 1];
       st.opt.zero_grad(t0, t1);
       const at::Tensor loss =
-          batch_loss(*grp.models[k], st, k * grp.per_model, grp.per_model, b, perms);
+          batch_loss(*grp.models[k], st, k * grp.per_model, grp.per_model, epoch, b, perms);
       loss.sum().backward();
       st.opt.step(lr, t0, t1);
       losses[k] = loss.detach();
@@ -133,11 +139,17 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
     const int64_t step = st.step;
     const int64_t epoch = step / spe, b = step % spe;
     if (epoch != perm_epoch) {
-      for (int64_t g = 0; g < G; ++g) perms[g] = st.orders[g].epoch(epoch).to(device_);
+      // the batches each particle asks for until the epoch (or this call) ends
+      const int64_t last = std::min(spe, b + (end - step));
+      for (int64_t g = 0; g < G; ++g) {
+        const at::Tensor& perm = st.orders[g].epoch(epoch);
+        data_.expect(EpochPlan{st.streams[g], epoch, b, last, perm, cfg_.batch_size});
+        perms[g] = perm.to(device_);
+      }
       perm_epoch = epoch;
     }
     const double lr = learning_rate(plan_.schedule, step);
-    const at::Tensor losses = step_group(grp, st, b, perms, lr);
+    const at::Tensor losses = step_group(grp, st, epoch, b, perms, lr);
     if (sync_every == 1) {
       const at::Tensor v = losses.to(at::kDouble).contiguous();
       add_losses(v.const_data_ptr<double>(), step);

@@ -24,6 +24,7 @@ struct ParticleState {
   int64_t step = 0;
   MaskedSGD opt;
   std::vector<BatchOrder> orders;
+  std::vector<uint64_t> streams;  // each particle's order seed (the key of its batches)
   RunningAverage swa;
   std::vector<double> epoch_loss;
   int64_t epoch_steps = 0;
@@ -53,9 +54,9 @@ class Trainer {
              bool swa, const SavePoints& save);
 
  private:
-  at::Tensor batch_loss(Model& model, ParticleState& st, int64_t g0, int64_t G, int64_t b,
-                        const std::vector<at::Tensor>& perms);
-  at::Tensor step_group(const Group& grp, ParticleState& st, int64_t b,
+  at::Tensor batch_loss(Model& model, ParticleState& st, int64_t g0, int64_t G, int64_t epoch,
+                        int64_t b, const std::vector<at::Tensor>& perms);
+  at::Tensor step_group(const Group& grp, ParticleState& st, int64_t epoch, int64_t b,
                         const std::vector<at::Tensor>& perms, double lr);
 
   const Config& cfg_;

@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.h"
+#include "py_batch_source.h"
 #include "py_model_source.h"
 #include "swamp/checkpoint.h"
 #include "swamp/engine.h"
@@ -86,20 +87,24 @@ void bind_engine(py::module_& m) {
                             const std::map<std::string, at::Tensor>&,
                             const std::map<std::string, at::Tensor>&)>
              on_models,
-         const py::object& model) {
+         const py::object& model, const py::object& feeder) {
         Dataset data{x_train,     y_train,         x_test,        y_test,
                      num_classes, std::move(mean), std::move(std)};
         RunParts parts;
-        if (!model.is_none()) {
-          validate_config(cfg, /*check_model=*/false);
-          parts.model = std::make_shared<PyModuleSource>(model);
+        if (!model.is_none() || !feeder.is_none()) {
+          validate_config(cfg, /*check_model=*/model.is_none());
+          if (!model.is_none()) parts.model = std::make_shared<PyModuleSource>(model);
           Augment aug;
           if (cfg.augment) aug = Augment{cfg.crop_padding, cfg.flip};
           const c10::Device dev(cfg.device);
           TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "Config.device is '", cfg.device,
                             "' but this torch build has no usable CUDA device");
-          py::gil_scoped_release nogil;
-          parts.data = std::make_shared<TensorBatchSource>(data, dev, aug);
+          if (!feeder.is_none()) {
+            parts.data = std::make_shared<PyBatchSource>(feeder, dev, aug);
+          } else {
+            py::gil_scoped_release nogil;
+            parts.data = std::make_shared<TensorBatchSource>(data, dev, aug);
+          }
         }
         Hooks hooks;
         hooks.on_round = std::move(on_round);
@@ -119,7 +124,7 @@ void bind_engine(py::module_& m) {
         RunResult r;
         {
           py::gil_scoped_release nogil;
-          r = parts.model ? run_imp(cfg, parts, hooks, ck) : run_imp(cfg, data, hooks, ck);
+          r = parts.data ? run_imp(cfg, parts, hooks, ck) : run_imp(cfg, data, hooks, ck);
         }
         return py::make_tuple(r.rounds, r.masks, r.state);
       },
@@ -128,7 +133,8 @@ void bind_engine(py::module_& m) {
       py::arg("on_round") = nullptr, py::arg("on_epoch") = nullptr, py::arg("on_restore") = nullptr,
       py::arg("checkpoint_dir") = "", py::arg("checkpoint_every") = 1, py::arg("fresh") = false,
       py::arg("loss_sync_every") = 0, py::arg("on_ticket") = nullptr,
-      py::arg("on_models") = nullptr, py::arg("model") = py::none());
+      py::arg("on_models") = nullptr, py::arg("model") = py::none(),
+      py::arg("feeder") = py::none());
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);

@@ -1,8 +1,13 @@
 // The data seam: where batches come from. The engine draws every particle's batch order itself
 // (BatchOrder, hashed per seed, round and particle, saved in checkpoints) and asks a BatchSource
 // for the samples of those indices, so the method keeps owning determinism whatever serves the
-// data (the split torch makes between Sampler and Dataset). Implementations: TensorBatchSource
-// (tensors held on the training device); a Python Dataset plugs in here.
+// data (the split torch makes between Sampler and Dataset). Before a particle's epoch the engine
+// announces the batches it will ask for (expect), and before a pass in storage order (batch-norm
+// statistics, evaluation) the pass (begin_scan), so that a source can fetch ahead. Every
+// training batch carries its key (the particle's order stream, epoch, batch): a source with
+// random transforms seeds them from it, so a run is reproducible whoever fetches the samples.
+// Implementations: TensorBatchSource (tensors held on the training device); PyBatchSource in
+// the bindings (any torch Dataset through a DataLoader, swamp_ext/pipeline.py).
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -24,6 +29,32 @@ struct Batch {
   at::Tensor y;  // int64 labels on the training device
 };
 
+// Which training batch is asked for: batch `batch` of epoch `epoch` of a particle whose batch
+// order is the stream `stream` (hash_seed(seed, round, particle): unrelated across particles and
+// rounds). `indices` are the samples (int64, on the device), `gen` the particle's generator.
+struct TrainRequest {
+  at::Tensor indices;
+  at::Generator* gen = nullptr;
+  uint64_t stream = 0;
+  int64_t epoch = 0;
+  int64_t batch = 0;
+};
+
+// The training batches a particle asks for next, in order: batches [first, end) of epoch `epoch`
+// of `stream`, batch b being perm[b * batch_size, (b + 1) * batch_size).
+struct EpochPlan {
+  uint64_t stream = 0;
+  int64_t epoch = 0;
+  int64_t first = 0;
+  int64_t end = 0;
+  at::Tensor perm;  // int64 on the CPU, the epoch's permutation of the training set
+  int64_t batch_size = 0;
+};
+
+// A pass in storage order: batches [0, B), [B, 2B), ... of the training inputs (batch-norm
+// statistics) or the test set, covering samples [0, end).
+enum class Split { kTrain, kTest };
+
 class SWAMP_API BatchSource {
  public:
   virtual ~BatchSource() = default;
@@ -32,9 +63,21 @@ class SWAMP_API BatchSource {
   virtual std::vector<int64_t> input_shape() const = 0;  // one sample's shape
   virtual int64_t num_classes() const = 0;
   virtual c10::Device device() const = 0;
-  // Training samples at `indices` (int64, on the device), augmented with `gen` (the particle's
-  // generator; the source draws from it only when it augments).
-  virtual Batch train_batch(const at::Tensor& indices, at::Generator* gen) = 0;
+  // Training samples at r.indices, augmented with r.gen (the particle's generator; the source
+  // draws from it only when it augments). A source may be asked from several threads at once
+  // (particles side by side), in any order within a step.
+  virtual Batch train_batch(const TrainRequest& r) = 0;
+  // Announcements, so that a source can fetch ahead; requests that were not announced must be
+  // served all the same. Default: nothing.
+  virtual void expect(const EpochPlan& plan) { (void)plan; }
+  virtual void begin_scan(Split split, int64_t batch_size, int64_t end) {
+    (void)split;
+    (void)batch_size;
+    (void)end;
+  }
+  // Whether train_inputs / test_batch may be called from several threads at once (batch-norm
+  // statistics and evaluation of particles side by side); false: one pass at a time.
+  virtual bool concurrent_scans() const { return true; }
   // Training inputs [begin, begin + len) in storage order, never augmented (batch-norm
   // statistics).
   virtual at::Tensor train_inputs(int64_t begin, int64_t len) = 0;
@@ -59,7 +102,7 @@ class SWAMP_API TensorBatchSource : public BatchSource {
   std::vector<int64_t> input_shape() const override { return data_.input_shape(); }
   int64_t num_classes() const override { return data_.num_classes; }
   c10::Device device() const override { return data_.x_train.device(); }
-  Batch train_batch(const at::Tensor& indices, at::Generator* gen) override;
+  Batch train_batch(const TrainRequest& r) override;
   at::Tensor train_inputs(int64_t begin, int64_t len) override;
   Batch test_batch(int64_t begin, int64_t len) override;
   at::Tensor test_labels() override { return data_.y_test; }
