@@ -14,8 +14,8 @@ import torch
 from . import _C
 from .config import Config
 from .datasets import Dataset
-from .pipeline import TorchData
 from .modules import Prunable, _logits, _ModuleAdapter
+from .pipeline import TorchData
 
 __all__ = ["RoundModels", "RoundRecord", "Result", "TrainingDivergedError", "run_imp"]
 
