@@ -30,7 +30,6 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from . import _C
 from .pipeline import TorchData, _mix, _Samples, _Task
@@ -214,7 +213,7 @@ def from_torch(
                              f"got {len(mean)} / {len(std)}")
     classes = getattr(train, "classes", None)
     if num_classes is None:
-        num_classes = _infer_classes(train, test, probe, num_workers)
+        num_classes = _infer_classes(train, test, probe)
     if isinstance(classes, (list, tuple)) and len(classes) == num_classes:
         classes = tuple(str(c) for c in classes)
     else:
@@ -231,7 +230,7 @@ def from_torch(
     return data
 
 
-def _infer_classes(train: Any, test: Any, probe: _Samples, num_workers: int) -> int:
+def _infer_classes(train: Any, test: Any, probe: _Samples) -> int:
     classes = getattr(train, "classes", None)
     if isinstance(classes, (list, tuple)) and len(classes) >= 2:
         return len(classes)
@@ -243,10 +242,9 @@ def _infer_classes(train: Any, test: Any, probe: _Samples, num_workers: int) -> 
             if t.numel() and not t.is_floating_point():
                 top = max(top, int(t.max()))
                 continue
-        loader = DataLoader(range(len(d)), batch_size=256)
-        for idx in loader:
-            _, y = probe.__getitems__(_Task(what, _mix(0x5CA7, 4, int(idx[0])),
-                                            tuple(idx.tolist())))
+        for s in range(0, len(d), 256):
+            _, y = probe.__getitems__(_Task(what, _mix(0x5CA7, 4, s),
+                                            tuple(range(s, min(s + 256, len(d))))))
             top = max(top, int(y.max()))
     if top < 1:
         raise ValueError("from_torch: the labels hold fewer than 2 classes; pass num_classes")
@@ -255,16 +253,34 @@ def _infer_classes(train: Any, test: Any, probe: _Samples, num_workers: int) -> 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images [N, C, H, W] on the [0, 1] scale."""
-    s = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    s2 = torch.zeros_like(s)
-    for i in range(0, x.shape[0], 4096):
-        c = x[i : i + 4096].to(torch.float64) / 255.0
-        s += c.sum(dim=(0, 2, 3))
-        s2 += (c * c).sum(dim=(0, 2, 3))
-    n = x.shape[0] * x.shape[2] * x.shape[3]
-    mean = s / n
-    std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
-    return tuple(float(v) for v in mean.cpu()), tuple(max(float(v), 1e-6) for v in std.cpu())
+    acc = _ChannelStats(x.shape[1], x.device)
+    for i in range(0, x.shape[0], _STATS_CHUNK):
+        acc.add(x[i : i + _STATS_CHUNK])
+    return acc.result()
+
+
+_STATS_CHUNK = 4096
+
+
+class _ChannelStats:
+    """Per-channel sums in float64, chunk by chunk (the same arithmetic for a tensor in memory
+    and for images streamed in chunks of _STATS_CHUNK)."""
+
+    def __init__(self, channels: int, device: Any = "cpu") -> None:
+        self.s = torch.zeros(channels, dtype=torch.float64, device=device)
+        self.s2 = torch.zeros_like(self.s)
+        self.n = 0
+
+    def add(self, chunk: torch.Tensor) -> None:
+        c = chunk.to(torch.float64) / 255.0
+        self.s += c.sum(dim=(0, 2, 3))
+        self.s2 += (c * c).sum(dim=(0, 2, 3))
+        self.n += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
+
+    def result(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        mean = self.s / self.n
+        std = (self.s2 / self.n - mean * mean).clamp_min(1e-12).sqrt()
+        return tuple(float(v) for v in mean.cpu()), tuple(max(float(v), 1e-6) for v in std.cpu())
 
 
 def _split_standardise(name: str, x: np.ndarray, y: np.ndarray, n_test: int) -> Dataset:
@@ -339,13 +355,60 @@ def load(name: str, root: Optional[str] = None, **options: Any) -> Dataset:
         _check_options(name, options, set())
         raw = formats.read_idx_dataset(root, key)
     else:
-        _check_options(name, options, {"image_size"})
+        _check_options(name, options, {"image_size", "stream", "num_workers"})
+        stream = options.pop("stream", "auto")
+        workers = options.pop("num_workers", 0)
+        if stream not in ("auto", True, False):
+            raise ValueError(f"imagefolder: stream must be 'auto', True or False, got {stream!r}")
+        if stream == "auto":
+            stream = formats.decoded_bytes(root, **options) > _memory_budget()
+        if stream:
+            return _streamed_folder(root, workers, **options)
+        if workers:
+            raise ValueError("imagefolder: num_workers applies to a streamed folder (stream=True)")
         raw = formats.read_image_folder(root, **options)
     ds = from_arrays(raw["x_train"], raw["y_train"], raw["x_test"], raw["y_test"],
                      num_classes=raw["num_classes"], name=key)
     if raw.get("classes"):
         ds = Dataset(**{**ds.__dict__, "classes": tuple(raw["classes"])})
     return ds
+
+
+def _memory_budget() -> int:
+    """Half the memory available now (MemAvailable), else half the physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (OSError, ValueError, AttributeError):
+        return 8 << 30
+
+
+_STATS_IMAGES = 10000
+
+
+def _streamed_folder(root: str, num_workers: int, image_size: Optional[int] = None) -> TorchData:
+    """An image folder decoded batch by batch (nothing cached). The normalisation comes from up
+    to _STATS_IMAGES training images, evenly spaced (all of them in smaller folders: then it
+    equals the decoded folder's exactly)."""
+    from . import formats
+
+    train, test = formats.image_folder_files(root, image_size)
+    n = len(train)
+    pick = range(n) if n <= _STATS_IMAGES else \
+        sorted({i * n // _STATS_IMAGES for i in range(_STATS_IMAGES)})
+    acc = _ChannelStats(train.shape[0])
+    pick = list(pick)
+    for s in range(0, len(pick), _STATS_CHUNK):
+        acc.add(torch.stack([train[i][0] for i in pick[s:s + _STATS_CHUNK]]))
+    mean, std = acc.result()
+    return from_torch(train, test, num_classes=len(train.classes), num_workers=num_workers,
+                      name="imagefolder", mean=mean, std=std)
 
 
 def _check_options(name: str, options: dict[str, Any], allowed: set[str]) -> None:

@@ -16,7 +16,8 @@ from typing import IO, Any, Optional
 import numpy as np
 import torch
 
-__all__ = ["read_cifar", "read_idx_dataset", "read_image_folder"]
+__all__ = ["ImageFiles", "decoded_bytes", "image_folder_files", "list_image_folder", "read_cifar",
+           "read_idx_dataset", "read_image_folder"]
 
 
 def _open_regular(path: str) -> IO[bytes]:
@@ -261,29 +262,59 @@ def read_idx_dataset(root: str, name: str) -> dict[str, Any]:
 _IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 
 
-def _decode(paths: list[str], size: Optional[int]) -> np.ndarray:
+def _decode_one(path: str, size: Optional[int]) -> np.ndarray:
+    """One image file as uint8 [3, H, W] RGB (resized to size x size when given)."""
     try:
         from PIL import Image
     except ImportError:
         raise ImportError("imagefolder needs Pillow: pip install 'swamp_ext[datasets]'") from None
-    arrays = []
-    shape = None
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None:
+                im = im.resize((size, size), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+    return np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def _same_size(path: str, a: np.ndarray, shape: tuple[int, ...]) -> None:
+    if a.shape != shape:
+        raise ValueError(f"{path}: image is {a.shape[2]}x{a.shape[1]} but earlier ones are "
+                         f"{shape[2]}x{shape[1]}; pass image_size=N to resize")
+
+
+def _decode(paths: list[str], size: Optional[int]) -> np.ndarray:
+    arrays: list[np.ndarray] = []
     for p in paths:
-        try:
-            with Image.open(p) as im:
-                im = im.convert("RGB")
-                if size is not None:
-                    im = im.resize((size, size), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
-        except Exception as e:
-            raise ValueError(f"{p}: cannot decode image ({type(e).__name__}: {e})") from None
-        if shape is None:
-            shape = a.shape
-        elif a.shape != shape:
-            raise ValueError(f"{p}: image is {a.shape[1]}x{a.shape[0]} but earlier ones are "
-                             f"{shape[1]}x{shape[0]}; pass image_size=N to resize")
-        arrays.append(a.transpose(2, 0, 1))
+        a = _decode_one(p, size)
+        if arrays:
+            _same_size(p, a, arrays[0].shape)
+        arrays.append(a)
     return np.stack(arrays)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files decoded when asked for (the streamed image folder): (uint8 [3, H, W], label).
+    Every image must have the first one's size unless ``image_size`` resizes them all."""
+
+    def __init__(self, paths: list[str], labels: list[int], classes: list[str],
+                 image_size: Optional[int], shape: Optional[tuple[int, ...]] = None) -> None:
+        self.paths = list(paths)
+        self.labels = list(labels)
+        self.targets = self.labels
+        self.classes = list(classes)
+        self.image_size = image_size
+        self.shape = shape or tuple(_decode_one(self.paths[0], image_size).shape)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        a = _decode_one(self.paths[i], self.image_size)
+        _same_size(self.paths[i], a, self.shape)
+        return torch.from_numpy(a), self.labels[i]
 
 
 def _class_folder(folder: str, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -300,8 +331,10 @@ def _class_folder(folder: str, classes: list[str]) -> tuple[list[str], list[int]
     return paths, labels
 
 
-def read_image_folder(root: str, image_size: Optional[int] = None) -> dict[str, Any]:
-    """Class-per-folder images (train/ and val/ or test/), decoded once and cached."""
+def list_image_folder(root: str) -> tuple[list[str], list[str], list[int], list[str], list[int]]:
+    """(classes, train paths, train labels, test paths, test labels) of an image folder:
+    root/train/<class>/... and root/val (or test)/<class>/..., or Tiny-ImageNet's
+    val/images + val/val_annotations.txt."""
     train = os.path.join(root, "train")
     if not os.path.isdir(train):
         raise FileNotFoundError(
@@ -332,6 +365,27 @@ def read_image_folder(root: str, image_size: Optional[int] = None) -> dict[str, 
     if not tr_paths or not te_paths:
         raise ValueError(f"imagefolder: no images found under {train} or {val} "
                          f"(extensions {', '.join(_IMG_EXT)})")
+    return classes, tr_paths, tr_labels, te_paths, te_labels
+
+
+def image_folder_files(root: str, image_size: Optional[int] = None
+                       ) -> tuple[ImageFiles, ImageFiles]:
+    """The image folder as two datasets decoding each image when asked for (streaming)."""
+    classes, tr_paths, tr_labels, te_paths, te_labels = list_image_folder(root)
+    train = ImageFiles(tr_paths, tr_labels, classes, image_size)
+    return train, ImageFiles(te_paths, te_labels, classes, image_size, train.shape)
+
+
+def decoded_bytes(root: str, image_size: Optional[int] = None) -> int:
+    """Bytes the decoded image folder takes in memory (uint8, the first image's size)."""
+    classes, tr_paths, _, te_paths, _ = list_image_folder(root)
+    c, h, w = _decode_one(tr_paths[0], image_size).shape
+    return (len(tr_paths) + len(te_paths)) * c * h * w
+
+
+def read_image_folder(root: str, image_size: Optional[int] = None) -> dict[str, Any]:
+    """Class-per-folder images (train/ and val/ or test/), decoded once and cached."""
+    classes, tr_paths, tr_labels, te_paths, te_labels = list_image_folder(root)
     key = hashlib.sha256(repr((tr_paths, te_paths, image_size)).encode()).hexdigest()[:16]
     cache = os.path.join(root, f".swamp_cache_{key}.safetensors")
     signature = _folder_signature(tr_paths + te_paths, image_size)

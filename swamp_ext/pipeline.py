@@ -359,7 +359,7 @@ def _fingerprint(data: TorchData, samples: _Samples) -> str:
     """Identifies the data for checkpoints: classes, sizes, shape, and a hash of a few samples of
     each split fetched with fixed seeds (not the whole data: that would be a pass per run)."""
     h = hashlib.sha256()
-    parts = [f"torch {data.name}", f"train {len(data.train)}", f"test {len(data.test)}",
+    parts = ["torch dataset", f"train {len(data.train)}", f"test {len(data.test)}",
              f"classes {data.num_classes}", f"shape {tuple(data.input_shape)}",
              f"dtype {data.input_dtype}", f"norm {data.mean} {data.std}",
              f"bn {'own' if data.bn_data is not None else 'train'}"]

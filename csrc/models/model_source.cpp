@@ -1,13 +1,13 @@
 // ModelSource: the model seam (see swamp/model_source.h); the zoo behind it.
 #include "swamp/model_source.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
 #include <optional>
 
+#include "../common/default_generator.h"
 #include "swamp/layers.h"
 #include "swamp/module_source.h"
 
@@ -62,27 +62,6 @@ std::shared_ptr<ModuleModel> ModuleSource::make_model() const {
 }
 
 namespace {
-// θ_0 from the factory with torch's default CPU generator seeded, its state restored after.
-template <class F>
-auto with_seeded_default_generator(uint64_t seed, F&& f) {
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
-  at::Tensor saved;
-  {
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    saved = gen.get_state();
-    gen.set_current_seed(seed);
-  }
-  struct Restore {
-    at::Generator& gen;
-    at::Tensor& saved;
-    ~Restore() {
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(saved);
-    }
-  } restore{gen, saved};
-  return f();
-}
-
 void check_module(const torch::nn::Module& m, const std::string& who) {
   std::optional<c10::Device> device;
   for (const auto& item : m.named_parameters(true)) {
@@ -101,7 +80,10 @@ ModelPtr ModuleSource::create(const ModelSpec& spec, uint64_t seed) const {
                     "': a C++ module holds one particle");
   std::lock_guard<std::mutex> lock(mutex_);
   if (!theta0_) {
-    theta0_ = with_seeded_default_generator(seed, [&] { return make_model(); });
+    {
+      DefaultGeneratorGuard seeded(seed);  // θ_0 from the seed; the caller's stream kept
+      theta0_ = make_model();
+    }
     check_module(*theta0_, "module '" + name_ + "'");
     TORCH_CHECK_VALUE(!prunable(*theta0_).empty(), "module '", name_,
                       "' has no prunable parameter (the weights of Conv and Linear layers by "

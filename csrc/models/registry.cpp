@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "../common/default_generator.h"
 #include "swamp/models.h"
 
 namespace swamp {
@@ -74,6 +75,7 @@ ModelPtr create_model(const std::string& name, const ModelSpec& spec, uint64_t s
     TORCH_CHECK_VALUE(d > 0, "model '", name, "': input shape entries must be positive");
   TORCH_CHECK_VALUE(spec.num_classes >= 2, "model '", name, "': needs at least 2 classes, got ",
                     spec.num_classes);
+  DefaultGeneratorGuard keep;  // the layers' own initialisation draws from it
   ModelPtr model = factory(spec);
   init_parameters(*model, seed);
   return model;
