@@ -180,7 +180,8 @@ class Label(Pairs):
 
 @pytest.mark.parametrize("make,err,match", [
     (lambda d: Shape(d.x_train, d.y_train), ValueError,
-     r"Shape: training sample 5: the input has shape \(1, 7, 8\), expected \(1, 8, 8\)"),
+     r"Shape: training sample 5: the input is \(1, 7, 8\) float32, expected \(1, 8, 8\) "
+     "float32 like the first training sample"),
     (lambda d: Label(d.x_train, d.y_train, 10), ValueError,
      r"training sample 9: label 10 is out of range \[0, 10\)"),
     (lambda d: Label(d.x_train, d.y_train, -1), ValueError, r"sample 9: label -1 is out of range"),
@@ -196,6 +197,52 @@ def test_bad_samples_are_named(digits, make, err, match, workers):
     with pytest.raises(err, match=match):
         run_imp(Config(model="lenet_300_100", rounds=1, epochs=2, particles=1), data,
                 progress=False)
+
+
+class Parts(Pairs):
+    """Structured inputs: the image and its row sums, as a dict (keyword arguments) or a tuple
+    (positional), plus an integer tensor (a count) to show integer leaves pass untouched."""
+
+    def __init__(self, x, y, as_dict):
+        super().__init__(x, y)
+        self.as_dict = as_dict
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        parts = (x, x.sum(dim=2).flatten(), torch.tensor([i % 3]))
+        return (dict(zip(("image", "rows", "count"), parts)) if self.as_dict else parts), y
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(64, 24)
+        self.b = nn.Linear(8, 24)
+        self.out = nn.Linear(24, 10)
+
+    def forward(self, image, rows, count):
+        assert count.dtype == torch.int64
+        return self.out(torch.relu(self.a(image.flatten(1)) + self.b(rows)))
+
+
+@pytest.mark.parametrize("as_dict", [True, False], ids=["dict", "tuple"])
+def test_tuple_and_dict_inputs_reach_the_module_as_arguments(digits, as_dict):
+    data = datasets.from_torch(Parts(digits.x_train, digits.y_train, as_dict),
+                               Parts(digits.x_test, digits.y_test, as_dict), num_workers=1)
+    assert data.structured and data.input_shape == ()
+    cfg = Config(seed=4, **SMALL)
+    module = TwoInputs()
+    a = run_imp(cfg, data, model=module, progress=False)
+    assert a.rounds[-1].test_acc > 0.5 and a.rounds[-1].sparsity == pytest.approx(0.2, abs=1e-3)
+    b = run_imp(cfg, datasets.from_torch(Parts(digits.x_train, digits.y_train, as_dict),
+                                         Parts(digits.x_test, digits.y_test, as_dict)),
+                model=module, progress=False)
+    assert_same(a, b)  # in a worker process or here: the same run
+    with pytest.raises(ValueError, match="gives tuple / dict inputs; the zoo models take one input "
+                                         "tensor: pass your module"):
+        run_imp(cfg, data, progress=False)
+    with pytest.raises(ValueError, match=r"particle_mode 'stacked'.*its inputs are a tuple / dict"):
+        run_imp(Config(particle_mode="stacked", **SMALL), data, model=TwoInputs(), progress=False)
 
 
 def test_datasets_that_cannot_be_used_are_refused(digits):
@@ -216,7 +263,8 @@ def test_datasets_that_cannot_be_used_are_refused(digits):
             return Image.new("L", (8, 8)), 0
 
     with pytest.raises(TypeError, match=r"training sample 0: the input is PIL.Image.Image; "
-                                        r"expected a tensor; add a transform"):
+                                        r"expected a tensor \(or a tuple / list / dict of "
+                                        r"tensors\); add a transform"):
         datasets.from_torch(Pil(digits.x_train, digits.y_train), test)
     with pytest.raises(TypeError, match="wrap the training and test sets with "
                                         "swamp_ext.datasets.from_torch"):

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import _C
-from .pipeline import TorchData, _mix, _Samples, _Task
+from .pipeline import TorchData, _layout, _mix, _Samples, _Task
 
 __all__ = ["Dataset", "TorchData", "from_arrays", "from_torch", "load", "names"]
 
@@ -196,9 +196,11 @@ def from_torch(
                                     not isinstance(num_classes, int) or num_classes < 2):
         raise ValueError(f"from_torch: num_classes must be an integer >= 2, got {num_classes!r}")
     probe = _Samples({"train": train, "test": test}, {"train": f"{name}: training",
-                     "test": f"{name}: test"}, None, None, None)
+                     "test": f"{name}: test"}, None)
     x0, _ = probe.__getitems__(_Task("train", _mix(0x5CA7, 3), (0,)))
-    shape, dtype = tuple(x0.shape[1:]), x0.dtype
+    layout = _layout(_first(x0))
+    structured = not isinstance(x0, torch.Tensor)
+    shape, dtype = ((), None) if structured else (tuple(x0.shape[1:]), x0.dtype)
     if dtype == torch.uint8 and len(shape) != 3:
         raise ValueError(f"from_torch: uint8 inputs must be images [C, H, W], got shape {shape}")
     if (mean is None) != (std is None):
@@ -219,7 +221,7 @@ def from_torch(
     else:
         classes = None
     data = TorchData(name=name, train=train, test=test, num_classes=num_classes,
-                     input_shape=shape, input_dtype=dtype, num_workers=num_workers,
+                     input_shape=shape, layout=layout, num_workers=num_workers,
                      pin_memory=pin_memory, prefetch_factor=prefetch_factor, timeout=timeout,
                      bn_data=bn_data, mean=mean, std=std, classes=classes)
     if mean is not None:  # the core's own check of the normalisation
@@ -228,6 +230,15 @@ def from_torch(
                             torch.zeros((1, *shape), dtype=torch.uint8),
                             torch.zeros(1, dtype=torch.int64), num_classes, list(mean), list(std))
     return data
+
+
+def _first(x: Any) -> Any:
+    """Sample 0 of a batch of inputs (structured inputs leaf by leaf)."""
+    if isinstance(x, torch.Tensor):
+        return x[0]
+    if isinstance(x, dict):
+        return {k: v[0] for k, v in x.items()}
+    return type(x)(v[0] for v in x)
 
 
 def _infer_classes(train: Any, test: Any, probe: _Samples) -> int:

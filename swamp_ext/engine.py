@@ -14,7 +14,7 @@ import torch
 from . import _C
 from .config import Config
 from .datasets import Dataset
-from .modules import Prunable, _logits, _ModuleAdapter
+from .modules import Prunable, _logits, _ModuleAdapter, call_module
 from .pipeline import TorchData
 
 __all__ = ["RoundModels", "RoundRecord", "Result", "TrainingDivergedError", "run_imp"]
@@ -234,6 +234,9 @@ def run_imp(
         adapter = _ModuleAdapter(model, device=config.device, prunable=prunable, loss_fn=loss_fn)
         cfg.model = adapter.identity
         _check_module_on_data(adapter, config, data)
+    elif isinstance(data, TorchData) and data.structured:
+        raise ValueError(f"data: {data.name} gives tuple / dict inputs; the zoo models take one "
+                         "input tensor: pass your module as run_imp(..., model=module)")
     elif prunable is not None or loss_fn is not None:
         raise ValueError("prunable= and loss_fn= apply to a run given model=module; zoo models "
                          "prune their conv / linear weights with cross-entropy")
@@ -319,8 +322,13 @@ def _results_json(config: Config, dataset: str, rounds: list[RoundRecord],
     return out
 
 
-def _model_inputs(data: Union[Dataset, TorchData], n: int, device: str) -> torch.Tensor:
+def _model_inputs(data: Union[Dataset, TorchData], n: int, device: str) -> Any:
     """The first n training samples as the model sees them (no augmentation)."""
+    if isinstance(data, TorchData) and data.structured:
+        x = data.first_inputs(n)
+        if isinstance(x, dict):
+            return {k: v.to(device) for k, v in x.items()}
+        return type(x)(v.to(device) for v in x)
     x = (data.first_inputs(n) if isinstance(data, TorchData) else data.x_train[:n]).to(device)
     if x.dtype == torch.uint8:
         x = x.float() / 255
@@ -332,7 +340,22 @@ def _model_inputs(data: Union[Dataset, TorchData], n: int, device: str) -> torch
     return x
 
 
-def _check_module_on_data(adapter: _ModuleAdapter, config: Config, data: Dataset) -> None:
+def _describe_inputs(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"{tuple(x.shape)} {x.dtype}"
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe_inputs(v)}" for k, v in x.items()) + "}"
+    return "(" + ", ".join(_describe_inputs(v) for v in x) + ")"
+
+
+def _batch_size(x: Any) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.shape[0]
+    return _batch_size(next(iter(x.values())) if isinstance(x, dict) else x[0])
+
+
+def _check_module_on_data(adapter: _ModuleAdapter, config: Config,
+                          data: Union[Dataset, TorchData]) -> None:
     """Runs a copy of the module on a few samples before the run: its errors and its output
     named here, not deep in training; decides whether its particles can be stacked."""
     x = _model_inputs(data, 8, config.device)
@@ -343,11 +366,11 @@ def _check_module_on_data(adapter: _ModuleAdapter, config: Config, data: Dataset
         params = [(n, p, p._version) for n, p in m.named_parameters()]
         try:
             with torch.no_grad():
-                out = m(x)
+                out = call_module(m, x)
         except Exception as e:
             mode = "train" if train else "eval"
             raise RuntimeError(f"model: {who}.forward fails on a batch of {data.name} "
-                               f"(inputs {tuple(x.shape)} {x.dtype}, {mode} mode): "
+                               f"(inputs {_describe_inputs(x)}, {mode} mode): "
                                f"{type(e).__name__}: {e}") from e
         now = dict(m.named_parameters())
         for n, p, v in params:
@@ -360,9 +383,9 @@ def _check_module_on_data(adapter: _ModuleAdapter, config: Config, data: Dataset
                                  "swamp_ext owns the weights during a run: compute with them, "
                                  "do not modify them")
         logits = _logits(out)
-        want = (x.shape[0], data.num_classes)
+        want = (_batch_size(x), data.num_classes)
         if tuple(logits.shape) != want:
-            raise ValueError(f"model: {who} answers inputs {tuple(x.shape)} with "
+            raise ValueError(f"model: {who} answers inputs {_describe_inputs(x)} with "
                              f"{tuple(logits.shape)}; expected logits {want} ({data.name} has "
                              f"{data.num_classes} classes)")
         if not logits.is_floating_point():

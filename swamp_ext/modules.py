@@ -92,10 +92,10 @@ class _Single:
         self._loss_fn = adapter.loss_fn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _logits(self.module(x))
+        return _logits(call_module(self.module, x))
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor, particles: int) -> torch.Tensor:
-        return _scalar_loss(self._loss_fn(self.module(x), y)).reshape(1)
+    def _loss(self, x: Any, y: torch.Tensor, particles: int) -> torch.Tensor:
+        return _scalar_loss(self._loss_fn(call_module(self.module, x), y)).reshape(1)
 
     def train(self, on: bool) -> None:
         self.module.train(on)
@@ -118,6 +118,16 @@ class _Single:
                 m.momentum = momentum
             self.module.train(was_training)
         return True
+
+
+def call_module(module: nn.Module, x: Any) -> Any:
+    """The module on a batch of inputs: a tensor, a tuple / list (positional arguments) or a dict
+    (keyword arguments)."""
+    if isinstance(x, dict):
+        return module(**x)
+    if isinstance(x, (tuple, list)):
+        return module(*x)
+    return module(x)
 
 
 def _flat(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -347,7 +357,9 @@ def _fingerprint(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _stack_problem(adapter: _ModuleAdapter, x: torch.Tensor) -> Optional[str]:
+def _stack_problem(adapter: _ModuleAdapter, x: Any) -> Optional[str]:
+    if not isinstance(x, torch.Tensor):
+        return "its inputs are a tuple / dict (stacked particles take one input tensor)"
     for name, p in adapter._original.named_parameters():
         if p.dim() == 0:
             return f"parameter '{name}' is a scalar (stacked particles need a leading dimension)"

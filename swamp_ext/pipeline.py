@@ -65,16 +65,16 @@ class _Samples(torch.utils.data.Dataset):
     """The run's datasets behind one index space (picklable: it goes to the worker processes).
 
     ``__getitems__`` fetches a whole ``_Task`` with seeded generators, checks every sample and
-    returns ``(x, y)``: inputs stacked (float32, or uint8 images kept uint8), labels int64."""
+    returns ``(x, y)``: inputs stacked (float32, or uint8 images kept uint8; structured inputs
+    stacked leaf by leaf), labels int64. ``layout``: what every input must look like (that of the
+    first training sample, see ``_layout``)."""
 
     def __init__(self, splits: dict[str, Any], names: dict[str, str],
-                 num_classes: Optional[int], shape: Optional[tuple[int, ...]],
-                 dtype: Optional[torch.dtype]) -> None:
+                 num_classes: Optional[int], layout: Any = None) -> None:
         self.splits = splits
         self.names = names
         self.num_classes = num_classes
-        self.shape = shape
-        self.dtype = dtype
+        self.layout = layout
 
     def __len__(self) -> int:  # not used for sampling (the core draws the orders)
         return len(self.splits["train"])
@@ -98,36 +98,81 @@ class _Samples(torch.utils.data.Dataset):
             torch.set_rng_state(states[0])
             random.setstate(states[1])
             np.random.set_state(states[2])
-        return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
+        return _stack(xs), torch.tensor(ys, dtype=torch.int64)
 
     def check(self, split: str, i: int, sample: Any) -> tuple[torch.Tensor, int]:
         where = f"{self.names[split]} sample {i}"
         if not isinstance(sample, (tuple, list)) or len(sample) != 2:
             raise TypeError(f"{where}: expected an (input, label) pair, got {_describe(sample)}")
         x, y = sample
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(np.ascontiguousarray(x))
-        if not isinstance(x, torch.Tensor):
-            hint = ("; add a transform that makes a tensor (e.g. torchvision's ToTensor / "
-                    "PILToTensor)" if type(x).__module__.startswith("PIL") else "")
-            raise TypeError(f"{where}: the input is {_describe(x)}; expected a tensor{hint}")
-        if x.dtype != torch.uint8:
-            if not x.is_floating_point():
-                raise TypeError(f"{where}: the input is {x.dtype}; expected floating point or "
-                                "uint8 images")
-            x = x.to(torch.float32)
-            if not bool(torch.isfinite(x).all()):
-                raise ValueError(f"{where}: the input contains NaN or infinite values")
-        if self.shape is not None and tuple(x.shape) != self.shape:
-            raise ValueError(f"{where}: the input has shape {tuple(x.shape)}, expected "
-                             f"{self.shape} like the first training sample")
-        if self.dtype is not None and x.dtype != self.dtype:
-            raise TypeError(f"{where}: the input is {x.dtype}, expected {self.dtype} like the "
-                            "first training sample")
+        if isinstance(x, (tuple, list)):
+            x = type(x)(_leaf(f"{where}: input {k}", v, structured=True) for k, v in enumerate(x))
+        elif isinstance(x, dict):
+            if not all(isinstance(k, str) for k in x):
+                raise TypeError(f"{where}: dict inputs need string keys (keyword arguments of "
+                                f"forward), got {sorted(map(repr, x))}")
+            x = {k: _leaf(f"{where}: input '{k}'", v, structured=True) for k, v in x.items()}
+        else:
+            x = _leaf(f"{where}: the input", x, structured=False)
+        if self.layout is not None and _layout(x) != self.layout:
+            raise ValueError(f"{where}: the input is {_show(_layout(x))}, expected "
+                             f"{_show(self.layout)} like the first training sample")
         label = _label(where, y)
         if self.num_classes is not None and not 0 <= label < self.num_classes:
             raise ValueError(f"{where}: label {label} is out of range [0, {self.num_classes})")
         return x, label
+
+
+def _leaf(what: str, x: Any, structured: bool) -> torch.Tensor:
+    """One input tensor, checked: float (as float32; finite) or uint8 images; integer tensors
+    too inside structured inputs (token ids, lengths)."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        hint = ("; add a transform that makes a tensor (e.g. torchvision's ToTensor / "
+                "PILToTensor)" if type(x).__module__.startswith("PIL") else "")
+        raise TypeError(f"{what} is {_describe(x)}; expected a tensor (or a tuple / list / dict "
+                        f"of tensors){hint}")
+    if x.is_floating_point():
+        x = x.to(torch.float32)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{what} contains NaN or infinite values")
+    elif x.dtype != torch.uint8 and not (structured and x.dtype != torch.bool
+                                         and not x.is_complex()):
+        raise TypeError(f"{what} is {x.dtype}; expected floating point or uint8 images")
+    return x
+
+
+def _layout(x: Any) -> Any:
+    """Shapes and dtypes of an input (nested like it)."""
+    if isinstance(x, torch.Tensor):
+        return (tuple(x.shape), x.dtype)
+    if isinstance(x, dict):
+        return {k: _layout(v) for k, v in x.items()}
+    return type(x)(_layout(v) for v in x)
+
+
+def _is_tensor_layout(layout: Any) -> bool:
+    return isinstance(layout, tuple) and len(layout) == 2 and isinstance(layout[1], torch.dtype)
+
+
+def _show(layout: Any) -> str:
+    if _is_tensor_layout(layout):
+        return f"{layout[0]} {str(layout[1]).replace('torch.', '')}"
+    if isinstance(layout, dict):
+        return "{" + ", ".join(f"{k!r}: {_show(v)}" for k, v in layout.items()) + "}"
+    inner = ", ".join(_show(v) for v in layout)
+    return f"({inner})" if isinstance(layout, tuple) else f"[{inner}]"
+
+
+def _stack(xs: list[Any]) -> Any:
+    """A batch of inputs: tensors stacked, structured inputs stacked leaf by leaf."""
+    first = xs[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(xs)
+    if isinstance(first, dict):
+        return {k: torch.stack([x[k] for x in xs]) for k in first}
+    return type(first)(torch.stack([x[i] for x in xs]) for i in range(len(first)))
 
 
 def _label(where: str, y: Any) -> int:
@@ -170,8 +215,8 @@ class TorchData:
     train: Any = field(repr=False)
     test: Any = field(repr=False)
     num_classes: int
-    input_shape: tuple[int, ...]
-    input_dtype: torch.dtype
+    input_shape: tuple[int, ...]  # one sample's shape; () for structured inputs
+    layout: Any  # shapes and dtypes of one sample's input (nested for tuple / dict inputs)
     num_workers: int = 0
     pin_memory: Optional[bool] = None
     prefetch_factor: int = 2
@@ -184,18 +229,23 @@ class TorchData:
     def __len__(self) -> int:
         return len(self.train)
 
+    @property
+    def structured(self) -> bool:
+        """Whether the inputs are a tuple / list / dict of tensors (own modules only)."""
+        return not _is_tensor_layout(self.layout)
+
     def _samples(self) -> _Samples:
         splits = {"train": self.train, "test": self.test,
                   "bn": self.bn_data if self.bn_data is not None else self.train}
         names = {"train": f"{self.name}: training", "test": f"{self.name}: test",
                  "bn": f"{self.name}: training" if self.bn_data is None else
                  f"{self.name}: batch-norm"}
-        return _Samples(splits, names, self.num_classes, self.input_shape, self.input_dtype)
+        return _Samples(splits, names, self.num_classes, self.layout)
 
     def feeder(self, device: str) -> _Feeder:
         return _Feeder(self, device)
 
-    def first_inputs(self, n: int) -> torch.Tensor:
+    def first_inputs(self, n: int) -> Any:
         """The first n training inputs (seeded as in a storage-order pass)."""
         n = min(n, len(self.train))
         return self._samples().__getitems__(_Task("bn" if self.bn_data is not None else "train",
@@ -279,13 +329,13 @@ class _Feeder:
                                     tuple(indices.cpu().tolist())))
         return got
 
-    def train_inputs(self, begin: int, length: int) -> torch.Tensor:
+    def train_inputs(self, begin: int, length: int) -> tuple[Any, None]:
         key = ("bn", begin, length)
         got = self.take(key)
         if got is None:
             got = self.direct(_Task("bn", _mix(_SCAN_STREAM, 0, begin),
                                     tuple(range(begin, begin + length))))
-        return got[0]
+        return got[0], None
 
     def test_batch(self, begin: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         key = ("test", begin, length)
@@ -361,13 +411,15 @@ def _fingerprint(data: TorchData, samples: _Samples) -> str:
     h = hashlib.sha256()
     parts = ["torch dataset", f"train {len(data.train)}", f"test {len(data.test)}",
              f"classes {data.num_classes}", f"shape {tuple(data.input_shape)}",
-             f"dtype {data.input_dtype}", f"norm {data.mean} {data.std}",
+             f"layout {_show(data.layout)}", f"norm {data.mean} {data.std}",
              f"bn {'own' if data.bn_data is not None else 'train'}"]
     for split, d in (("train", data.train), ("test", data.test)):
         n = len(d)
         idx = tuple(sorted({0, n - 1, *(n * k // 7 for k in range(1, 7))}))
         x, y = samples.__getitems__(_Task(split, _mix(_SCAN_STREAM, 2), idx))
-        h.update(x.contiguous().numpy().tobytes())
+        for leaf in (x.values() if isinstance(x, dict) else
+                     x if isinstance(x, (tuple, list)) else (x,)):
+            h.update(leaf.contiguous().numpy().tobytes())
         h.update(y.numpy().tobytes())
     parts.append("samples " + h.hexdigest()[:32])
     return "; ".join(parts)

@@ -28,12 +28,13 @@ Batch TensorBatchSource::train_batch(const TrainRequest& r) {
   return b;
 }
 
-at::Tensor TensorBatchSource::train_inputs(int64_t begin, int64_t len) {
-  return (*inputs_)(data_.x_train.narrow(0, begin, len));
+Batch TensorBatchSource::train_inputs(int64_t begin, int64_t len) {
+  return Batch{(*inputs_)(data_.x_train.narrow(0, begin, len)), {}, {}};
 }
 
 Batch TensorBatchSource::test_batch(int64_t begin, int64_t len) {
-  return Batch{(*inputs_)(data_.x_test.narrow(0, begin, len)), data_.y_test.narrow(0, begin, len)};
+  return Batch{
+      (*inputs_)(data_.x_test.narrow(0, begin, len)), data_.y_test.narrow(0, begin, len), {}};
 }
 
 std::string TensorBatchSource::fingerprint() const {

@@ -10,13 +10,17 @@
 
 namespace swamp::engine {
 
+at::Tensor forward(Model& model, const Batch& batch) {
+  return batch.x.defined() ? model.forward(batch.x) : model.forward_inputs(batch.inputs);
+}
+
 void Evaluator::recompute_bn(Model& model) {
   const int64_t B = cfg_.bn_batch_size > 0 ? cfg_.bn_batch_size : cfg_.batch_size;
   const int64_t n = data_.train_size();
   model.recompute_batchnorm([&] {
     data_.begin_scan(Split::kTrain, B, n < B ? n : n / B * B);
     for (int64_t s = 0; s + B <= n || s == 0; s += B)
-      model.forward(data_.train_inputs(s, std::min(B, n - s)));
+      forward(model, data_.train_inputs(s, std::min(B, n - s)));
   });
 }
 
@@ -29,7 +33,7 @@ at::Tensor Evaluator::log_probs(Model& model) {
   data_.begin_scan(Split::kTest, cfg_.eval_batch_size, n);
   for (int64_t s = 0; s < n; s += cfg_.eval_batch_size) {
     const int64_t len = std::min(cfg_.eval_batch_size, n - s);
-    parts.push_back(at::log_softmax(model.forward(data_.test_batch(s, len).x), 1));
+    parts.push_back(at::log_softmax(forward(model, data_.test_batch(s, len)), 1));
   }
   model.train(was_training);
   return at::cat(parts, 0);

@@ -15,6 +15,9 @@ struct Metrics {
   double nll = 0.0;
 };
 
+// The model's outputs for a batch: one input tensor, or structured inputs.
+at::Tensor forward(Model& model, const Batch& batch);
+
 class Evaluator {
  public:
   Evaluator(const Config& cfg, BatchSource& data) : cfg_(cfg), data_(data) {}

@@ -204,7 +204,7 @@ class Run {
     at::Tensor out;
     {
       torch::NoGradGuard no_grad;
-      out = m.forward(b.x);
+      out = forward(m, b);
     }
     m.train(was_training);
     size_t i = 0;

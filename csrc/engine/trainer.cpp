@@ -66,11 +66,16 @@ at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int6
   };
   if (G == 1) {
     const Batch batch = data_.train_batch(request(g0));
-    return model.training_loss(batch.x, batch.y, 1);
+    return batch.x.defined() ? model.training_loss(batch.x, batch.y, 1)
+                             : model.training_loss_inputs(batch.inputs, batch.y);
   }
   std::vector<at::Tensor> xs, ys;
   for (int64_t g = g0; g < g0 + G; ++g) {
     Batch batch = data_.train_batch(request(g));
+    TORCH_CHECK_VALUE(batch.x.defined(),
+                      "particles stacked in one model take one input tensor; "
+                      "the data gives structured inputs: use particle_mode 'sequential' or "
+                      "'threads'");
     xs.push_back(std::move(batch.x));
     ys.push_back(std::move(batch.y));
   }

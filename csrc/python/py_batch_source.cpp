@@ -3,6 +3,8 @@
 #include <ATen/Functions.h>
 #include <c10/util/Exception.h>
 
+#include "structured.h"
+
 namespace swamp::python {
 
 PyBatchSource::PyBatchSource(py::object feeder, const c10::Device& device, Augment augment)
@@ -43,9 +45,14 @@ at::Tensor PyBatchSource::to_device(const at::Tensor& t) const {
 Batch PyBatchSource::pair_to_device(const py::object& pair, at::Generator* gen) const {
   auto t = pair.cast<py::tuple>();
   TORCH_CHECK(t.size() == 2, "data: the feeder returned ", t.size(), " items, expected (x, y)");
-  at::Tensor x = t[0].cast<at::Tensor>(), y = t[1].cast<at::Tensor>();
+  at::Tensor y = t[1].is_none() ? at::Tensor() : t[1].cast<at::Tensor>();
+  if (!THPVariable_Check(t[0].ptr())) {  // structured inputs: moved as they are
+    return Batch{at::Tensor(), y.defined() ? to_device(y) : y,
+                 structured_inputs(t[0], [this](const at::Tensor& v) { return to_device(v); })};
+  }
+  at::Tensor x = t[0].cast<at::Tensor>();
   py::gil_scoped_release nogil;
-  return Batch{(*inputs_)(to_device(x), gen), to_device(y)};
+  return Batch{(*inputs_)(to_device(x), gen), y.defined() ? to_device(y) : y, {}};
 }
 
 Batch PyBatchSource::train_batch(const TrainRequest& r) {
@@ -64,13 +71,9 @@ void PyBatchSource::begin_scan(Split split, int64_t batch_size, int64_t end) {
   feeder_.attr("begin_scan")(split == Split::kTrain ? "train" : "test", batch_size, end);
 }
 
-at::Tensor PyBatchSource::train_inputs(int64_t begin, int64_t len) {
-  at::Tensor x;
-  {
-    py::gil_scoped_acquire gil;
-    x = feeder_.attr("train_inputs")(begin, len).cast<at::Tensor>();
-  }
-  return (*inputs_)(to_device(x));
+Batch PyBatchSource::train_inputs(int64_t begin, int64_t len) {
+  py::gil_scoped_acquire gil;
+  return pair_to_device(feeder_.attr("train_inputs")(begin, len), nullptr);
 }
 
 Batch PyBatchSource::test_batch(int64_t begin, int64_t len) {

@@ -27,7 +27,7 @@ class PyBatchSource : public BatchSource {
   void expect(const EpochPlan& plan) override;
   void begin_scan(Split split, int64_t batch_size, int64_t end) override;
   bool concurrent_scans() const override { return false; }
-  at::Tensor train_inputs(int64_t begin, int64_t len) override;
+  Batch train_inputs(int64_t begin, int64_t len) override;
   Batch test_batch(int64_t begin, int64_t len) override;
   at::Tensor test_labels() override;
   std::string fingerprint() const override { return fingerprint_; }

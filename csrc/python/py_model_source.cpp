@@ -4,6 +4,8 @@
 
 #include <sstream>
 
+#include "structured.h"
+
 namespace swamp::python {
 namespace {
 
@@ -45,6 +47,27 @@ class PyModel : public Model {
     at::Tensor out = forward_(x).cast<at::Tensor>();
     check_unchanged(before);
     return out;
+  }
+
+  at::Tensor forward_inputs(const c10::IValue& inputs) override {
+    py::gil_scoped_acquire gil;
+    const auto before = versions();
+    at::Tensor out = forward_(to_python(inputs)).cast<at::Tensor>();
+    check_unchanged(before);
+    return out;
+  }
+
+  at::Tensor training_loss_inputs(const c10::IValue& inputs, const at::Tensor& y) override {
+    {
+      py::gil_scoped_acquire gil;
+      if (!loss_.is_none()) {
+        const auto before = versions();
+        at::Tensor loss = loss_(to_python(inputs), y, 1).cast<at::Tensor>();
+        check_unchanged(before);
+        return loss;
+      }
+    }
+    return Model::training_loss_inputs(inputs, y);
   }
 
   at::Tensor training_loss(const at::Tensor& x, const at::Tensor& y, int64_t particles) override {

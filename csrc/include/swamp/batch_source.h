@@ -12,6 +12,7 @@
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/ivalue.h>
 #include <c10/core/Device.h>
 
 #include <cstdint>
@@ -25,8 +26,11 @@
 namespace swamp {
 
 struct Batch {
-  at::Tensor x;  // model inputs on the training device
+  at::Tensor x;  // model inputs on the training device: one tensor ...
   at::Tensor y;  // int64 labels on the training device
+  // ... or several: a tuple / list / dict (string keys) of tensors, for models that take them
+  // (Model::forward_inputs); x is then undefined.
+  c10::IValue inputs;
 };
 
 // Which training batch is asked for: batch `batch` of epoch `epoch` of a particle whose batch
@@ -60,7 +64,7 @@ class SWAMP_API BatchSource {
   virtual ~BatchSource() = default;
   virtual int64_t train_size() const = 0;
   virtual int64_t test_size() const = 0;
-  virtual std::vector<int64_t> input_shape() const = 0;  // one sample's shape
+  virtual std::vector<int64_t> input_shape() const = 0;  // one sample's shape (empty: structured)
   virtual int64_t num_classes() const = 0;
   virtual c10::Device device() const = 0;
   // Training samples at r.indices, augmented with r.gen (the particle's generator; the source
@@ -79,8 +83,8 @@ class SWAMP_API BatchSource {
   // statistics and evaluation of particles side by side); false: one pass at a time.
   virtual bool concurrent_scans() const { return true; }
   // Training inputs [begin, begin + len) in storage order, never augmented (batch-norm
-  // statistics).
-  virtual at::Tensor train_inputs(int64_t begin, int64_t len) = 0;
+  // statistics); no labels.
+  virtual Batch train_inputs(int64_t begin, int64_t len) = 0;
   // Test samples [begin, begin + len).
   virtual Batch test_batch(int64_t begin, int64_t len) = 0;
   // All test labels (int64 [test_size()], on the device).
@@ -103,7 +107,7 @@ class SWAMP_API TensorBatchSource : public BatchSource {
   int64_t num_classes() const override { return data_.num_classes; }
   c10::Device device() const override { return data_.x_train.device(); }
   Batch train_batch(const TrainRequest& r) override;
-  at::Tensor train_inputs(int64_t begin, int64_t len) override;
+  Batch train_inputs(int64_t begin, int64_t len) override;
   Batch test_batch(int64_t begin, int64_t len) override;
   at::Tensor test_labels() override { return data_.y_test; }
   std::string fingerprint() const override;

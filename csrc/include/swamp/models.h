@@ -1,6 +1,7 @@
 // Models behind one interface, created by name from a registry (one file per model).
 #pragma once
 
+#include <ATen/core/ivalue.h>
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
@@ -35,6 +36,11 @@ class SWAMP_API Model : public torch::nn::Module {
   // its samples): `x` in the stacked layout, `y` the labels [particles * B], particle-major.
   // Default: cross-entropy of forward(x). Models with their own loss override it.
   virtual at::Tensor training_loss(const at::Tensor& x, const at::Tensor& y, int64_t particles);
+  // Structured inputs (a tuple / list / dict of tensors, Batch::inputs), one particle per model.
+  // Default: refused with a c10::ValueError (the zoo's models take one tensor); a Python module
+  // takes a tuple as positional and a dict as keyword arguments.
+  virtual at::Tensor forward_inputs(const c10::IValue& inputs);
+  virtual at::Tensor training_loss_inputs(const c10::IValue& inputs, const at::Tensor& y);
   // Batch-norm running statistics recomputed for the current weights: reset, then the
   // cumulative average (not an EMA) over the batches `forward_batches` feeds through forward()
   // in train mode without gradients; momentum and mode restored afterwards. Returns false when
