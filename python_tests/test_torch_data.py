@@ -98,6 +98,11 @@ def test_a_torch_dataset_gives_the_in_memory_result(digits, model, extra):
     assert data.num_classes == 10 and data.input_shape == (1, 8, 8)
     got = run_imp(cfg, data, progress=False)
     assert_same(mem, got)  # the same tensors in the same orders: bitwise the same run
+    # every training, batch-norm and test batch was announced and fetched ahead; at most the
+    # model check before training asks for a batch nobody announced
+    steps = cfg.epochs * (len(digits.x_train) // cfg.batch_size)
+    assert data.stats["train_batches"] >= steps * cfg.rounds
+    assert data.stats["direct"] <= 1 and data.stats["announced"] > data.stats["train_batches"]
     assert got.dataset == "Pairs" and got.to_torch() is not None
 
 

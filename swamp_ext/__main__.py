@@ -87,7 +87,11 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         cfg, dataset = _config_from_args(args)
-        data = swamp_ext.datasets.load(dataset, root=args.data_root)
+        options = {k: v for k, v in (("image_size", args.image_size),
+                                     ("num_workers", args.workers)) if v is not None}
+        if args.stream is not None:
+            options["stream"] = {"on": True, "off": False}.get(args.stream, args.stream)
+        data = swamp_ext.datasets.load(dataset, root=args.data_root, **options)
     except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
         print(f"swamp-ext: error: {e}", file=sys.stderr)
         return 2
@@ -132,6 +136,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help="mnist5k (default) or digits (built in); cifar10, cifar100, mnist, "
                           "fashion_mnist, imagefolder (from --data-root)")
     run.add_argument("--data-root", default=None, help="folder of a dataset read from disk")
+    run.add_argument("--image-size", type=int, default=None,
+                     help="imagefolder: resize every image to N x N")
+    run.add_argument("--stream", choices=("auto", "on", "off"), default=None,
+                     help="imagefolder: decode batch by batch instead of caching the decoded "
+                          "folder (auto: when it would take more than half the free memory)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="imagefolder streamed: DataLoader worker processes")
     run.add_argument("--recipe", default=None, help="a named recipe (see `swamp-ext recipes`)")
     run.add_argument("--config", default=None, help="a TOML run file (a recipe you edited)")
     run.add_argument("--out", default=None, help="folder for results.json and model.safetensors")

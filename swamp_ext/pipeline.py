@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
@@ -225,6 +226,9 @@ class TorchData:
     mean: Optional[tuple[float, ...]] = None
     std: Optional[tuple[float, ...]] = None
     classes: Optional[tuple[str, ...]] = None
+    # the last run's data figures: batches served ahead (announced) and directly, and the seconds
+    # the training steps waited for their batches
+    stats: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.train)
@@ -283,6 +287,9 @@ class _Feeder:
         self.ready: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
         self.it: Optional[Iterator[Any]] = None
         self.seq = 0
+        self.stats = data.stats
+        self.stats.clear()
+        self.stats.update(train_wait_s=0.0, train_batches=0, announced=0, direct=0)
         self.test_y = torch.full((self.test_size,), -1, dtype=torch.int64)
         self.test_seen = 0
 
@@ -322,11 +329,14 @@ class _Feeder:
     # ---- requests --------------------------------------------------------------------------
     def train_batch(self, stream: int, epoch: int, batch: int,
                     indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t0 = time.perf_counter()
         key = ("train", stream, epoch, batch)
         got = self.take(key)
         if got is None:
             got = self.direct(_Task("train", _mix(stream, epoch, batch),
                                     tuple(indices.cpu().tolist())))
+        self.stats["train_wait_s"] += time.perf_counter() - t0
+        self.stats["train_batches"] += 1
         return got
 
     def train_inputs(self, begin: int, length: int) -> tuple[Any, None]:
@@ -365,11 +375,14 @@ class _Feeder:
         """The announced batch `key` (None: not announced), pulling the iterator up to it."""
         with self.lock:
             if key in self.ready:
+                self.stats["announced"] += 1
                 return self.ready.pop(key)
             if key not in self.pending:
                 if not any(k == key for _, k, _ in self.announced):
+                    self.stats["direct"] += 1
                     return None
                 self.new_segment()
+            self.stats["announced"] += 1
             while True:
                 k = self.pending.popleft()
                 try:
