@@ -5,7 +5,10 @@ process, so the figures are comparable ratios. Two settings:
   * plain:     the Dataset serves the very tensors of the in-memory dataset (pure pipeline cost);
   * transform: a random crop (padding 2) and horizontal flip in the Dataset's __getitem__, one
                sample at a time as torchvision would, against Config.augment (the same crop and
-               flip, batched in the core) on the in-memory path.
+               flip, batched in the core) on the in-memory path;
+  * folder:    the digits written as PNG files in an image folder (made in a temporary folder),
+               decoded once into memory (`stream=False`) against decoded batch by batch from disk
+               (`stream=True`), the ImageNet-style case.
 For each path: training images per second (over the whole run: training, batch-norm statistics
 and evaluation included), time relative to the in-memory path, and the share of the run spent
 waiting for training batches (the Dataset path's own clock around each batch request).
@@ -16,7 +19,11 @@ waiting for training batches (the Dataset path's own clock around each batch req
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
+
+import numpy as np
 
 import torch
 
@@ -51,6 +58,19 @@ class CropFlip(Pairs):
         if torch.rand(()) < 0.5:
             x = x.flip(-1)
         return x, y
+
+
+def write_folder(root, d):
+    """mnist5k as PNG files: root/train/<digit>/<i>.png, root/val/<digit>/<i>.png (RGB)."""
+    from PIL import Image
+
+    for split, x, y in (("train", d.x_train, d.y_train), ("val", d.x_test, d.y_test)):
+        lo, hi = float(x.min()), float(x.max())
+        pixels = ((x[:, 0] - lo) / (hi - lo) * 255).round().to(torch.uint8).numpy()
+        for i, (img, label) in enumerate(zip(pixels, y.tolist())):
+            folder = os.path.join(root, split, str(label))
+            os.makedirs(folder, exist_ok=True)
+            Image.fromarray(np.stack([img] * 3, axis=-1)).save(os.path.join(folder, f"{i}.png"))
 
 
 def timed(cfg, data, repeats):
@@ -93,6 +113,17 @@ def main() -> None:
             wait = waited / s
             print(f"{setting:10} {f'Dataset, {workers} workers':16} {images / s:9.0f} "
                   f"{s / mem:12.2f} {wait:8.0%}")
+    with tempfile.TemporaryDirectory() as root:
+        write_folder(root, d)
+        cfg = Config(**base)
+        cached = datasets.load("imagefolder", root=root, stream=False)
+        mem, _ = timed(cfg, cached, args.repeats)
+        print(f"{'folder':10} {'decoded, memory':16} {images / mem:9.0f} {1.0:12.2f} {'-':>8}")
+        for workers in (0, 1, 2):
+            data = datasets.load("imagefolder", root=root, stream=True, num_workers=workers)
+            s, waited = timed(cfg, data, args.repeats)
+            print(f"{'folder':10} {f'streamed, {workers} wk':16} {images / s:9.0f} "
+                  f"{s / mem:12.2f} {waited / s:8.0%}")
 
 
 if __name__ == "__main__":
