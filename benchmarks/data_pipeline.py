@@ -24,7 +24,6 @@ import tempfile
 import time
 
 import numpy as np
-
 import torch
 
 from swamp_ext import Config, datasets, run_imp
