@@ -58,8 +58,12 @@ def test_stacked_forward_backward_equals_per_particle(name, shape):
             assert err < 1e-8, f"{name} particle {p} {k}: relative error {err:.2e}"
 
 
-@pytest.mark.parametrize("name,shape", [("lenet_300_100", [1, 8, 8]), ("lenet5", [1, 12, 12]),
-                                        ("conv2", [1, 8, 8])])
+_CONV_MODELS = [("lenet5", [1, 12, 12]), ("conv2", [1, 8, 8]), ("conv4_small", [3, 8, 8]),
+                ("conv6", [3, 8, 8]), ("resnet20", [3, 8, 8]), ("vgg11", [3, 32, 32]),
+                ("wrn16_4", [3, 8, 8]), ("resnet18", [3, 8, 8])]
+
+
+@pytest.mark.parametrize("name,shape", [("lenet_300_100", [1, 8, 8])] + _CONV_MODELS[:2])
 @pytest.mark.parametrize("stacked", [False, True])
 def test_sparse_forward_backward_equals_dense_masked(name, shape, stacked):
     # the sparse kernels (2-d and particle-major layouts) against the dense masked computation,
@@ -90,6 +94,35 @@ def test_sparse_forward_backward_equals_dense_masked(name, shape, stacked):
     dense_logits, _ = testing.particles_forward_backward(name, shape, 10, states, x, y,
                                                            stacked=stacked)
     assert not torch.allclose(dense_logits, logits)
+
+
+@pytest.mark.parametrize("name,shape", _CONV_MODELS)
+def test_sparse_convolutions_equal_the_dense_masked_step(name, shape):
+    # every conv model, one particle per model (convolutions go sparse there): logits and the
+    # gradients of one float64 step on the direct sparse kernels against the dense masked ones;
+    # strided, padded, 1x1 and 3x3 convolutions, with and without bias
+    torch.manual_seed(1)
+    n, b = 2, 3
+    states = states_for(name, shape, n)
+    _, prunable = models.create(name, shape, 10)
+    masks = {k: torch.rand(states[0][k].shape) > 0.8 for k in prunable}
+    x = torch.randn(n, b, *shape, dtype=torch.float64)
+    y = torch.randint(0, 10, (n, b))
+    ref_logits, ref_grads = testing.particles_forward_backward(
+        name, shape, 10, states, x, y, stacked=False, masks=masks, sparse_kernels="off")
+    logits, grads = testing.particles_forward_backward(
+        name, shape, 10, states, x, y, stacked=False, masks=masks, sparse_kernels="on")
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-10)
+    convs = [k for k in prunable if states[0][k].dim() == 4]
+    assert convs
+    for p in range(n):
+        assert ref_grads[p].keys() == grads[p].keys()
+        for k, ref in ref_grads[p].items():
+            got = grads[p][k]
+            if k in masks:
+                assert torch.count_nonzero(got[~masks[k]]) == 0, k  # sparse: only the kept
+                ref = ref * masks[k]
+            torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-10, msg=k)
 
 
 def test_forward_backward_masks_are_checked():

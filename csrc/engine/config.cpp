@@ -67,6 +67,9 @@ void validate_config(const Config& c, bool check_model) {
   TORCH_CHECK_VALUE(
       std::isfinite(c.sparse_density) && c.sparse_density >= 0.0 && c.sparse_density <= 1.0,
       "Config.sparse_density must be in [0, 1], got ", c.sparse_density);
+  TORCH_CHECK_VALUE(std::isfinite(c.sparse_conv_density) && c.sparse_conv_density >= 0.0 &&
+                        c.sparse_conv_density <= 1.0,
+                    "Config.sparse_conv_density must be in [0, 1], got ", c.sparse_conv_density);
   try {
     c10::Device d(c.device);
     TORCH_CHECK_VALUE(d.is_cpu() || d.is_cuda(), "Config.device must be cpu or cuda");

@@ -228,7 +228,8 @@ class Run {
   ParticleState start(Group& grp, int64_t round, int64_t first) {
     for (Model* m : grp.models)
       if (data_.device().is_cpu())
-        layers::enable_sparse(*m, masks_.map(), cfg_.sparse_kernels, cfg_.sparse_density);
+        layers::enable_sparse(*m, masks_.map(), cfg_.sparse_kernels, cfg_.sparse_density,
+                              cfg_.sparse_conv_density);
     return trainer_.start(grp, masks_.map(), round, first, plan_.rewind_step);
   }
   ParticleState start(Group& grp) { return start(grp, p_.rounds_done, p_.particles_done); }

@@ -88,7 +88,9 @@ double train_step_seconds(const StepBenchOptions& o) {
     u.model = create_model(o.model, ModelSpec{o.input_shape, o.num_classes, P}, 0);
     u.model->to(dev);
     u.model->train(true);
-    if (dev.is_cpu()) layers::enable_sparse(*u.model, masks, o.sparse_kernels, o.sparse_density);
+    if (dev.is_cpu())
+      layers::enable_sparse(*u.model, masks, o.sparse_kernels, o.sparse_density,
+                            o.sparse_conv_density);
     u.opt = std::make_unique<MaskedSGD>(layers::trainable_tensors(*u.model),
                                         layers::trainable_masks(*u.model, masks, P),
                                         SgdOptions{0.9, false, 5e-4});

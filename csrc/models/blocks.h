@@ -19,7 +19,7 @@
 namespace swamp::models {
 
 // A bias-free convolution and a batch norm for `P` stacked particles.
-inline torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad,
+inline layers::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad,
                               int64_t P) {
   return layers::conv2d(in, out, k, stride, pad, P);
 }
@@ -58,7 +58,7 @@ class BasicBlockImpl : public torch::nn::Module {
   }
 
  private:
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, shortcut_conv{nullptr};
+  layers::Conv2d conv1{nullptr}, conv2{nullptr}, shortcut_conv{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, shortcut_bn{nullptr};
 };
 TORCH_MODULE(BasicBlock);
@@ -83,7 +83,7 @@ class WideBlockImpl : public torch::nn::Module {
 
  private:
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, shortcut_conv{nullptr};
+  layers::Conv2d conv1{nullptr}, conv2{nullptr}, shortcut_conv{nullptr};
 };
 TORCH_MODULE(WideBlock);
 
@@ -146,7 +146,7 @@ class ConvNet : public Model {
   }
 
  private:
-  std::vector<torch::nn::Conv2d> convs;
+  std::vector<layers::Conv2d> convs;
   std::vector<torch::nn::BatchNorm2d> bns;
   layers::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
 };

@@ -26,7 +26,7 @@ class LeNet5 : public Model {
   }
 
  private:
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  layers::Conv2d conv1{nullptr}, conv2{nullptr};
   layers::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
 };
 }  // namespace

@@ -40,7 +40,7 @@ class VGG : public Model {
   }
 
  private:
-  std::vector<torch::nn::Conv2d> convs;
+  std::vector<layers::Conv2d> convs;
   std::vector<torch::nn::BatchNorm2d> bns;
   layers::Linear fc{nullptr};
   std::vector<int> pools_;  // max-pools after each convolution

@@ -64,7 +64,7 @@ void bind_testing(py::module_& m) {
                 layers::particle_slice(p, P, n).mul_(kv.second.to(p.options()));
             }
           }
-          layers::enable_sparse(m, masks, sparse_kernels, 1.0);
+          layers::enable_sparse(m, masks, sparse_kernels, 1.0, 1.0);
         };
         // a sparse layer's weight gradient is its values' gradient, as a dense tensor
         auto grads_of = [](torch::nn::Module& m, int64_t P, int64_t n) {
@@ -73,10 +73,10 @@ void bind_testing(py::module_& m) {
             if (item.value().grad().defined())
               g[item.key()] = layers::particle_slice(item.value().grad(), P, n).clone();
           for (const auto& item : m.named_modules("", /*include_self=*/false))
-            if (auto lin = std::dynamic_pointer_cast<layers::LinearImpl>(item.value()))
-              if (lin->is_sparse())
+            if (auto layer = std::dynamic_pointer_cast<layers::SparseWeightLayer>(item.value()))
+              if (layer->is_sparse())
                 g[item.key() + ".weight"] =
-                    layers::particle_slice(lin->dense_from_values(lin->values().grad()), P, n);
+                    layers::particle_slice(layer->dense_from_values(layer->values().grad()), P, n);
           return g;
         };
         std::vector<std::map<std::string, at::Tensor>> grads;

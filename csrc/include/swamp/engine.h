@@ -39,8 +39,9 @@ namespace swamp {
 //                   other, each step using every intra-op thread), "threads" (CPU: side by side,
 //                   one thread per particle, in lock step) or "auto" (see particle_path). All
 //                   give the same results up to float rounding.
-//   sparse_kernels  sparse kernels for pruned linear layers (CPU): "auto" (layers at or below
-//                   sparse_density), "on" (every pruned linear layer) or "off"
+//   sparse_kernels  sparse kernels for pruned linear and conv layers (CPU): "auto" (linear
+//                   layers at or below sparse_density, convolutions at or below
+//                   sparse_conv_density), "on" (every pruned layer) or "off"
 #define SWAMP_CONFIG_FIELDS(X)           \
   X(std::string, model, "lenet_300_100") \
   X(std::string, method, "swamp")        \
@@ -72,7 +73,8 @@ namespace swamp {
   X(bool, flip, true)                    \
   X(std::string, particle_mode, "auto")  \
   X(std::string, sparse_kernels, "auto") \
-  X(double, sparse_density, 0.5)
+  X(double, sparse_density, 0.5)         \
+  X(double, sparse_conv_density, 0.1)
 
 struct Config {
 #define SWAMP_CONFIG_MEMBER(type, name, value) type name = value;
@@ -216,6 +218,7 @@ struct StepBenchOptions {
   double sparsity = 0.0;
   std::string sparse_kernels = "off";
   double sparse_density = 0.5;
+  double sparse_conv_density = 0.1;
   int64_t steps = 20;
   int64_t repeats = 5;
   std::string device = "cpu";

@@ -13,10 +13,11 @@
 //   conv2d()    a Conv2d with N*in -> N*out channels and groups = N (one group per particle)
 //   batchnorm() a BatchNorm2d over N*C channels: per-channel statistics are per particle
 //
-// Sparse mode (Linear): with a pruning mask set, the layer trains only the unpruned weights:
-// `values` (the nonzeros, row-major order, [N*nnz]) is the trainable tensor, the forward pass and
-// the input gradient are sparse x dense products and the weight gradient is computed at the
-// nonzeros only. sync_dense() writes the values back into `weight`.
+// Sparse mode (Linear, Conv2d): with a pruning mask set, the layer trains only the unpruned
+// weights: `values` (the nonzeros, row-major order, [N*nnz]) is the trainable tensor, the forward
+// pass and the input gradient are sparse x dense products (Conv2d: direct sparse convolution,
+// plane by plane, no im2col) and the weight gradient is computed at the nonzeros only.
+// sync_dense() writes the values back into `weight`.
 #pragma once
 
 #include <torch/nn/modules/batchnorm.h>
@@ -34,7 +35,44 @@ namespace swamp::layers {
 
 struct SparseStructure;  // CSR + CSC index of a mask (layers.cpp)
 
-class SWAMP_API LinearImpl : public torch::nn::LinearImpl {
+// What a layer with sparse mode shares: its weight's unpruned entries as trainable values.
+class SWAMP_API SparseWeightLayer {
+ public:
+  virtual ~SparseWeightLayer() = default;
+  // Sparse mode: `mask` is the single-particle bool mask of the weight, shared by all particles.
+  // Takes the current weights at the mask's nonzeros as the trainable values.
+  virtual void set_sparse(const at::Tensor& mask) = 0;
+  // Whether the layer can train sparse at all (Conv2d: one group, on the CPU).
+  virtual bool sparse_capable() const { return true; }
+  // Writes the values back into the weight (zeros elsewhere) and leaves sparse mode.
+  void clear_sparse();
+  bool is_sparse() const { return sparse_ != nullptr; }
+  // The trainable values (sparse mode only), [N * nnz].
+  at::Tensor& values() { return values_; }
+  // Writes the values into the weight (zeros at pruned positions); stays in sparse mode.
+  void sync_dense();
+  // Loads the weight (at the mask's nonzeros) into the values.
+  void load_from_dense();
+  // A values-shaped tensor ([N * nnz], e.g. the values' gradient) as a dense weight-shaped one,
+  // zeros at the pruned positions (sparse mode only).
+  at::Tensor dense_from_values(const at::Tensor& values) const;
+
+ protected:
+  // The dense weight parameter: N particles of [rows, cols] (a conv weight seen as
+  // [out, in * kh * kw]).
+  virtual at::Tensor& dense_weight() = 0;
+  // Enters sparse mode for a [rows, cols] mask (checked by the layer).
+  void enter_sparse(const at::Tensor& mask2d, int64_t particles);
+
+  std::shared_ptr<SparseStructure> sparse_;
+  at::Tensor values_;
+
+ private:
+  int64_t sparse_particles_ = 1;
+  std::vector<int64_t> weight_shape_;
+};
+
+class SWAMP_API LinearImpl : public torch::nn::LinearImpl, public SparseWeightLayer {
  public:
   LinearImpl(int64_t in, int64_t out, int64_t particles = 1, bool bias = true);
   at::Tensor forward(const at::Tensor& x);
@@ -43,38 +81,42 @@ class SWAMP_API LinearImpl : public torch::nn::LinearImpl {
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
 
-  // Sparse mode: `mask` is the single-particle [out, in] bool mask shared by all particles.
-  // Takes the current weights at the mask's nonzeros as the trainable values.
-  void set_sparse(const at::Tensor& mask);
-  // Writes the values back into `weight` (zeros elsewhere) and leaves sparse mode.
-  void clear_sparse();
-  bool is_sparse() const { return sparse_ != nullptr; }
-  // The trainable values (sparse mode only), [N * nnz].
-  at::Tensor& values() { return values_; }
-  // Writes the values into `weight` (zeros at pruned positions); stays in sparse mode.
-  void sync_dense();
-  // Loads `weight` (at the mask's nonzeros) into the values.
-  void load_from_dense();
-  // A values-shaped tensor ([N * nnz], e.g. the values' gradient) as a dense weight-shaped one,
-  // zeros at the pruned positions (sparse mode only).
-  at::Tensor dense_from_values(const at::Tensor& values) const;
+  // `mask`: [out, in].
+  void set_sparse(const at::Tensor& mask) override;
+
+ protected:
+  at::Tensor& dense_weight() override { return weight; }
 
  private:
   int64_t in_, out_, particles_;
-  std::shared_ptr<SparseStructure> sparse_;
-  at::Tensor values_;
 };
 TORCH_MODULE(Linear);
+
+// torch's Conv2d (same parameters, initialisation and dense kernels) with sparse mode: a pruned
+// convolution of one group (one particle) trains on direct sparse kernels, CPU only.
+class SWAMP_API Conv2dImpl : public torch::nn::Conv2dImpl, public SparseWeightLayer {
+ public:
+  explicit Conv2dImpl(const torch::nn::Conv2dOptions& options);
+  at::Tensor forward(const at::Tensor& x);
+  // `mask`: [out, in, kh, kw].
+  void set_sparse(const at::Tensor& mask) override;
+  bool sparse_capable() const override;
+
+ protected:
+  at::Tensor& dense_weight() override { return weight; }
+};
+TORCH_MODULE(Conv2d);
 
 // ---- sparse mode over a whole model ----------------------------------------------------------
 // Single-particle masks by parameter name ("<module>.weight"), as the pruning code keeps them.
 using MaskMap = std::map<std::string, at::Tensor>;
-// Puts every Linear layer of `model` with a mask into sparse mode according to `mode`: "on" every
-// pruned layer (density < 1), "auto" those with density <= `max_density`, "off" none. Returns
-// how many layers went sparse. The sparse kernels are CPU only: the caller keeps them off
-// elsewhere.
+// Puts every Linear and Conv2d layer of `model` with a mask into sparse mode according to `mode`:
+// "on" every pruned layer (density < 1), "auto" linear layers with density <= `max_density` and
+// convolutions with density <= `max_conv_density`, "off" none. Returns how many layers went
+// sparse. The sparse kernels are CPU only: the caller keeps them off elsewhere.
 SWAMP_API int64_t enable_sparse(torch::nn::Module& model, const MaskMap& masks,
-                                const std::string& mode, double max_density);
+                                const std::string& mode, double max_density,
+                                double max_conv_density);
 // Leaves sparse mode in every layer (the values written back into the weights).
 SWAMP_API void disable_sparse(torch::nn::Module& model);
 // Writes the values of every sparse layer into its weight, staying sparse.
@@ -88,7 +130,7 @@ SWAMP_API std::vector<at::Tensor> trainable_masks(torch::nn::Module& model, cons
                                                   int64_t particles);
 
 // Conv2d with `particles` groups (no bias unless asked), see above.
-SWAMP_API torch::nn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride,
+SWAMP_API Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride,
                                    int64_t padding, int64_t particles = 1, bool bias = false);
 SWAMP_API torch::nn::BatchNorm2d batchnorm(int64_t channels, int64_t particles = 1);
 

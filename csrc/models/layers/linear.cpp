@@ -39,41 +39,7 @@ void LinearImpl::set_sparse(const at::Tensor& mask) {
                     "Linear: sparse mode needs CPU tensors, the weight is on ", weight.device());
   TORCH_CHECK_VALUE(mask.dim() == 2 && mask.size(0) == out_ && mask.size(1) == in_,
                     "Linear: sparse mask must be [", out_, ", ", in_, "], got ", mask.sizes());
-  if (sparse_) clear_sparse();
-  sparse_ = build_structure(mask);
-  load_from_dense();
-}
-
-void LinearImpl::load_from_dense() {
-  TORCH_CHECK(sparse_, "Linear: not in sparse mode");
-  torch::NoGradGuard no_grad;
-  values_ = weight.detach()
-                .view({particles_, out_ * in_})
-                .index_select(1, sparse_->positions)
-                .reshape({particles_ * sparse_->nnz})
-                .set_requires_grad(true);
-}
-
-at::Tensor LinearImpl::dense_from_values(const at::Tensor& values) const {
-  TORCH_CHECK(sparse_, "Linear: not in sparse mode");
-  TORCH_CHECK_VALUE(values.numel() == particles_ * sparse_->nnz, "Linear: expected ",
-                    particles_ * sparse_->nnz, " values, got ", values.numel());
-  torch::NoGradGuard no_grad;
-  return at::zeros({particles_, out_ * in_}, values.options())
-      .index_copy_(1, sparse_->positions, values.detach().reshape({particles_, sparse_->nnz}))
-      .view({particles_ * out_, in_});
-}
-
-void LinearImpl::sync_dense() {
-  torch::NoGradGuard no_grad;
-  weight.copy_(dense_from_values(values_));
-}
-
-void LinearImpl::clear_sparse() {
-  if (!sparse_) return;
-  sync_dense();
-  sparse_.reset();
-  values_ = at::Tensor();
+  enter_sparse(mask, particles_);
 }
 
 }  // namespace swamp::layers

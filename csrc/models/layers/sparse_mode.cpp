@@ -1,5 +1,5 @@
-// Sparse mode over a whole model: which linear layers train on the sparse kernels, and the tensors
-// an optimizer sees then (see swamp/layers.h).
+// Sparse mode over a whole model: which linear and conv layers train on the sparse kernels, and
+// the tensors an optimizer sees then (see swamp/layers.h).
 #include <ATen/Functions.h>
 #include <c10/util/Exception.h>
 
@@ -8,19 +8,20 @@
 namespace swamp::layers {
 
 int64_t enable_sparse(torch::nn::Module& model, const MaskMap& masks, const std::string& mode,
-                      double max_density) {
+                      double max_density, double max_conv_density) {
   TORCH_CHECK_VALUE(mode == "off" || mode == "on" || mode == "auto",
                     "enable_sparse: mode must be off, on or auto; got '", mode, "'");
   int64_t n = 0;
   if (mode == "off") return n;
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
-    auto lin = std::dynamic_pointer_cast<LinearImpl>(item.value());
-    if (!lin) continue;
+    auto layer = std::dynamic_pointer_cast<SparseWeightLayer>(item.value());
+    if (!layer || !layer->sparse_capable()) continue;
     auto it = masks.find(item.key() + ".weight");
     if (it == masks.end()) continue;
     const double density = it->second.to(at::kFloat).mean().item<double>();
-    if (mode == "on" ? density < 1.0 : density <= max_density) {
-      lin->set_sparse(it->second.to(lin->weight.device()));
+    const bool conv = std::dynamic_pointer_cast<Conv2dImpl>(item.value()) != nullptr;
+    if (mode == "on" ? density < 1.0 : density <= (conv ? max_conv_density : max_density)) {
+      layer->set_sparse(it->second.to(item.value()->parameters().at(0).device()));
       ++n;
     }
   }
@@ -29,20 +30,20 @@ int64_t enable_sparse(torch::nn::Module& model, const MaskMap& masks, const std:
 
 void disable_sparse(torch::nn::Module& model) {
   for (const auto& m : model.modules(/*include_self=*/false))
-    if (auto lin = std::dynamic_pointer_cast<LinearImpl>(m)) lin->clear_sparse();
+    if (auto layer = std::dynamic_pointer_cast<SparseWeightLayer>(m)) layer->clear_sparse();
 }
 
 void sync_sparse(torch::nn::Module& model) {
   for (const auto& m : model.modules(/*include_self=*/false))
-    if (auto lin = std::dynamic_pointer_cast<LinearImpl>(m))
-      if (lin->is_sparse()) lin->sync_dense();
+    if (auto layer = std::dynamic_pointer_cast<SparseWeightLayer>(m))
+      if (layer->is_sparse()) layer->sync_dense();
 }
 
 std::vector<at::Tensor> trainable_tensors(torch::nn::Module& model) {
   std::map<std::string, at::Tensor> values;
   for (const auto& item : model.named_modules("", /*include_self=*/false))
-    if (auto lin = std::dynamic_pointer_cast<LinearImpl>(item.value()))
-      if (lin->is_sparse()) values[item.key() + ".weight"] = lin->values();
+    if (auto layer = std::dynamic_pointer_cast<SparseWeightLayer>(item.value()))
+      if (layer->is_sparse()) values[item.key() + ".weight"] = layer->values();
   std::vector<at::Tensor> out;
   for (const auto& item : model.named_parameters(true)) {
     auto it = values.find(item.key());

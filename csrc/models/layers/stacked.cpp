@@ -7,14 +7,14 @@
 
 namespace swamp::layers {
 
-torch::nn::Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding,
-                         int64_t particles, bool bias) {
+Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding,
+              int64_t particles, bool bias) {
   TORCH_CHECK_VALUE(particles >= 1, "conv2d: particles must be >= 1, got ", particles);
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in * particles, out * particles, kernel)
-                               .stride(stride)
-                               .padding(padding)
-                               .groups(particles)
-                               .bias(bias));
+  return Conv2d(torch::nn::Conv2dOptions(in * particles, out * particles, kernel)
+                    .stride(stride)
+                    .padding(padding)
+                    .groups(particles)
+                    .bias(bias));
 }
 
 torch::nn::BatchNorm2d batchnorm(int64_t channels, int64_t particles) {

@@ -1,0 +1,33 @@
+// Direct sparse convolution kernels (CPU): a pruned Conv2d's nonzeros, indexed by the linear
+// layers' SparseStructure over the weight seen as [out, in * kh * kw], applied plane by plane:
+// each nonzero adds a shifted input plane times its value to an output plane. No im2col, no
+// dense weight: the cost falls with the density. Internal to swamp_core (the layer:
+// swamp/layers.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "sparse_kernels.h"
+
+namespace swamp::layers {
+
+// One convolution's shape: groups 1, dilation 1, zero padding.
+struct ConvGeometry {
+  int64_t in = 0, out = 0, kh = 0, kw = 0;
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  int64_t h = 0, w = 0;    // input plane
+  int64_t oh = 0, ow = 0;  // output plane
+};
+
+// y [B, out, oh, ow] = conv(x [B, in, h, w] contiguous) with the weights `values` (CSR order).
+at::Tensor sparse_conv_forward(const SparseStructure& s, const ConvGeometry& g,
+                               const at::Tensor& values, const at::Tensor& bias,
+                               const at::Tensor& x);
+// The input gradient [B, in, h, w] from gy [B, out, oh, ow] contiguous.
+at::Tensor sparse_conv_input_grad(const SparseStructure& s, const ConvGeometry& g,
+                                  const at::Tensor& values, const at::Tensor& gy);
+// The weight gradient at the nonzeros only, [nnz] in CSR order.
+at::Tensor sparse_conv_weight_grad(const SparseStructure& s, const ConvGeometry& g,
+                                   const at::Tensor& gy, const at::Tensor& x);
+
+}  // namespace swamp::layers
