@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <map>
 
 #include "../common/lanes.h"
@@ -67,7 +68,17 @@ double train_step_seconds(const StepBenchOptions& o) {
       w.push_back(named[n].detach());
       m.push_back(masks[n]);
     }
-    if (o.sparsity > 0.0) global_magnitude_prune_(w, m, o.sparsity);
+    TORCH_CHECK_VALUE(o.prune == "global" || o.prune == "layerwise",
+                      "train_step_seconds: prune must be global or layerwise, got '", o.prune, "'");
+    if (o.sparsity > 0.0 && o.prune == "global") global_magnitude_prune_(w, m, o.sparsity);
+    if (o.sparsity > 0.0 && o.prune == "layerwise")
+      for (size_t i = 0; i < w.size(); ++i) {  // the largest (1 - sparsity) of each tensor kept
+        const at::Tensor a = w[i].abs().flatten();
+        const auto keep = static_cast<int64_t>(std::llround((1.0 - o.sparsity) * a.numel()));
+        at::Tensor flat = at::zeros_like(a, at::kBool);
+        if (keep > 0) flat.index_fill_(0, std::get<1>(a.topk(keep)), true);
+        m[i].copy_(flat.view_as(m[i]));
+      }
   }
   // threads: the copies side by side, one thread each; with stacked, each lane's particles in one
   // stacked model (the threads path for linear-only models, see lane_stack).

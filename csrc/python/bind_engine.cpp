@@ -180,20 +180,21 @@ void bind_engine(py::module_& m) {
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
          int64_t batch_size, int64_t particles, bool stacked, double sparsity,
          const std::string& sparse_kernels, double sparse_density, double sparse_conv_density,
-         int64_t steps, int64_t repeats,
-         const std::string& device, bool threads) {
+         int64_t steps, int64_t repeats, const std::string& device, bool threads,
+         const std::string& prune) {
         StepBenchOptions o{name,           input_shape,         num_classes, batch_size,
                            particles,      stacked,             sparsity,    sparse_kernels,
                            sparse_density, sparse_conv_density, steps,       repeats,
-                           device,         threads};
+                           device,         threads,             prune};
         py::gil_scoped_release nogil;
         return train_step_seconds(o);
       },
       py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("batch_size") = 128,
       py::arg("particles") = 1, py::arg("stacked") = true, py::arg("sparsity") = 0.0,
       py::arg("sparse_kernels") = "off", py::arg("sparse_density") = 0.5,
-      py::arg("sparse_conv_density") = 0.1, py::arg("steps") = 20,
+      py::arg("sparse_conv_density") = 0.0, py::arg("steps") = 20,
       py::arg("repeats") = 5, py::arg("device") = "cpu", py::arg("threads") = false,
+      py::arg("prune") = "global",
       "Seconds per training step of pruned, possibly stacked / sparse particles; stacked=False, "
       "threads=True: one model per particle, side by side, one thread each.");
   models.def(

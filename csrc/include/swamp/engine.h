@@ -74,7 +74,7 @@ namespace swamp {
   X(std::string, particle_mode, "auto")  \
   X(std::string, sparse_kernels, "auto") \
   X(double, sparse_density, 0.5)         \
-  X(double, sparse_conv_density, 0.1)
+  X(double, sparse_conv_density, 0.0)
 
 struct Config {
 #define SWAMP_CONFIG_MEMBER(type, name, value) type name = value;
@@ -218,13 +218,16 @@ struct StepBenchOptions {
   double sparsity = 0.0;
   std::string sparse_kernels = "off";
   double sparse_density = 0.5;
-  double sparse_conv_density = 0.1;
+  double sparse_conv_density = 0.0;
   int64_t steps = 20;
   int64_t repeats = 5;
   std::string device = "cpu";
   // The models step side by side, one thread each (the threads path) instead of one after the
   // other: one model per particle, or (stacked) one stacked model per lane.
   bool threads = false;
+  // "global": one magnitude threshold over all prunable tensors (the method's pruning);
+  // "layerwise": every prunable tensor pruned to `sparsity` by its own magnitudes.
+  std::string prune = "global";
 };
 SWAMP_API double train_step_seconds(const StepBenchOptions& options);
 

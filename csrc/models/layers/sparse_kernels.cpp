@@ -10,7 +10,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../../common/simd.h"
+#include "vec.h"
 
 namespace swamp::layers {
 
@@ -55,19 +55,6 @@ std::shared_ptr<SparseStructure> build_structure(const at::Tensor& mask) {
 
 // The kernels accumulate 4 vectors of 32 bytes (32 floats) of the batch at a time in registers,
 // written with GCC/Clang vector extensions (AVX2 in the x86-64-v3 clone, SSE pairs otherwise).
-#pragma GCC diagnostic ignored "-Wpsabi"  // vector values never cross a non-inlined call
-template <typename T>
-struct Vec {
-  typedef T type __attribute__((vector_size(32)));
-  static constexpr int64_t lanes = 32 / sizeof(T);
-  static inline type load(const T* p) {
-    type v;
-    std::memcpy(&v, p, sizeof(v));
-    return v;
-  }
-  static inline void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
-};
-
 // out[r, :] = init[r] + sum_e vals[e] * in[idx[e], :] over the entries e of row r
 // (forward: rows of the CSR, input gradient: columns of the CSC).
 template <typename T>
