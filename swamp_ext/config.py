@@ -69,7 +69,7 @@ class Config:
     particle_mode: str = "auto"
     sparse_kernels: str = "auto"
     sparse_density: float = 0.5
-    sparse_conv_density: float = 0.0
+    sparse_conv_density: float = 0.1
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ namespace swamp::models {
 
 // A bias-free convolution and a batch norm for `P` stacked particles.
 inline layers::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad,
-                              int64_t P) {
+                           int64_t P) {
   return layers::conv2d(in, out, k, stride, pad, P);
 }
 inline torch::nn::BatchNorm2d bn(int64_t channels, int64_t P) {

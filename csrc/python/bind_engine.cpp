@@ -182,19 +182,18 @@ void bind_engine(py::module_& m) {
          const std::string& sparse_kernels, double sparse_density, double sparse_conv_density,
          int64_t steps, int64_t repeats, const std::string& device, bool threads,
          const std::string& prune) {
-        StepBenchOptions o{name,           input_shape,         num_classes, batch_size,
-                           particles,      stacked,             sparsity,    sparse_kernels,
-                           sparse_density, sparse_conv_density, steps,       repeats,
-                           device,         threads,             prune};
+        StepBenchOptions o{
+            name,    input_shape, num_classes,    batch_size,     particles,
+            stacked, sparsity,    sparse_kernels, sparse_density, sparse_conv_density,
+            steps,   repeats,     device,         threads,        prune};
         py::gil_scoped_release nogil;
         return train_step_seconds(o);
       },
       py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("batch_size") = 128,
       py::arg("particles") = 1, py::arg("stacked") = true, py::arg("sparsity") = 0.0,
       py::arg("sparse_kernels") = "off", py::arg("sparse_density") = 0.5,
-      py::arg("sparse_conv_density") = 0.0, py::arg("steps") = 20,
-      py::arg("repeats") = 5, py::arg("device") = "cpu", py::arg("threads") = false,
-      py::arg("prune") = "global",
+      py::arg("sparse_conv_density") = 0.1, py::arg("steps") = 20, py::arg("repeats") = 5,
+      py::arg("device") = "cpu", py::arg("threads") = false, py::arg("prune") = "global",
       "Seconds per training step of pruned, possibly stacked / sparse particles; stacked=False, "
       "threads=True: one model per particle, side by side, one thread each.");
   models.def(

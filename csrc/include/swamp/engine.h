@@ -74,7 +74,7 @@ namespace swamp {
   X(std::string, particle_mode, "auto")  \
   X(std::string, sparse_kernels, "auto") \
   X(double, sparse_density, 0.5)         \
-  X(double, sparse_conv_density, 0.0)
+  X(double, sparse_conv_density, 0.1)
 
 struct Config {
 #define SWAMP_CONFIG_MEMBER(type, name, value) type name = value;
@@ -218,7 +218,7 @@ struct StepBenchOptions {
   double sparsity = 0.0;
   std::string sparse_kernels = "off";
   double sparse_density = 0.5;
-  double sparse_conv_density = 0.0;
+  double sparse_conv_density = 0.1;
   int64_t steps = 20;
   int64_t repeats = 5;
   std::string device = "cpu";

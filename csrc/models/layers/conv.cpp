@@ -1,10 +1,12 @@
 // swamp::layers::Conv2d: torch's Conv2d with sparse mode on direct sparse kernels (see
 // swamp/layers.h and conv_kernels.h).
+#include <ATen/Functions.h>
 #include <c10/util/Exception.h>
 #include <torch/autograd.h>
 #include <torch/types.h>
 
 #include "conv_kernels.h"
+#include "sparse_kernels.h"
 #include "swamp/layers.h"
 
 namespace swamp::layers {
@@ -16,19 +18,18 @@ struct SparseConvFunction : public torch::autograd::Function<SparseConvFunction>
                             const std::shared_ptr<SparseStructure>& s, const ConvGeometry& g) {
     // `bias` is an empty tensor for bias-free convolutions
     const bool has_bias = bias.numel() > 0;
-    const at::Tensor xc = x.contiguous();
-    ctx->save_for_backward({xc, values});
+    const at::Tensor xp = sparse_conv_prepare(x, g);
+    ctx->save_for_backward({xp, values});
     ctx->saved_data["has_bias"] = has_bias;
-    ctx->saved_data["geometry"] =
-        std::vector<int64_t>{g.in,       g.out,      g.kh,    g.kw, g.stride_h, g.stride_w,
-                             g.pad_h,    g.pad_w,    g.h,     g.w,  g.oh,       g.ow};
+    ctx->saved_data["geometry"] = std::vector<int64_t>{
+        g.in, g.out, g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.h, g.w, g.oh, g.ow};
     ctx->saved_data["shape"] = std::vector<int64_t>{s->out, s->in, s->nnz};
     ctx->saved_data["row_ptr"] = s->row_ptr;
     ctx->saved_data["col"] = s->col;
     ctx->saved_data["col_ptr"] = s->col_ptr;
     ctx->saved_data["csc_row"] = s->csc_row;
     ctx->saved_data["csc_pos"] = s->csc_pos;
-    return sparse_conv_forward(*s, g, values, has_bias ? bias : at::Tensor(), xc);
+    return sparse_conv_forward(*s, g, values, has_bias ? bias : at::Tensor(), xp);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -47,32 +48,39 @@ struct SparseConvFunction : public torch::autograd::Function<SparseConvFunction>
     const auto v = ctx->saved_data["geometry"].toIntVector();
     const ConvGeometry g{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]};
     const at::Tensor gy = grads[0].contiguous();
-    at::Tensor dx, dv, db;
-    if (ctx->needs_input_grad(0)) dx = sparse_conv_input_grad(s, g, values, gy);
-    if (ctx->needs_input_grad(1)) dv = sparse_conv_weight_grad(s, g, gy, x);
+    auto [dx, dv] = sparse_conv_backward(s, g, values, gy, x, ctx->needs_input_grad(0),
+                                         ctx->needs_input_grad(1));
+    at::Tensor db;
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) db = gy.sum({0, 2, 3});
     return {dx, dv, db, at::Tensor(), at::Tensor()};
   }
 };
 
+// Whether the direct kernels beat the dense ones on this shape (benchmarks/sparse_step.py --conv):
+// stride 1 over planes of at least 256 output positions (as wide as the padded input); smaller
+// planes leave the vector loops mostly in their tails (VGG's 4x4 and 2x2 planes: 25x slower).
+bool direct_pays(const ConvGeometry& g) {
+  return g.stride_h == 1 && g.stride_w == 1 && g.oh * (g.w + 2 * g.pad_w) >= 256;
+}
+
 }  // namespace
 
-Conv2dImpl::Conv2dImpl(const torch::nn::Conv2dOptions& options)
-    : torch::nn::Conv2dImpl(options) {}
+Conv2dImpl::Conv2dImpl(const torch::nn::Conv2dOptions& options) : torch::nn::Conv2dImpl(options) {}
 
 bool Conv2dImpl::sparse_capable() const {
   const auto& o = options;
   const auto* pad = std::get_if<torch::ExpandingArray<2>>(&o.padding());
-  return o.groups() == 1 && (*o.dilation())[0] == 1 && (*o.dilation())[1] == 1 &&
-         pad != nullptr && std::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) &&
-         !o.transposed() && weight.device().is_cpu() && weight.is_floating_point();
+  return o.groups() == 1 && (*o.dilation())[0] == 1 && (*o.dilation())[1] == 1 && pad != nullptr &&
+         std::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) && !o.transposed() &&
+         weight.device().is_cpu() && weight.is_floating_point();
 }
 
 void Conv2dImpl::set_sparse(const at::Tensor& mask) {
-  TORCH_CHECK_VALUE(sparse_capable(), "Conv2d: sparse mode needs one group, no dilation, zero "
+  TORCH_CHECK_VALUE(sparse_capable(),
+                    "Conv2d: sparse mode needs one group, no dilation, zero "
                     "padding and CPU tensors");
-  TORCH_CHECK_VALUE(mask.sizes() == weight.sizes(), "Conv2d: sparse mask must be ",
-                    weight.sizes(), ", got ", mask.sizes());
+  TORCH_CHECK_VALUE(mask.sizes() == weight.sizes(), "Conv2d: sparse mask must be ", weight.sizes(),
+                    ", got ", mask.sizes());
   enter_sparse(mask.reshape({weight.size(0), -1}), 1);
 }
 
@@ -97,8 +105,15 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   g.ow = (g.w + 2 * g.pad_w - g.kw) / g.stride_w + 1;
   TORCH_CHECK_VALUE(g.oh > 0 && g.ow > 0, "Conv2d: input ", x.sizes(), " is smaller than the ",
                     g.kh, "x", g.kw, " kernel");
-  return SparseConvFunction::apply(x, values_, bias.defined() ? bias : values_.new_empty({0}),
-                                   sparse_, g);
+  if (direct_pays(g))
+    return SparseConvFunction::apply(x, values_, bias.defined() ? bias : values_.new_empty({0}),
+                                     sparse_, g);
+  // Small planes or strides: the dense kernels on the values scattered into the weight (the
+  // weight gradient comes back at the nonzeros only, through the scatter).
+  const at::Tensor w = at::zeros({sparse_->out * sparse_->in}, values_.options())
+                           .index_copy(0, sparse_->positions, values_)
+                           .view(weight.sizes());
+  return _conv_forward(x, w);
 }
 
 }  // namespace swamp::layers

@@ -1,7 +1,5 @@
 #include "conv_kernels.h"
 
-#include "vec.h"
-
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -9,6 +7,8 @@
 
 #include <algorithm>
 #include <vector>
+
+#include "vec.h"
 
 namespace swamp::layers {
 namespace {
@@ -19,7 +19,7 @@ struct Span {
   int64_t lo = 0, hi = 0;
 };
 Span span(int64_t n, int64_t out, int64_t stride, int64_t pad, int64_t k) {
-  const int64_t first = pad - k;  // o * stride >= pad - k
+  const int64_t first = pad - k;         // o * stride >= pad - k
   const int64_t last = n - 1 + pad - k;  // o * stride <= n - 1 + pad - k
   Span s;
   if (last < 0) return s;
@@ -48,8 +48,8 @@ inline void axpy_rows(const Tap& t, const ConvGeometry& g, T v, const T* in, T* 
   const int64_t n = t.xs.hi - t.xs.lo;
   if (n <= 0) return;
   for (int64_t oy = t.ys.lo; oy < t.ys.hi; ++oy) {
-    const T* src = in + (oy * g.stride_h - g.pad_h + t.ky) * g.w +
-                   (t.xs.lo * g.stride_w - g.pad_w + t.kx);
+    const T* src =
+        in + (oy * g.stride_h - g.pad_h + t.ky) * g.w + (t.xs.lo * g.stride_w - g.pad_w + t.kx);
     T* dst = out + oy * g.ow + t.xs.lo;
     if (g.stride_w == 1) {
       for (int64_t i = 0; i < n; ++i) dst[i] += v * src[i];
@@ -65,8 +65,8 @@ inline void axpy_rows_t(const Tap& t, const ConvGeometry& g, T v, const T* gout,
   const int64_t n = t.xs.hi - t.xs.lo;
   if (n <= 0) return;
   for (int64_t oy = t.ys.lo; oy < t.ys.hi; ++oy) {
-    T* dst = gin + (oy * g.stride_h - g.pad_h + t.ky) * g.w +
-             (t.xs.lo * g.stride_w - g.pad_w + t.kx);
+    T* dst =
+        gin + (oy * g.stride_h - g.pad_h + t.ky) * g.w + (t.xs.lo * g.stride_w - g.pad_w + t.kx);
     const T* src = gout + oy * g.ow + t.xs.lo;
     if (g.stride_w == 1) {
       for (int64_t i = 0; i < n; ++i) dst[i] += v * src[i];
@@ -84,8 +84,8 @@ inline T dot_rows(const Tap& t, const ConvGeometry& g, const T* gout, const T* i
   if (n <= 0) return acc;
   for (int64_t oy = t.ys.lo; oy < t.ys.hi; ++oy) {
     const T* a = gout + oy * g.ow + t.xs.lo;
-    const T* b = in + (oy * g.stride_h - g.pad_h + t.ky) * g.w +
-                 (t.xs.lo * g.stride_w - g.pad_w + t.kx);
+    const T* b =
+        in + (oy * g.stride_h - g.pad_h + t.ky) * g.w + (t.xs.lo * g.stride_w - g.pad_w + t.kx);
     T row = 0;
     if (g.stride_w == 1) {
       for (int64_t i = 0; i < n; ++i) row += a[i] * b[i];
@@ -103,7 +103,6 @@ void check(const SparseStructure& s, const ConvGeometry& g, const at::Tensor& va
   TORCH_CHECK(values.numel() == s.nnz && values.is_contiguous(), "sparse conv: expected ", s.nnz,
               " contiguous values, got ", values.numel());
 }
-
 
 // ---- stride 1: shift and add over zero-padded planes ------------------------------------------
 // With the input padded to [Hp, Wp] and the output computed on a grid as wide as the padded
@@ -137,10 +136,11 @@ at::Tensor padded(const at::Tensor& x, const ConvGeometry& g) {
 // nonzeros, 4 vectors of q at a time (forward: src = an input plane shifted by the tap; input
 // gradient: a gradient plane shifted back).
 template <typename T>
-SWAMP_TARGET_CLONES void gather_taps(int64_t n, int64_t taps, const T* v, const T* const* src,
-                                     T init, T* out) {
-  using V = typename Vec<T>::type;
-  constexpr int64_t L = Vec<T>::lanes;
+SWAMP_TARGET_CLONES_512 void gather_taps(int64_t n, int64_t taps, const T* v, const T* const* src,
+                                         T init, T* out) {
+  using W = Vec<T, 64>;
+  using V = typename W::type;
+  constexpr int64_t L = W::lanes;
   int64_t q = 0;
   for (; q + 4 * L <= n; q += 4 * L) {
     V a0 = {};
@@ -149,15 +149,21 @@ SWAMP_TARGET_CLONES void gather_taps(int64_t n, int64_t taps, const T* v, const 
     for (int64_t e = 0; e < taps; ++e) {
       const T w = v[e];
       const T* x = src[e] + q;
-      a0 += w * Vec<T>::load(x);
-      a1 += w * Vec<T>::load(x + L);
-      a2 += w * Vec<T>::load(x + 2 * L);
-      a3 += w * Vec<T>::load(x + 3 * L);
+      a0 += w * W::load(x);
+      a1 += w * W::load(x + L);
+      a2 += w * W::load(x + 2 * L);
+      a3 += w * W::load(x + 3 * L);
     }
-    Vec<T>::store(out + q, a0);
-    Vec<T>::store(out + q + L, a1);
-    Vec<T>::store(out + q + 2 * L, a2);
-    Vec<T>::store(out + q + 3 * L, a3);
+    W::store(out + q, a0);
+    W::store(out + q + L, a1);
+    W::store(out + q + 2 * L, a2);
+    W::store(out + q + 3 * L, a3);
+  }
+  for (; q + L <= n; q += L) {
+    V a0 = {};
+    a0 += init;
+    for (int64_t e = 0; e < taps; ++e) a0 += v[e] * W::load(src[e] + q);
+    W::store(out + q, a0);
   }
   for (; q < n; ++q) {
     T acc = init;
@@ -168,17 +174,19 @@ SWAMP_TARGET_CLONES void gather_taps(int64_t n, int64_t taps, const T* v, const 
 
 // sum over q in [0, n) of a[q] * b[q], in a fixed order (4 vector accumulators).
 template <typename T>
-SWAMP_TARGET_CLONES T vdot(int64_t n, const T* a, const T* b) {
-  using V = typename Vec<T>::type;
-  constexpr int64_t L = Vec<T>::lanes;
+SWAMP_TARGET_CLONES_512 T vdot(int64_t n, const T* a, const T* b) {
+  using W = Vec<T, 64>;
+  using V = typename W::type;
+  constexpr int64_t L = W::lanes;
   V a0 = {}, a1 = {}, a2 = {}, a3 = {};
   int64_t q = 0;
   for (; q + 4 * L <= n; q += 4 * L) {
-    a0 += Vec<T>::load(a + q) * Vec<T>::load(b + q);
-    a1 += Vec<T>::load(a + q + L) * Vec<T>::load(b + q + L);
-    a2 += Vec<T>::load(a + q + 2 * L) * Vec<T>::load(b + q + 2 * L);
-    a3 += Vec<T>::load(a + q + 3 * L) * Vec<T>::load(b + q + 3 * L);
+    a0 += W::load(a + q) * W::load(b + q);
+    a1 += W::load(a + q + L) * W::load(b + q + L);
+    a2 += W::load(a + q + 2 * L) * W::load(b + q + 2 * L);
+    a3 += W::load(a + q + 3 * L) * W::load(b + q + 3 * L);
   }
+  for (; q + L <= n; q += L) a0 += W::load(a + q) * W::load(b + q);
   const V acc = (a0 + a1) + (a2 + a3);
   T sum = 0;
   for (int64_t j = 0; j < L; ++j) sum += acc[j];
@@ -187,63 +195,71 @@ SWAMP_TARGET_CLONES T vdot(int64_t n, const T* a, const T* b) {
 }
 
 at::Tensor shift_forward(const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values,
-                         const at::Tensor& bias, const at::Tensor& x) {
-  const at::Tensor xp = padded(x, g);
-  const int64_t B = x.size(0), hp = xp.size(2), wp = xp.size(3);
+                         const at::Tensor& bias, const at::Tensor& xp) {
+  const int64_t B = xp.size(0), hp = xp.size(2), wp = xp.size(3);
   const int64_t L = g.oh * wp - (g.kw - 1);
   const ShiftTaps taps = shift_taps(s, g, wp);
-  at::Tensor y = at::empty({B, g.out, g.oh, wp}, x.options());
+  at::Tensor y = at::empty({B, g.out, g.oh, g.ow}, xp.options());
   const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "sparse_conv_forward", [&] {
     const scalar_t* xv = xp.const_data_ptr<scalar_t>();
     const scalar_t* v = values.const_data_ptr<scalar_t>();
     const scalar_t* bv = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* yv = y.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, B * g.out, 1, [&](int64_t begin, int64_t end) {
       std::vector<const scalar_t*> src;
+      std::vector<scalar_t> wide(static_cast<size_t>(g.oh * wp));  // one plane, in cache
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / g.out, co = i % g.out;
         const scalar_t* in = xv + b * g.in * hp * wp;
         src.clear();
         for (int64_t e = rp[co]; e < rp[co + 1]; ++e)
           src.push_back(in + taps.channel[e] * hp * wp + taps.offset[e]);
-        scalar_t* out = yv + i * g.oh * wp;
         gather_taps<scalar_t>(L, rp[co + 1] - rp[co], v + rp[co], src.data(),
-                              bv ? bv[co] : scalar_t(0), out);
-        std::fill(out + L, out + g.oh * wp, scalar_t(0));  // discarded columns
+                              bv ? bv[co] : scalar_t(0), wide.data());
+        scalar_t* out = yv + i * g.oh * g.ow;  // the plane without the discarded columns
+        for (int64_t oy = 0; oy < g.oh; ++oy)
+          std::copy_n(wide.data() + oy * wp, g.ow, out + oy * g.ow);
       }
     });
   });
-  return y.narrow(3, 0, g.ow).contiguous();
+  return y;
 }
 
-// gy on the output grid as wide as the padded input, zeros in the extra columns.
-at::Tensor widened(const at::Tensor& gy, int64_t wp, const ConvGeometry& g) {
-  if (wp == g.ow) return gy.contiguous();
-  return at::constant_pad_nd(gy, {0, wp - g.ow}, 0.0).contiguous();
+// gy on the output grid as wide as the padded input (zeros in the extra columns), each plane
+// with `front` zeros before it and kh rows of zeros after: [B, out, span].
+struct WideGrad {
+  at::Tensor t;
+  int64_t wp = 0, front = 0, span = 0;
+};
+WideGrad wide_grad(const at::Tensor& gy, const ConvGeometry& g) {
+  WideGrad w;
+  w.wp = g.w + 2 * g.pad_w;
+  w.front = g.kh * w.wp;
+  w.span = w.front + g.oh * w.wp + g.kh * w.wp;
+  const int64_t B = gy.size(0);
+  w.t = at::zeros({B, g.out, w.span}, gy.options());
+  w.t.narrow(2, w.front, g.oh * w.wp).view({B, g.out, g.oh, w.wp}).narrow(3, 0, g.ow).copy_(gy);
+  return w;
 }
 
 // The input gradient as a gather: padded input position q receives w * gy[q - offset] from every
-// nonzero whose tap reads it. gy sits on the wide grid with `front` zeros before each plane and
-// zeros after, so that q - offset never leaves its plane's buffer.
+// nonzero whose tap reads it (the wide, front-padded gy never leaves its plane's buffer).
 at::Tensor shift_input_grad(const SparseStructure& s, const ConvGeometry& g,
-                            const at::Tensor& values, const at::Tensor& gy) {
-  const int64_t hp = g.h + 2 * g.pad_h, wp = g.w + 2 * g.pad_w;
-  const int64_t B = gy.size(0), kk = g.kh * g.kw;
-  const int64_t front = g.kh * wp, span = front + g.oh * wp + g.kh * wp;  // per plane
-  at::Tensor gw = at::zeros({B, g.out, span}, gy.options());
-  gw.narrow(2, front, g.oh * wp).view({B, g.out, g.oh, wp}).narrow(3, 0, g.ow).copy_(gy);
-  at::Tensor dxp = at::empty({B, g.in, hp, wp}, gy.options());
+                            const at::Tensor& values, const WideGrad& gw) {
+  const int64_t hp = g.h + 2 * g.pad_h, wp = gw.wp;
+  const int64_t B = gw.t.size(0), kk = g.kh * g.kw;
+  at::Tensor dx = at::empty({B, g.in, g.h, g.w}, gw.t.options());
   const int64_t* cp = s.col_ptr.const_data_ptr<int64_t>();
   const int64_t* crow = s.csc_row.const_data_ptr<int64_t>();
   const int64_t* cpos = s.csc_pos.const_data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "sparse_conv_input_grad", [&] {
-    const scalar_t* gv = gw.const_data_ptr<scalar_t>();
+  AT_DISPATCH_FLOATING_TYPES(gw.t.scalar_type(), "sparse_conv_input_grad", [&] {
+    const scalar_t* gv = gw.t.const_data_ptr<scalar_t>();
     const scalar_t* v = values.const_data_ptr<scalar_t>();
-    scalar_t* dv = dxp.mutable_data_ptr<scalar_t>();
+    scalar_t* dv = dx.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, B * g.in, 1, [&](int64_t begin, int64_t end) {
       std::vector<const scalar_t*> src;
-      std::vector<scalar_t> w;
+      std::vector<scalar_t> w, plane(static_cast<size_t>(hp * wp));
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / g.in, ci = i % g.in;
         src.clear();
@@ -252,36 +268,37 @@ at::Tensor shift_input_grad(const SparseStructure& s, const ConvGeometry& g,
           const int64_t off = (c % kk) / g.kw * wp + c % g.kw;
           for (int64_t e = cp[c]; e < cp[c + 1]; ++e) {
             w.push_back(v[cpos[e]]);
-            src.push_back(gv + (b * g.out + crow[e]) * span + front - off);
+            src.push_back(gv + (b * g.out + crow[e]) * gw.span + gw.front - off);
           }
         }
         gather_taps<scalar_t>(hp * wp, static_cast<int64_t>(w.size()), w.data(), src.data(),
-                              scalar_t(0), dv + i * hp * wp);
+                              scalar_t(0), plane.data());
+        scalar_t* out = dv + i * g.h * g.w;  // the unpadded interior
+        for (int64_t y = 0; y < g.h; ++y)
+          std::copy_n(plane.data() + (y + g.pad_h) * wp + g.pad_w, g.w, out + y * g.w);
       }
     });
   });
-  if (g.pad_h == 0 && g.pad_w == 0) return dxp;
-  return dxp.narrow(2, g.pad_h, g.h).narrow(3, g.pad_w, g.w).contiguous();
+  return dx;
 }
 
-at::Tensor shift_weight_grad(const SparseStructure& s, const ConvGeometry& g,
-                             const at::Tensor& gy, const at::Tensor& x) {
-  const at::Tensor xp = padded(x, g);
-  const int64_t B = x.size(0), hp = xp.size(2), wp = xp.size(3);
+at::Tensor shift_weight_grad(const SparseStructure& s, const ConvGeometry& g, const WideGrad& wg,
+                             const at::Tensor& xp) {
+  const int64_t B = xp.size(0), hp = xp.size(2), wp = xp.size(3);
   const int64_t L = g.oh * wp - (g.kw - 1);
-  const at::Tensor gw = widened(gy, wp, g);
+  const at::Tensor& gw = wg.t;
   const ShiftTaps taps = shift_taps(s, g, wp);
-  at::Tensor dw = at::zeros({s.nnz}, x.options());
+  at::Tensor dw = at::zeros({s.nnz}, xp.options());
   const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_weight_grad", [&] {
-    const scalar_t* gv = gw.const_data_ptr<scalar_t>();
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "sparse_conv_weight_grad", [&] {
+    const scalar_t* gv = gw.const_data_ptr<scalar_t>() + wg.front;
     const scalar_t* xv = xp.const_data_ptr<scalar_t>();
     scalar_t* out = dw.mutable_data_ptr<scalar_t>();
     // one output channel per task, its nonzeros' sums over the batch in batch order
     at::parallel_for(0, g.out, 1, [&](int64_t begin, int64_t end) {
       for (int64_t co = begin; co < end; ++co)
         for (int64_t b = 0; b < B; ++b) {
-          const scalar_t* go = gv + (b * g.out + co) * g.oh * wp;
+          const scalar_t* go = gv + (b * g.out + co) * wg.span;
           const scalar_t* in = xv + b * g.in * hp * wp;
           for (int64_t e = rp[co]; e < rp[co + 1]; ++e)
             out[e] += vdot<scalar_t>(L, go, in + taps.channel[e] * hp * wp + taps.offset[e]);
@@ -291,14 +308,10 @@ at::Tensor shift_weight_grad(const SparseStructure& s, const ConvGeometry& g,
   return dw;
 }
 
-}  // namespace
-
-at::Tensor sparse_conv_forward(const SparseStructure& s, const ConvGeometry& g,
-                               const at::Tensor& values, const at::Tensor& bias,
-                               const at::Tensor& x_in) {
+at::Tensor rows_forward(const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values,
+                        const at::Tensor& bias, const at::Tensor& x_in) {
   check(s, g, values);
   const at::Tensor x = x_in.contiguous();
-  if (shift_path(g)) return shift_forward(s, g, values, bias, x);
   const int64_t B = x.size(0), plane_in = g.h * g.w, plane_out = g.oh * g.ow;
   at::Tensor y = bias.defined()
                      ? bias.view({1, g.out, 1, 1}).expand({B, g.out, g.oh, g.ow}).contiguous()
@@ -323,11 +336,10 @@ at::Tensor sparse_conv_forward(const SparseStructure& s, const ConvGeometry& g,
   return y;
 }
 
-at::Tensor sparse_conv_input_grad(const SparseStructure& s, const ConvGeometry& g,
-                                  const at::Tensor& values, const at::Tensor& gy_in) {
+at::Tensor rows_input_grad(const SparseStructure& s, const ConvGeometry& g,
+                           const at::Tensor& values, const at::Tensor& gy_in) {
   check(s, g, values);
   const at::Tensor gy = gy_in.contiguous();
-  if (shift_path(g)) return shift_input_grad(s, g, values, gy);
   const int64_t B = gy.size(0), plane_in = g.h * g.w, plane_out = g.oh * g.ow;
   const int64_t kk = g.kh * g.kw;
   at::Tensor dx = at::zeros({B, g.in, g.h, g.w}, gy.options());
@@ -353,10 +365,9 @@ at::Tensor sparse_conv_input_grad(const SparseStructure& s, const ConvGeometry& 
   return dx;
 }
 
-at::Tensor sparse_conv_weight_grad(const SparseStructure& s, const ConvGeometry& g,
-                                   const at::Tensor& gy_in, const at::Tensor& x_in) {
+at::Tensor rows_weight_grad(const SparseStructure& s, const ConvGeometry& g,
+                            const at::Tensor& gy_in, const at::Tensor& x_in) {
   const at::Tensor gy = gy_in.contiguous(), x = x_in.contiguous();
-  if (shift_path(g)) return shift_weight_grad(s, g, gy, x);
   const int64_t B = x.size(0), plane_in = g.h * g.w, plane_out = g.oh * g.ow;
   at::Tensor dw = at::empty({s.nnz}, x.options());
   const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
@@ -379,6 +390,36 @@ at::Tensor sparse_conv_weight_grad(const SparseStructure& s, const ConvGeometry&
     });
   });
   return dw;
+}
+
+}  // namespace
+
+at::Tensor sparse_conv_prepare(const at::Tensor& x, const ConvGeometry& g) {
+  return shift_path(g) ? padded(x, g) : x.contiguous();
+}
+
+at::Tensor sparse_conv_forward(const SparseStructure& s, const ConvGeometry& g,
+                               const at::Tensor& values, const at::Tensor& bias,
+                               const at::Tensor& prepared) {
+  check(s, g, values);
+  return shift_path(g) ? shift_forward(s, g, values, bias, prepared)
+                       : rows_forward(s, g, values, bias, prepared);
+}
+
+std::pair<at::Tensor, at::Tensor> sparse_conv_backward(
+    const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values, const at::Tensor& gy,
+    const at::Tensor& prepared, bool input_grad, bool weight_grad) {
+  check(s, g, values);
+  at::Tensor dx, dw;
+  if (shift_path(g)) {
+    const WideGrad wg = wide_grad(gy, g);
+    if (input_grad) dx = shift_input_grad(s, g, values, wg);
+    if (weight_grad) dw = shift_weight_grad(s, g, wg, prepared);
+  } else {
+    if (input_grad) dx = rows_input_grad(s, g, values, gy);
+    if (weight_grad) dw = rows_weight_grad(s, g, gy, prepared);
+  }
+  return {dx, dw};
 }
 
 }  // namespace swamp::layers

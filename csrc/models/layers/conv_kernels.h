@@ -7,6 +7,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <utility>
+
 #include "sparse_kernels.h"
 
 namespace swamp::layers {
@@ -19,15 +21,17 @@ struct ConvGeometry {
   int64_t oh = 0, ow = 0;  // output plane
 };
 
-// y [B, out, oh, ow] = conv(x [B, in, h, w] contiguous) with the weights `values` (CSR order).
+// The input x [B, in, h, w] as the kernels read it (stride 1: zero-padded; kept for backward).
+at::Tensor sparse_conv_prepare(const at::Tensor& x, const ConvGeometry& g);
+// y [B, out, oh, ow] = conv(x) with the weights `values` (CSR order); `prepared` from
+// sparse_conv_prepare.
 at::Tensor sparse_conv_forward(const SparseStructure& s, const ConvGeometry& g,
                                const at::Tensor& values, const at::Tensor& bias,
-                               const at::Tensor& x);
-// The input gradient [B, in, h, w] from gy [B, out, oh, ow] contiguous.
-at::Tensor sparse_conv_input_grad(const SparseStructure& s, const ConvGeometry& g,
-                                  const at::Tensor& values, const at::Tensor& gy);
-// The weight gradient at the nonzeros only, [nnz] in CSR order.
-at::Tensor sparse_conv_weight_grad(const SparseStructure& s, const ConvGeometry& g,
-                                   const at::Tensor& gy, const at::Tensor& x);
+                               const at::Tensor& prepared);
+// From gy [B, out, oh, ow]: the input gradient [B, in, h, w] and the weight gradient at the
+// nonzeros only ([nnz], CSR order), each where asked for.
+std::pair<at::Tensor, at::Tensor> sparse_conv_backward(
+    const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values, const at::Tensor& gy,
+    const at::Tensor& prepared, bool input_grad, bool weight_grad);
 
 }  // namespace swamp::layers

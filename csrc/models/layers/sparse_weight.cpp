@@ -33,8 +33,8 @@ void SparseWeightLayer::load_from_dense() {
 at::Tensor SparseWeightLayer::dense_from_values(const at::Tensor& values) const {
   TORCH_CHECK(sparse_, "sparse layer: not in sparse mode");
   const int64_t N = sparse_particles_;
-  TORCH_CHECK_VALUE(values.numel() == N * sparse_->nnz, "sparse layer: expected ",
-                    N * sparse_->nnz, " values, got ", values.numel());
+  TORCH_CHECK_VALUE(values.numel() == N * sparse_->nnz, "sparse layer: expected ", N * sparse_->nnz,
+                    " values, got ", values.numel());
   torch::NoGradGuard no_grad;
   return at::zeros({N, sparse_->out * sparse_->in}, values.options())
       .index_copy_(1, sparse_->positions, values.detach().reshape({N, sparse_->nnz}))

@@ -12,10 +12,10 @@
 
 namespace swamp::layers {
 
-template <typename T>
+template <typename T, int Bytes = 32>
 struct Vec {
-  typedef T type __attribute__((vector_size(32)));
-  static constexpr int64_t lanes = 32 / sizeof(T);
+  typedef T type __attribute__((vector_size(Bytes)));
+  static constexpr int64_t lanes = Bytes / sizeof(T);
   static inline type load(const T* p) {
     type v;
     std::memcpy(&v, p, sizeof(v));
