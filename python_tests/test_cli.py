@@ -45,6 +45,29 @@ def test_bad_flags_give_a_clear_error(tmp_path):
     assert p.returncode == 2 and "cannot write to --out" in p.stderr
 
 
+def test_streamed_image_folder_from_the_command_line(tmp_path):
+    from test_torch_data import make_folder
+
+    make_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    args = ("run", "--model", "conv2", "--dataset", "imagefolder", "--data-root",
+            str(tmp_path / "imgs"), "--method", "imp", "--rounds", "2", "--epochs", "2",
+            "--batch-size", "8", "--out")
+    p = cli(*args, str(out), "--stream", "on", "--workers", "1", "--image-size", "8",
+            cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("round ") == 2
+    assert not list((tmp_path / "imgs").glob(".swamp_cache_*"))  # streamed: nothing decoded
+    p = cli(*args, str(tmp_path / "cached"), "--stream", "off", "--image-size", "8", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert list((tmp_path / "imgs").glob(".swamp_cache_*"))
+    streamed = json.loads((out / "results.json").read_text())["rounds"]
+    cached = json.loads((tmp_path / "cached" / "results.json").read_text())["rounds"]
+    assert [r["test_acc"] for r in streamed] == [r["test_acc"] for r in cached]
+    p = cli("run", "--dataset", "digits", "--stream", "on", cwd=tmp_path)
+    assert p.returncode == 2 and "takes no options, got ['stream']" in p.stderr
+
+
 def test_console_script_installed():
     import shutil
 
