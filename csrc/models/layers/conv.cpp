@@ -6,6 +6,7 @@
 #include <torch/types.h>
 
 #include "conv_kernels.h"
+#include "saved_structure.h"
 #include "sparse_kernels.h"
 #include "swamp/layers.h"
 
@@ -23,28 +24,14 @@ struct SparseConvFunction : public torch::autograd::Function<SparseConvFunction>
     ctx->saved_data["has_bias"] = has_bias;
     ctx->saved_data["geometry"] = std::vector<int64_t>{
         g.in, g.out, g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.h, g.w, g.oh, g.ow};
-    ctx->saved_data["shape"] = std::vector<int64_t>{s->out, s->in, s->nnz};
-    ctx->saved_data["row_ptr"] = s->row_ptr;
-    ctx->saved_data["col"] = s->col;
-    ctx->saved_data["col_ptr"] = s->col_ptr;
-    ctx->saved_data["csc_row"] = s->csc_row;
-    ctx->saved_data["csc_pos"] = s->csc_pos;
+    save_structure(ctx, *s);
     return sparse_conv_forward(*s, g, values, has_bias ? bias : at::Tensor(), xp);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &values = saved[1];
-    SparseStructure s;
-    const auto shape = ctx->saved_data["shape"].toIntVector();
-    s.out = shape[0];
-    s.in = shape[1];
-    s.nnz = shape[2];
-    s.row_ptr = ctx->saved_data["row_ptr"].toTensor();
-    s.col = ctx->saved_data["col"].toTensor();
-    s.col_ptr = ctx->saved_data["col_ptr"].toTensor();
-    s.csc_row = ctx->saved_data["csc_row"].toTensor();
-    s.csc_pos = ctx->saved_data["csc_pos"].toTensor();
+    const SparseStructure s = saved_structure(ctx);
     const auto v = ctx->saved_data["geometry"].toIntVector();
     const ConvGeometry g{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]};
     const at::Tensor gy = grads[0].contiguous();

@@ -1,8 +1,8 @@
-// Direct sparse convolution kernels (CPU): a pruned Conv2d's nonzeros, indexed by the linear
-// layers' SparseStructure over the weight seen as [out, in * kh * kw], applied plane by plane:
-// each nonzero adds a shifted input plane times its value to an output plane. No im2col, no
-// dense weight: the cost falls with the density. Internal to swamp_core (the layer:
-// swamp/layers.h).
+// Direct sparse convolution kernels (CPU, stride 1): a pruned Conv2d's nonzeros, indexed by the
+// linear layers' SparseStructure over the weight seen as [out, in * kh * kw], applied plane by
+// plane: each nonzero adds a shifted, zero-padded input plane times its value to an output
+// plane. No im2col, no dense weight: the cost falls with the density. Internal to swamp_core (the
+// layer, and when it uses them: swamp/layers.h, conv.cpp).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -13,7 +13,7 @@
 
 namespace swamp::layers {
 
-// One convolution's shape: groups 1, dilation 1, zero padding.
+// One convolution's shape: groups 1, dilation 1, zero padding; the kernels take stride 1.
 struct ConvGeometry {
   int64_t in = 0, out = 0, kh = 0, kw = 0;
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
@@ -21,7 +21,7 @@ struct ConvGeometry {
   int64_t oh = 0, ow = 0;  // output plane
 };
 
-// The input x [B, in, h, w] as the kernels read it (stride 1: zero-padded; kept for backward).
+// The input x [B, in, h, w] as the kernels read it (zero-padded; kept for backward).
 at::Tensor sparse_conv_prepare(const at::Tensor& x, const ConvGeometry& g);
 // y [B, out, oh, ow] = conv(x) with the weights `values` (CSR order); `prepared` from
 // sparse_conv_prepare.

@@ -4,6 +4,7 @@
 
 #include <torch/autograd.h>
 
+#include "saved_structure.h"
 #include "sparse_kernels.h"
 
 namespace swamp::layers {
@@ -22,12 +23,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     ctx->saved_data["pm"] = pm;
     ctx->saved_data["particles"] = particles;
     ctx->saved_data["has_bias"] = bias.defined();
-    ctx->saved_data["shape"] = std::vector<int64_t>{s->out, s->in, s->nnz};
-    ctx->saved_data["row_ptr"] = s->row_ptr;
-    ctx->saved_data["col"] = s->col;
-    ctx->saved_data["col_ptr"] = s->col_ptr;
-    ctx->saved_data["csc_row"] = s->csc_row;
-    ctx->saved_data["csc_pos"] = s->csc_pos;
+    save_structure(ctx, *s);
     const at::Tensor y = spmm_rows(*s, particles, values, bias, xT);  // [B, N*out], (1, B)
     if (!pm) return y;
     // the same storage as [N, B, out] with strides (out*B, 1, B): a new tensor, not a view
@@ -40,16 +36,7 @@ struct SparseLinearFunction : public torch::autograd::Function<SparseLinearFunct
     const at::Tensor& xT = saved[0];
     const at::Tensor& values = saved[1];
     const int64_t particles = ctx->saved_data["particles"].toInt();
-    SparseStructure st;
-    const auto shape = ctx->saved_data["shape"].toIntVector();
-    st.out = shape[0];
-    st.in = shape[1];
-    st.nnz = shape[2];
-    st.row_ptr = ctx->saved_data["row_ptr"].toTensor();
-    st.col = ctx->saved_data["col"].toTensor();
-    st.col_ptr = ctx->saved_data["col_ptr"].toTensor();
-    st.csc_row = ctx->saved_data["csc_row"].toTensor();
-    st.csc_pos = ctx->saved_data["csc_pos"].toTensor();
+    const SparseStructure st = saved_structure(ctx);
     const SparseStructure* s = &st;
     const bool pm = ctx->saved_data["pm"].toBool();
     const int64_t B = xT.size(1);
