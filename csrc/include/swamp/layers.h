@@ -58,6 +58,9 @@ class SWAMP_API SparseWeightLayer {
   at::Tensor dense_from_values(const at::Tensor& values) const;
 
  protected:
+  // The same, differentiable: the gradient of the weight-shaped result flows back to `values`
+  // at the nonzeros only.
+  at::Tensor scattered(const at::Tensor& values) const;
   // The dense weight parameter: N particles of [rows, cols] (a conv weight seen as
   // [out, in * kh * kw]).
   virtual at::Tensor& dense_weight() = 0;

@@ -97,10 +97,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
                                      sparse_, g);
   // Small planes or strides: the dense kernels on the values scattered into the weight (the
   // weight gradient comes back at the nonzeros only, through the scatter).
-  const at::Tensor w = at::zeros({sparse_->out * sparse_->in}, values_.options())
-                           .index_copy(0, sparse_->positions, values_)
-                           .view(weight.sizes());
-  return _conv_forward(x, w);
+  return _conv_forward(x, scattered(values_));
 }
 
 }  // namespace swamp::layers

@@ -30,15 +30,19 @@ void SparseWeightLayer::load_from_dense() {
                 .set_requires_grad(true);
 }
 
-at::Tensor SparseWeightLayer::dense_from_values(const at::Tensor& values) const {
+at::Tensor SparseWeightLayer::scattered(const at::Tensor& values) const {
   TORCH_CHECK(sparse_, "sparse layer: not in sparse mode");
   const int64_t N = sparse_particles_;
   TORCH_CHECK_VALUE(values.numel() == N * sparse_->nnz, "sparse layer: expected ", N * sparse_->nnz,
                     " values, got ", values.numel());
-  torch::NoGradGuard no_grad;
   return at::zeros({N, sparse_->out * sparse_->in}, values.options())
-      .index_copy_(1, sparse_->positions, values.detach().reshape({N, sparse_->nnz}))
+      .index_copy(1, sparse_->positions, values.reshape({N, sparse_->nnz}))
       .view(weight_shape_);
+}
+
+at::Tensor SparseWeightLayer::dense_from_values(const at::Tensor& values) const {
+  torch::NoGradGuard no_grad;
+  return scattered(values.detach());
 }
 
 void SparseWeightLayer::sync_dense() {
