@@ -371,13 +371,16 @@ def load(name: str, root: Optional[str] = None, **options: Any) -> Dataset:
         workers = options.pop("num_workers", 0)
         if stream not in ("auto", True, False):
             raise ValueError(f"imagefolder: stream must be 'auto', True or False, got {stream!r}")
+        if stream is False and workers:
+            raise ValueError("imagefolder: num_workers applies to a streamed folder (stream=True)")
+        listing = formats.list_image_folder(root)  # once: a large folder takes a while to walk
         if stream == "auto":
-            stream = formats.decoded_bytes(root, **options) > _memory_budget()
+            stream = formats.decoded_bytes(root, listing=listing, **options) > _memory_budget()
         if stream:
-            return _streamed_folder(root, workers, **options)
+            return _streamed_folder(root, workers, listing=listing, **options)
         if workers:
             raise ValueError("imagefolder: num_workers applies to a streamed folder (stream=True)")
-        raw = formats.read_image_folder(root, **options)
+        raw = formats.read_image_folder(root, listing=listing, **options)
     ds = from_arrays(raw["x_train"], raw["y_train"], raw["x_test"], raw["y_test"],
                      num_classes=raw["num_classes"], name=key)
     if raw.get("classes"):
@@ -403,13 +406,14 @@ def _memory_budget() -> int:
 _STATS_IMAGES = 10000
 
 
-def _streamed_folder(root: str, num_workers: int, image_size: Optional[int] = None) -> TorchData:
+def _streamed_folder(root: str, num_workers: int, image_size: Optional[int] = None,
+                     listing: Any = None) -> TorchData:
     """An image folder decoded batch by batch (nothing cached). The normalisation comes from up
     to _STATS_IMAGES training images, evenly spaced (all of them in smaller folders: then it
     equals the decoded folder's exactly)."""
     from . import formats
 
-    train, test = formats.image_folder_files(root, image_size)
+    train, test = formats.image_folder_files(root, image_size, listing)
     n = len(train)
     pick = range(n) if n <= _STATS_IMAGES else \
         sorted({i * n // _STATS_IMAGES for i in range(_STATS_IMAGES)})

@@ -368,24 +368,30 @@ def list_image_folder(root: str) -> tuple[list[str], list[str], list[int], list[
     return classes, tr_paths, tr_labels, te_paths, te_labels
 
 
-def image_folder_files(root: str, image_size: Optional[int] = None
-                       ) -> tuple[ImageFiles, ImageFiles]:
-    """The image folder as two datasets decoding each image when asked for (streaming)."""
-    classes, tr_paths, tr_labels, te_paths, te_labels = list_image_folder(root)
+Listing = tuple[list[str], list[str], list[int], list[str], list[int]]
+
+
+def image_folder_files(root: str, image_size: Optional[int] = None,
+                       listing: Optional[Listing] = None) -> tuple[ImageFiles, ImageFiles]:
+    """The image folder as two datasets decoding each image when asked for (streaming).
+    ``listing``: the folder's ``list_image_folder(root)`` when already made."""
+    classes, tr_paths, tr_labels, te_paths, te_labels = listing or list_image_folder(root)
     train = ImageFiles(tr_paths, tr_labels, classes, image_size)
     return train, ImageFiles(te_paths, te_labels, classes, image_size, train.shape)
 
 
-def decoded_bytes(root: str, image_size: Optional[int] = None) -> int:
+def decoded_bytes(root: str, image_size: Optional[int] = None,
+                  listing: Optional[Listing] = None) -> int:
     """Bytes the decoded image folder takes in memory (uint8, the first image's size)."""
-    classes, tr_paths, _, te_paths, _ = list_image_folder(root)
+    _, tr_paths, _, te_paths, _ = listing or list_image_folder(root)
     c, h, w = _decode_one(tr_paths[0], image_size).shape
     return (len(tr_paths) + len(te_paths)) * c * h * w
 
 
-def read_image_folder(root: str, image_size: Optional[int] = None) -> dict[str, Any]:
+def read_image_folder(root: str, image_size: Optional[int] = None,
+                      listing: Optional[Listing] = None) -> dict[str, Any]:
     """Class-per-folder images (train/ and val/ or test/), decoded once and cached."""
-    classes, tr_paths, tr_labels, te_paths, te_labels = list_image_folder(root)
+    classes, tr_paths, tr_labels, te_paths, te_labels = listing or list_image_folder(root)
     key = hashlib.sha256(repr((tr_paths, te_paths, image_size)).encode()).hexdigest()[:16]
     cache = os.path.join(root, f".swamp_cache_{key}.safetensors")
     signature = _folder_signature(tr_paths + te_paths, image_size)
