@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import _C
-from .pipeline import TorchData, _layout, _mix, _Samples, _Task
+from .pipeline import TorchData, _is_tensor_layout, _layout, _mix, _Samples, _Task
 
 __all__ = ["Dataset", "TorchData", "from_arrays", "from_torch", "load", "names"]
 
@@ -199,8 +199,7 @@ def from_torch(
                      "test": f"{name}: test"}, None)
     x0, _ = probe.__getitems__(_Task("train", _mix(0x5CA7, 3), (0,)))
     layout = _layout(_first(x0))
-    structured = not isinstance(x0, torch.Tensor)
-    shape, dtype = ((), None) if structured else (tuple(x0.shape[1:]), x0.dtype)
+    shape, dtype = layout if _is_tensor_layout(layout) else ((), None)
     if dtype == torch.uint8 and len(shape) != 3:
         raise ValueError(f"from_torch: uint8 inputs must be images [C, H, W], got shape {shape}")
     if (mean is None) != (std is None):
@@ -215,13 +214,14 @@ def from_torch(
                              f"got {len(mean)} / {len(std)}")
     classes = getattr(train, "classes", None)
     if num_classes is None:
-        num_classes = _infer_classes(train, test, probe)
+        named = isinstance(classes, (list, tuple)) and len(classes) >= 2
+        num_classes = len(classes) if named else _infer_classes(train, test, probe)
     if isinstance(classes, (list, tuple)) and len(classes) == num_classes:
         classes = tuple(str(c) for c in classes)
     else:
         classes = None
     data = TorchData(name=name, train=train, test=test, num_classes=num_classes,
-                     input_shape=shape, layout=layout, num_workers=num_workers,
+                     layout=layout, num_workers=num_workers,
                      pin_memory=pin_memory, prefetch_factor=prefetch_factor, timeout=timeout,
                      bn_data=bn_data, mean=mean, std=std, classes=classes)
     if mean is not None:  # the core's own check of the normalisation
@@ -242,9 +242,7 @@ def _first(x: Any) -> Any:
 
 
 def _infer_classes(train: Any, test: Any, probe: _Samples) -> int:
-    classes = getattr(train, "classes", None)
-    if isinstance(classes, (list, tuple)) and len(classes) >= 2:
-        return len(classes)
+    """The largest label + 1, from ``targets`` where the datasets have them, else a pass."""
     top = -1
     for what, d in (("train", train), ("test", test)):
         targets = getattr(d, "targets", None)

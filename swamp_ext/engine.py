@@ -15,7 +15,7 @@ from . import _C
 from .config import Config
 from .datasets import Dataset
 from .modules import Prunable, _logits, _ModuleAdapter, call_module
-from .pipeline import TorchData
+from .pipeline import TorchData, _layout, _show
 
 __all__ = ["RoundModels", "RoundRecord", "Result", "TrainingDivergedError", "run_imp"]
 
@@ -340,14 +340,6 @@ def _model_inputs(data: Union[Dataset, TorchData], n: int, device: str) -> Any:
     return x
 
 
-def _describe_inputs(x: Any) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"{tuple(x.shape)} {x.dtype}"
-    if isinstance(x, dict):
-        return "{" + ", ".join(f"{k!r}: {_describe_inputs(v)}" for k, v in x.items()) + "}"
-    return "(" + ", ".join(_describe_inputs(v) for v in x) + ")"
-
-
 def _batch_size(x: Any) -> int:
     if isinstance(x, torch.Tensor):
         return x.shape[0]
@@ -370,7 +362,7 @@ def _check_module_on_data(adapter: _ModuleAdapter, config: Config,
         except Exception as e:
             mode = "train" if train else "eval"
             raise RuntimeError(f"model: {who}.forward fails on a batch of {data.name} "
-                               f"(inputs {_describe_inputs(x)}, {mode} mode): "
+                               f"(inputs {_show(_layout(x))}, {mode} mode): "
                                f"{type(e).__name__}: {e}") from e
         now = dict(m.named_parameters())
         for n, p, v in params:
@@ -385,7 +377,7 @@ def _check_module_on_data(adapter: _ModuleAdapter, config: Config,
         logits = _logits(out)
         want = (_batch_size(x), data.num_classes)
         if tuple(logits.shape) != want:
-            raise ValueError(f"model: {who} answers inputs {_describe_inputs(x)} with "
+            raise ValueError(f"model: {who} answers inputs {_show(_layout(x))} with "
                              f"{tuple(logits.shape)}; expected logits {want} ({data.name} has "
                              f"{data.num_classes} classes)")
         if not logits.is_floating_point():

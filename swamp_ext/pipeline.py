@@ -216,7 +216,6 @@ class TorchData:
     train: Any = field(repr=False)
     test: Any = field(repr=False)
     num_classes: int
-    input_shape: tuple[int, ...]  # one sample's shape; () for structured inputs
     layout: Any  # shapes and dtypes of one sample's input (nested for tuple / dict inputs)
     num_workers: int = 0
     pin_memory: Optional[bool] = None
@@ -232,6 +231,11 @@ class TorchData:
 
     def __len__(self) -> int:
         return len(self.train)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's shape; () for structured inputs."""
+        return self.layout[0] if _is_tensor_layout(self.layout) else ()
 
     @property
     def structured(self) -> bool:
@@ -252,8 +256,8 @@ class TorchData:
     def first_inputs(self, n: int) -> Any:
         """The first n training inputs (seeded as in a storage-order pass)."""
         n = min(n, len(self.train))
-        return self._samples().__getitems__(_Task("bn" if self.bn_data is not None else "train",
-                                                  _mix(_SCAN_STREAM, 0, 0), tuple(range(n))))[0]
+        return self._samples().__getitems__(_Task("bn", _mix(_SCAN_STREAM, 0, 0),
+                                                  tuple(range(n))))[0]
 
 
 class _Feeder:
