@@ -103,8 +103,9 @@ def test_sparse_forward_backward_equals_dense_masked(name, shape, stacked):
 @pytest.mark.parametrize("name,shape", _CONV_MODELS)
 def test_sparse_convolutions_equal_the_dense_masked_step(name, shape):
     # every conv model, one particle per model (convolutions go sparse there): logits and the
-    # gradients of one float64 step on the direct sparse kernels against the dense masked ones;
-    # strided, padded, 1x1 and 3x3 convolutions, with and without bias
+    # gradients of one float64 step in sparse mode against the dense masked ones; the direct
+    # kernels (stride 1, large planes, padded or not, with and without bias) and the scattered
+    # values (strided, small planes, 1x1 shortcuts)
     torch.manual_seed(1)
     n, b = 2, 3
     states = states_for(name, shape, n)
