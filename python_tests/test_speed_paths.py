@@ -100,12 +100,14 @@ def test_sparse_forward_backward_equals_dense_masked(name, shape, stacked):
     assert not torch.allclose(dense_logits, logits)
 
 
+@pytest.mark.parametrize("stacked", [False, True])
 @pytest.mark.parametrize("name,shape", _CONV_MODELS)
-def test_sparse_convolutions_equal_the_dense_masked_step(name, shape):
-    # every conv model, one particle per model (convolutions go sparse there): logits and the
-    # gradients of one float64 step in sparse mode against the dense masked ones; the direct
-    # kernels (stride 1, large planes, padded or not, with and without bias) and the scattered
-    # values (strided, small planes, 1x1 shortcuts)
+def test_sparse_convolutions_equal_the_dense_masked_step(name, shape, stacked):
+    # every conv model, one particle per model and both particles stacked in one model (grouped
+    # convolutions, one structure, own values): logits and the gradients of one float64 step in
+    # sparse mode against the dense masked ones; the direct kernels (stride 1, large planes,
+    # padded or not, with and without bias) and the scattered values (strided, small planes, 1x1
+    # shortcuts)
     torch.manual_seed(1)
     n, b = 2, 3
     states = states_for(name, shape, n)
@@ -116,7 +118,7 @@ def test_sparse_convolutions_equal_the_dense_masked_step(name, shape):
     ref_logits, ref_grads = testing.particles_forward_backward(
         name, shape, 10, states, x, y, stacked=False, masks=masks, sparse_kernels="off")
     logits, grads = testing.particles_forward_backward(
-        name, shape, 10, states, x, y, stacked=False, masks=masks, sparse_kernels="on")
+        name, shape, 10, states, x, y, stacked=stacked, masks=masks, sparse_kernels="on")
     torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-10)
     convs = [k for k in prunable if states[0][k].dim() == 4]
     assert convs

@@ -119,8 +119,11 @@ class Run {
     if (plan_.swa) {  // the SWA solutions' batch-norm statistics, side by side on threads
       const int64_t lanes = post_lanes(n);
       run_lanes(lanes, [&](int64_t lane) {
-        for (int64_t g = lane; g < group; g += lanes)
-          eval_.recompute_bn(models_.particle(first + g));
+        for (int64_t g = lane; g < group; g += lanes) {
+          Model& m = models_.particle(first + g);
+          const layers::SparseScope sparse = sparse_passes(m);
+          eval_.recompute_bn(m);
+        }
       });
     }
     p_.particles_done = first + group;
@@ -136,7 +139,10 @@ class Run {
     std::vector<at::Tensor> logp(static_cast<size_t>(n));
     const int64_t lanes = post_lanes(n);
     run_lanes(lanes, [&](int64_t lane) {
-      for (int64_t p = lane; p < n; p += lanes) logp[p] = eval_.log_probs(models_.particle(p));
+      for (int64_t p = lane; p < n; p += lanes) {
+        const layers::SparseScope sparse = sparse_passes(models_.particle(p));
+        logp[p] = eval_.log_probs(models_.particle(p));
+      }
     });
     std::vector<std::vector<at::Tensor>> particle_params;
     double loss_sum = 0.0;
@@ -153,8 +159,14 @@ class Run {
     std::vector<at::Tensor> out = avg.parameters(true);
     averager_.average(particle_params, out, n);
     masks_.apply(avg);  // BN statistics are computed for exactly the weights evaluated
-    if (n > 1 || plan_.swa) eval_.recompute_bn(avg);
-    const Metrics fm = eval_.metrics(eval_.log_probs(avg));
+    Metrics fm;
+    if (n > 1 || plan_.swa) {
+      const layers::SparseScope sparse = sparse_passes(avg);
+      eval_.recompute_bn(avg);
+      fm = eval_.metrics(eval_.log_probs(avg));
+    } else {  // one particle without SWA: the average is that particle, already evaluated
+      fm = eval_.metrics(logp[0]);
+    }
     rr.test_acc = fm.acc;
     rr.test_nll = fm.nll;
     const Metrics em = eval_.ensemble_metrics(logp);
@@ -227,10 +239,16 @@ class Run {
   // sparse kernels (CPU only).
   ParticleState start(Group& grp, int64_t round, int64_t first) {
     for (Model* m : grp.models)
-      if (data_.device().is_cpu())
-        layers::enable_sparse(*m, masks_.map(), cfg_.sparse_kernels, cfg_.sparse_density,
-                              cfg_.sparse_conv_density);
+      layers::enable_sparse(*m, masks_.map(), sparse_mode(), cfg_.sparse_density,
+                            cfg_.sparse_conv_density);
     return trainer_.start(grp, masks_.map(), round, first, plan_.rewind_step);
+  }
+  // The sparse kernels are CPU only.
+  std::string sparse_mode() const { return data_.device().is_cpu() ? cfg_.sparse_kernels : "off"; }
+  // The passes over the data after training (batch-norm statistics, evaluation) on the same
+  // kernels as training, for as long as the scope lives.
+  layers::SparseScope sparse_passes(Model& m) const {
+    return {m, masks_.map(), sparse_mode(), cfg_.sparse_density, cfg_.sparse_conv_density};
   }
   ParticleState start(Group& grp) { return start(grp, p_.rounds_done, p_.particles_done); }
   // Lanes for the passes over the data after training (batch norm, evaluation) in a round of n.

@@ -42,7 +42,7 @@ class SWAMP_API SparseWeightLayer {
   // Sparse mode: `mask` is the single-particle bool mask of the weight, shared by all particles.
   // Takes the current weights at the mask's nonzeros as the trainable values.
   virtual void set_sparse(const at::Tensor& mask) = 0;
-  // Whether the layer can train sparse at all (Conv2d: one group, on the CPU).
+  // Whether the layer can train sparse at all (Conv2d: one group per particle, on the CPU).
   virtual bool sparse_capable() const { return true; }
   // Writes the values back into the weight (zeros elsewhere) and leaves sparse mode.
   void clear_sparse();
@@ -96,17 +96,22 @@ class SWAMP_API LinearImpl : public torch::nn::LinearImpl, public SparseWeightLa
 TORCH_MODULE(Linear);
 
 // torch's Conv2d (same parameters, initialisation and dense kernels) with sparse mode: a pruned
-// convolution of one group (one particle) trains on direct sparse kernels, CPU only.
+// convolution trains on direct sparse kernels, CPU only. A stacked layer holds `particles`
+// convolutions as groups (options.groups() == particles for sparse mode; conv2d() below).
 class SWAMP_API Conv2dImpl : public torch::nn::Conv2dImpl, public SparseWeightLayer {
  public:
-  explicit Conv2dImpl(const torch::nn::Conv2dOptions& options);
+  explicit Conv2dImpl(const torch::nn::Conv2dOptions& options, int64_t particles = 1);
   at::Tensor forward(const at::Tensor& x);
-  // `mask`: [out, in, kh, kw].
+  // `mask`: one particle's [out, in, kh, kw] (out = the weight's rows / particles).
   void set_sparse(const at::Tensor& mask) override;
   bool sparse_capable() const override;
+  int64_t particles() const { return particles_; }
 
  protected:
   at::Tensor& dense_weight() override { return weight; }
+
+ private:
+  int64_t particles_;
 };
 TORCH_MODULE(Conv2d);
 
@@ -124,6 +129,20 @@ SWAMP_API int64_t enable_sparse(torch::nn::Module& model, const MaskMap& masks,
 SWAMP_API void disable_sparse(torch::nn::Module& model);
 // Writes the values of every sparse layer into its weight, staying sparse.
 SWAMP_API void sync_sparse(torch::nn::Module& model);
+// Sparse mode for the length of a scope, as enable_sparse picks it (e.g. the passes over the data
+// after training: batch-norm statistics, evaluation); on leaving, every layer is dense again with
+// its weights as they were. Does nothing for `mode` "off".
+class SWAMP_API SparseScope {
+ public:
+  SparseScope(torch::nn::Module& model, const MaskMap& masks, const std::string& mode,
+              double max_density, double max_conv_density);
+  ~SparseScope();
+  SparseScope(const SparseScope&) = delete;
+  SparseScope& operator=(const SparseScope&) = delete;
+
+ private:
+  torch::nn::Module& model_;
+};
 // The tensors an optimizer, SWA and averaging work on, one per parameter of `model` in order:
 // the parameter itself, or the values of a Linear layer in sparse mode.
 SWAMP_API std::vector<at::Tensor> trainable_tensors(torch::nn::Module& model);

@@ -22,8 +22,9 @@ struct SparseConvFunction : public torch::autograd::Function<SparseConvFunction>
     const at::Tensor xp = sparse_conv_prepare(x, g);
     ctx->save_for_backward({xp, values});
     ctx->saved_data["has_bias"] = has_bias;
-    ctx->saved_data["geometry"] = std::vector<int64_t>{
-        g.in, g.out, g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.h, g.w, g.oh, g.ow};
+    ctx->saved_data["geometry"] =
+        std::vector<int64_t>{g.particles, g.in,    g.out, g.kh, g.kw, g.stride_h, g.stride_w,
+                             g.pad_h,     g.pad_w, g.h,   g.w,  g.oh, g.ow};
     save_structure(ctx, *s);
     return sparse_conv_forward(*s, g, values, has_bias ? bias : at::Tensor(), xp);
   }
@@ -33,7 +34,8 @@ struct SparseConvFunction : public torch::autograd::Function<SparseConvFunction>
     const at::Tensor &x = saved[0], &values = saved[1];
     const SparseStructure s = saved_structure(ctx);
     const auto v = ctx->saved_data["geometry"].toIntVector();
-    const ConvGeometry g{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]};
+    const ConvGeometry g{v[0], v[1], v[2], v[3],  v[4],  v[5], v[6],
+                         v[7], v[8], v[9], v[10], v[11], v[12]};
     const at::Tensor gy = grads[0].contiguous();
     auto [dx, dv] = sparse_conv_backward(s, g, values, gy, x, ctx->needs_input_grad(0),
                                          ctx->needs_input_grad(1));
@@ -52,34 +54,43 @@ bool direct_pays(const ConvGeometry& g) {
 
 }  // namespace
 
-Conv2dImpl::Conv2dImpl(const torch::nn::Conv2dOptions& options) : torch::nn::Conv2dImpl(options) {}
+Conv2dImpl::Conv2dImpl(const torch::nn::Conv2dOptions& options, int64_t particles)
+    : torch::nn::Conv2dImpl(options), particles_(particles) {
+  TORCH_CHECK_VALUE(particles >= 1 && options.groups() % particles == 0,
+                    "Conv2d: particles must be >= 1 and divide the groups (", options.groups(),
+                    "), got ", particles);
+}
 
 bool Conv2dImpl::sparse_capable() const {
   const auto& o = options;
   const auto* pad = std::get_if<torch::ExpandingArray<2>>(&o.padding());
-  return o.groups() == 1 && (*o.dilation())[0] == 1 && (*o.dilation())[1] == 1 && pad != nullptr &&
-         std::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) && !o.transposed() &&
-         weight.device().is_cpu() && weight.is_floating_point();
+  return o.groups() == particles_ && (*o.dilation())[0] == 1 && (*o.dilation())[1] == 1 &&
+         pad != nullptr && std::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) &&
+         !o.transposed() && weight.device().is_cpu() && weight.is_floating_point();
 }
 
 void Conv2dImpl::set_sparse(const at::Tensor& mask) {
   TORCH_CHECK_VALUE(sparse_capable(),
-                    "Conv2d: sparse mode needs one group, no dilation, zero "
+                    "Conv2d: sparse mode needs one group per particle, no dilation, zero "
                     "padding and CPU tensors");
-  TORCH_CHECK_VALUE(mask.sizes() == weight.sizes(), "Conv2d: sparse mask must be ", weight.sizes(),
+  const std::vector<int64_t> one{weight.size(0) / particles_, weight.size(1), weight.size(2),
+                                 weight.size(3)};
+  TORCH_CHECK_VALUE(mask.sizes() == at::IntArrayRef(one), "Conv2d: sparse mask must be ", one,
                     ", got ", mask.sizes());
-  enter_sparse(mask.reshape({weight.size(0), -1}), 1);
+  enter_sparse(mask.reshape({one[0], -1}), particles_);
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   if (!sparse_) return torch::nn::Conv2dImpl::forward(x);
-  TORCH_CHECK_VALUE(x.dim() == 4 && x.size(1) == weight.size(1), "Conv2d: expected input [B, ",
-                    weight.size(1), ", H, W], got ", x.sizes());
+  TORCH_CHECK_VALUE(x.dim() == 4 && x.size(1) == weight.size(1) * particles_,
+                    "Conv2d: expected input [B, ", weight.size(1) * particles_, ", H, W], got ",
+                    x.sizes());
   const auto& o = options;
   const auto& pad = std::get<torch::ExpandingArray<2>>(o.padding());
   ConvGeometry g;
+  g.particles = particles_;
   g.in = weight.size(1);
-  g.out = weight.size(0);
+  g.out = weight.size(0) / particles_;
   g.kh = weight.size(2);
   g.kw = weight.size(3);
   g.stride_h = (*o.stride())[0];

@@ -14,10 +14,18 @@ namespace swamp::layers {
 namespace {
 
 void check(const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values) {
-  TORCH_CHECK(s.out == g.out && s.in == g.in * g.kh * g.kw, "sparse conv: structure ", s.out, "x",
-              s.in, " does not match the convolution");
-  TORCH_CHECK(values.numel() == s.nnz && values.is_contiguous(), "sparse conv: expected ", s.nnz,
-              " contiguous values, got ", values.numel());
+  TORCH_CHECK(s.out == g.out && s.in == g.in * g.kh * g.kw && g.particles >= 1,
+              "sparse conv: structure ", s.out, "x", s.in, " does not match the convolution");
+  TORCH_CHECK(values.numel() == g.particles * s.nnz && values.is_contiguous(),
+              "sparse conv: expected ", g.particles * s.nnz, " contiguous values, got ",
+              values.numel());
+}
+
+// dst[0, n) = src[0, m) followed by zeros (m <= n).
+template <typename T>
+void copy_then_zero(const T* src, int64_t m, T* dst, int64_t n) {
+  std::copy_n(src, m, dst);
+  std::fill(dst + m, dst + n, T(0));
 }
 
 // Shift and add over zero-padded planes (stride 1). With the input padded to [Hp, Wp] and the
@@ -42,9 +50,27 @@ ShiftTaps shift_taps(const SparseStructure& s, const ConvGeometry& g, int64_t wp
   return t;
 }
 
+// x zero-padded, one plane per task, each byte written once.
 at::Tensor padded(const at::Tensor& x, const ConvGeometry& g) {
   if (g.pad_h == 0 && g.pad_w == 0) return x.contiguous();
-  return at::constant_pad_nd(x, {g.pad_w, g.pad_w, g.pad_h, g.pad_h}, 0.0).contiguous();
+  const at::Tensor xc = x.contiguous();
+  const int64_t planes = x.size(0) * x.size(1), hp = g.h + 2 * g.pad_h, wp = g.w + 2 * g.pad_w;
+  at::Tensor xp = at::empty({x.size(0), x.size(1), hp, wp}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_pad", [&] {
+    const scalar_t* src = xc.const_data_ptr<scalar_t>();
+    scalar_t* dst = xp.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        scalar_t* d = dst + i * hp * wp;
+        std::fill_n(d, g.pad_h * wp + g.pad_w, scalar_t(0));
+        for (int64_t y = 0; y < g.h; ++y)  // a row, then the right and next left padding
+          copy_then_zero(src + (i * g.h + y) * g.w, g.w, d + (y + g.pad_h) * wp + g.pad_w,
+                         y + 1 < g.h ? wp : wp - g.pad_w);
+        std::fill(d + (g.h + g.pad_h) * wp, d + hp * wp, scalar_t(0));
+      }
+    });
+  });
+  return xp;
 }
 
 // out[q] = init + sum_e v[e] * src[e][q] for q in [0, n): the sum kept in registers over the
@@ -109,29 +135,32 @@ SWAMP_TARGET_CLONES_512 T vdot(int64_t n, const T* a, const T* b) {
   return sum;
 }
 
+// The particles of a stacked convolution (groups = particles, one structure): particle n reads
+// input channels [n * in, (n + 1) * in), writes output channels [n * out, (n + 1) * out) and has
+// its values at [n * nnz, (n + 1) * nnz).
 at::Tensor shift_forward(const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values,
                          const at::Tensor& bias, const at::Tensor& xp) {
-  const int64_t B = xp.size(0), hp = xp.size(2), wp = xp.size(3);
+  const int64_t B = xp.size(0), hp = xp.size(2), wp = xp.size(3), N = g.particles;
   const int64_t L = g.oh * wp - (g.kw - 1);
   const ShiftTaps taps = shift_taps(s, g, wp);
-  at::Tensor y = at::empty({B, g.out, g.oh, g.ow}, xp.options());
+  at::Tensor y = at::empty({B, N * g.out, g.oh, g.ow}, xp.options());
   const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "sparse_conv_forward", [&] {
     const scalar_t* xv = xp.const_data_ptr<scalar_t>();
     const scalar_t* v = values.const_data_ptr<scalar_t>();
     const scalar_t* bv = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* yv = y.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B * g.out, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B * N * g.out, 1, [&](int64_t begin, int64_t end) {
       std::vector<const scalar_t*> src;
       std::vector<scalar_t> wide(static_cast<size_t>(g.oh * wp));  // one plane, in cache
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / g.out, co = i % g.out;
-        const scalar_t* in = xv + b * g.in * hp * wp;
+      for (int64_t i = begin; i < end; ++i) {                      // i = (b * N + n) * out + co
+        const int64_t n = i / g.out % N, co = i % g.out;
+        const scalar_t* in = xv + (i / g.out) * g.in * hp * wp;
         src.clear();
         for (int64_t e = rp[co]; e < rp[co + 1]; ++e)
           src.push_back(in + taps.channel[e] * hp * wp + taps.offset[e]);
-        gather_taps<scalar_t>(L, rp[co + 1] - rp[co], v + rp[co], src.data(),
-                              bv ? bv[co] : scalar_t(0), wide.data());
+        gather_taps<scalar_t>(L, rp[co + 1] - rp[co], v + n * s.nnz + rp[co], src.data(),
+                              bv ? bv[n * g.out + co] : scalar_t(0), wide.data());
         scalar_t* out = yv + i * g.oh * g.ow;  // the plane without the discarded columns
         for (int64_t oy = 0; oy < g.oh; ++oy)
           std::copy_n(wide.data() + oy * wp, g.ow, out + oy * g.ow);
@@ -142,7 +171,7 @@ at::Tensor shift_forward(const SparseStructure& s, const ConvGeometry& g, const 
 }
 
 // gy on the output grid as wide as the padded input (zeros in the extra columns), each plane
-// with `front` zeros before it and kh rows of zeros after: [B, out, span].
+// with `front` zeros before it and kh rows of zeros after: [B, N * out, span].
 struct WideGrad {
   at::Tensor t;
   int64_t wp = 0, front = 0, span = 0;
@@ -152,9 +181,21 @@ WideGrad wide_grad(const at::Tensor& gy, const ConvGeometry& g) {
   w.wp = g.w + 2 * g.pad_w;
   w.front = g.kh * w.wp;
   w.span = w.front + g.oh * w.wp + g.kh * w.wp;
-  const int64_t B = gy.size(0);
-  w.t = at::zeros({B, g.out, w.span}, gy.options());
-  w.t.narrow(2, w.front, g.oh * w.wp).view({B, g.out, g.oh, w.wp}).narrow(3, 0, g.ow).copy_(gy);
+  const int64_t planes = gy.size(0) * gy.size(1);
+  w.t = at::empty({gy.size(0), gy.size(1), w.span}, gy.options());
+  AT_DISPATCH_FLOATING_TYPES(gy.scalar_type(), "sparse_conv_wide_grad", [&] {
+    const scalar_t* src = gy.const_data_ptr<scalar_t>();
+    scalar_t* dst = w.t.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        scalar_t* d = dst + i * w.span;
+        std::fill_n(d, w.front, scalar_t(0));
+        for (int64_t y = 0; y < g.oh; ++y)
+          copy_then_zero(src + (i * g.oh + y) * g.ow, g.ow, d + w.front + y * w.wp, w.wp);
+        std::fill(d + w.front + g.oh * w.wp, d + w.span, scalar_t(0));
+      }
+    });
+  });
   return w;
 }
 
@@ -162,9 +203,9 @@ WideGrad wide_grad(const at::Tensor& gy, const ConvGeometry& g) {
 // nonzero whose tap reads it (the wide, front-padded gy never leaves its plane's buffer).
 at::Tensor shift_input_grad(const SparseStructure& s, const ConvGeometry& g,
                             const at::Tensor& values, const WideGrad& gw) {
-  const int64_t hp = g.h + 2 * g.pad_h, wp = gw.wp;
+  const int64_t hp = g.h + 2 * g.pad_h, wp = gw.wp, N = g.particles;
   const int64_t B = gw.t.size(0), kk = g.kh * g.kw;
-  at::Tensor dx = at::empty({B, g.in, g.h, g.w}, gw.t.options());
+  at::Tensor dx = at::empty({B, N * g.in, g.h, g.w}, gw.t.options());
   const int64_t* cp = s.col_ptr.const_data_ptr<int64_t>();
   const int64_t* crow = s.csc_row.const_data_ptr<int64_t>();
   const int64_t* cpos = s.csc_pos.const_data_ptr<int64_t>();
@@ -172,18 +213,19 @@ at::Tensor shift_input_grad(const SparseStructure& s, const ConvGeometry& g,
     const scalar_t* gv = gw.t.const_data_ptr<scalar_t>();
     const scalar_t* v = values.const_data_ptr<scalar_t>();
     scalar_t* dv = dx.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B * g.in, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B * N * g.in, 1, [&](int64_t begin, int64_t end) {
       std::vector<const scalar_t*> src;
       std::vector<scalar_t> w, plane(static_cast<size_t>(hp * wp));
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / g.in, ci = i % g.in;
+      for (int64_t i = begin; i < end; ++i) {  // i = (b * N + n) * in + ci
+        const int64_t n = i / g.in % N, ci = i % g.in;
+        const scalar_t* gp = gv + (i / g.in) * g.out * gw.span + gw.front;  // (b, n)'s planes
         src.clear();
         w.clear();
         for (int64_t c = ci * kk; c < (ci + 1) * kk; ++c) {
           const int64_t off = (c % kk) / g.kw * wp + c % g.kw;
           for (int64_t e = cp[c]; e < cp[c + 1]; ++e) {
-            w.push_back(v[cpos[e]]);
-            src.push_back(gv + (b * g.out + crow[e]) * gw.span + gw.front - off);
+            w.push_back(v[n * s.nnz + cpos[e]]);
+            src.push_back(gp + crow[e] * gw.span - off);
           }
         }
         gather_taps<scalar_t>(hp * wp, static_cast<int64_t>(w.size()), w.data(), src.data(),
@@ -199,25 +241,29 @@ at::Tensor shift_input_grad(const SparseStructure& s, const ConvGeometry& g,
 
 at::Tensor shift_weight_grad(const SparseStructure& s, const ConvGeometry& g, const WideGrad& wg,
                              const at::Tensor& xp) {
-  const int64_t B = xp.size(0), hp = xp.size(2), wp = xp.size(3);
+  const int64_t B = xp.size(0), hp = xp.size(2), wp = xp.size(3), N = g.particles;
   const int64_t L = g.oh * wp - (g.kw - 1);
   const at::Tensor& gw = wg.t;
   const ShiftTaps taps = shift_taps(s, g, wp);
-  at::Tensor dw = at::zeros({s.nnz}, xp.options());
+  at::Tensor dw = at::zeros({N * s.nnz}, xp.options());
   const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "sparse_conv_weight_grad", [&] {
     const scalar_t* gv = gw.const_data_ptr<scalar_t>() + wg.front;
     const scalar_t* xv = xp.const_data_ptr<scalar_t>();
-    scalar_t* out = dw.mutable_data_ptr<scalar_t>();
-    // one output channel per task, its nonzeros' sums over the batch in batch order
-    at::parallel_for(0, g.out, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t co = begin; co < end; ++co)
+    scalar_t* dv = dw.mutable_data_ptr<scalar_t>();
+    // one output channel of one particle per task, its nonzeros' sums over the batch in batch
+    // order
+    at::parallel_for(0, N * g.out, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {  // j = n * out + co
+        const int64_t n = j / g.out, co = j % g.out;
+        scalar_t* out = dv + n * s.nnz;
         for (int64_t b = 0; b < B; ++b) {
-          const scalar_t* go = gv + (b * g.out + co) * wg.span;
-          const scalar_t* in = xv + b * g.in * hp * wp;
+          const scalar_t* go = gv + (b * N * g.out + j) * wg.span;
+          const scalar_t* in = xv + (b * N + n) * g.in * hp * wp;
           for (int64_t e = rp[co]; e < rp[co + 1]; ++e)
             out[e] += vdot<scalar_t>(L, go, in + taps.channel[e] * hp * wp + taps.offset[e]);
         }
+      }
     });
   });
   return dw;

@@ -13,23 +13,26 @@
 
 namespace swamp::layers {
 
-// One convolution's shape: groups 1, dilation 1, zero padding; the kernels take stride 1.
+// One convolution's shape: dilation 1, zero padding; the kernels take stride 1. `particles`
+// convolutions side by side (a stacked layer: groups = particles, one structure, own values),
+// `in` and `out` channels each.
 struct ConvGeometry {
+  int64_t particles = 1;
   int64_t in = 0, out = 0, kh = 0, kw = 0;
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   int64_t h = 0, w = 0;    // input plane
   int64_t oh = 0, ow = 0;  // output plane
 };
 
-// The input x [B, in, h, w] as the kernels read it (zero-padded; kept for backward).
+// The input x [B, particles * in, h, w] as the kernels read it (zero-padded; kept for backward).
 at::Tensor sparse_conv_prepare(const at::Tensor& x, const ConvGeometry& g);
-// y [B, out, oh, ow] = conv(x) with the weights `values` (CSR order); `prepared` from
-// sparse_conv_prepare.
+// y [B, particles * out, oh, ow] = conv(x) with the weights `values` ([particles * nnz], CSR
+// order per particle); `prepared` from sparse_conv_prepare.
 at::Tensor sparse_conv_forward(const SparseStructure& s, const ConvGeometry& g,
                                const at::Tensor& values, const at::Tensor& bias,
                                const at::Tensor& prepared);
-// From gy [B, out, oh, ow]: the input gradient [B, in, h, w] and the weight gradient at the
-// nonzeros only ([nnz], CSR order), each where asked for.
+// From gy: the input gradient [B, particles * in, h, w] and the weight gradient at the nonzeros
+// only ([particles * nnz], CSR order), each where asked for.
 std::pair<at::Tensor, at::Tensor> sparse_conv_backward(
     const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values, const at::Tensor& gy,
     const at::Tensor& prepared, bool input_grad, bool weight_grad);

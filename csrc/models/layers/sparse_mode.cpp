@@ -39,6 +39,23 @@ void sync_sparse(torch::nn::Module& model) {
       if (layer->is_sparse()) layer->sync_dense();
 }
 
+SparseScope::SparseScope(torch::nn::Module& model, const MaskMap& masks, const std::string& mode,
+                         double max_density, double max_conv_density)
+    : model_(model) {
+  try {
+    enable_sparse(model, masks, mode, max_density, max_conv_density);
+  } catch (...) {
+    disable_sparse(model);
+    throw;
+  }
+}
+
+SparseScope::~SparseScope() {
+  // The values were taken from the weights and not changed since: writing them back restores the
+  // weights (pruned positions are zero either way).
+  disable_sparse(model_);
+}
+
 std::vector<at::Tensor> trainable_tensors(torch::nn::Module& model) {
   std::map<std::string, at::Tensor> values;
   for (const auto& item : model.named_modules("", /*include_self=*/false))

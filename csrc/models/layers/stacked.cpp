@@ -14,7 +14,8 @@ Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t p
                     .stride(stride)
                     .padding(padding)
                     .groups(particles)
-                    .bias(bias));
+                    .bias(bias),
+                particles);
 }
 
 torch::nn::BatchNorm2d batchnorm(int64_t channels, int64_t particles) {
