@@ -130,6 +130,8 @@ def run_imp(
                                   dict[str, torch.Tensor]], None]] = None,
     model: Optional[Any] = None,
     feeder: Optional[Any] = None,
+    process_group: str = "",
+    dist_timeout_s: float = 1800.0,
 ) -> tuple[list[RoundResult], dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
 def particles_in_round(config: Config, round: int) -> int: ...
 

@@ -8,7 +8,7 @@ from ._loader import load_core
 
 _C = load_core(__path__)
 
-from . import datasets, models, modules, ops, testing  # noqa: E402
+from . import datasets, distributed, models, modules, ops, testing  # noqa: E402
 from .config import Config  # noqa: E402
 from .engine import Result, RoundModels, RoundRecord, TrainingDivergedError, run_imp  # noqa: E402
 
@@ -16,5 +16,5 @@ __version__: str = _C.version()
 
 __all__ = [
     "Config", "Result", "RoundModels", "RoundRecord", "TrainingDivergedError", "__version__",
-    "datasets", "models", "modules", "ops", "run_imp", "testing",
+    "datasets", "distributed", "models", "modules", "ops", "run_imp", "testing",
 ]

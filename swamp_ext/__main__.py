@@ -3,6 +3,10 @@
     swamp-ext run --model lenet_300_100 --dataset mnist5k --method swamp --particles 4 \\
         --rounds 5 --epochs 10 --out runs/demo
     swamp-ext --cmake-prefix-path     # folder for CMAKE_PREFIX_PATH (find_package(swamp_core))
+
+Spread the particles over processes (one per GPU, or several on a CPU):
+
+    torchrun --standalone --nproc_per_node=2 -m swamp_ext run --particles 4 --out runs/demo
 """
 
 from __future__ import annotations
@@ -84,9 +88,15 @@ def _print_round(r: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import swamp_ext
+    from swamp_ext import distributed
 
+    primary = True
     try:
         cfg, dataset = _config_from_args(args)
+        if distributed.launched_by_torchrun():
+            device = distributed.init_from_env(cfg.device, args.dist_timeout)
+            cfg = dataclasses.replace(cfg, device=device)
+            primary = distributed.resolve(None).primary
         options = {k: v for k, v in (("image_size", args.image_size),
                                      ("num_workers", args.workers)) if v is not None}
         if args.stream is not None:
@@ -101,14 +111,18 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"swamp-ext: error: {e}", file=sys.stderr)
             return 2
-    print(f"swamp_ext {swamp_ext.__version__}: {cfg.method} on {data.name} with {cfg.model}, "
-          f"{cfg.rounds} rounds x {cfg.epochs} epochs", flush=True)
+    say = print if primary else (lambda *a, **k: None)
+    spread = f", particles spread over {os.environ.get('WORLD_SIZE')} processes" \
+        if distributed.launched_by_torchrun() else ""
+    say(f"swamp_ext {swamp_ext.__version__}: {cfg.method} on {data.name} with {cfg.model}, "
+        f"{cfg.rounds} rounds x {cfg.epochs} epochs{spread}", flush=True)
     if args.out and not args.fresh and os.path.exists(os.path.join(args.out, "checkpoint.swamp")):
-        print(f"resuming from the checkpoint in {args.out}", flush=True)
+        say(f"resuming from the checkpoint in {args.out}", flush=True)
     try:
-        result = swamp_ext.run_imp(cfg, data, on_round=_print_round, progress=args.progress,
+        result = swamp_ext.run_imp(cfg, data, on_round=_print_round if primary else None,
+                                   progress=args.progress if primary else False,
                                    checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
-                                   fresh=args.fresh)
+                                   fresh=args.fresh, dist_timeout=args.dist_timeout)
     except swamp_ext.TrainingDivergedError as e:
         print(f"swamp-ext: {e}\n{len(e.rounds)} completed round(s) kept"
               + (f" in {args.out}" if args.out else ""), file=sys.stderr)
@@ -116,7 +130,12 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as e:  # e.g. a checkpoint of another configuration
         print(f"swamp-ext: error: {e}", file=sys.stderr)
         return 2
-    if args.out:
+    except RuntimeError as e:
+        if not str(e).startswith("distributed run:"):
+            raise
+        print(f"swamp-ext: error: {e}", file=sys.stderr)  # another process died or hangs
+        return 1
+    if args.out and primary:
         result.save(args.out)
         print(f"wrote {os.path.join(args.out, 'results.json')} and "
               f"{os.path.join(args.out, 'model.safetensors')}")
@@ -152,6 +171,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help="epochs between checkpoints inside a particle's training (0: never)")
     run.add_argument("--fresh", action="store_true",
                      help="ignore an existing checkpoint in --out and start over")
+    run.add_argument("--dist-timeout", type=float, default=1800.0,
+                     help="under torchrun: seconds a process waits for the others before the run "
+                          "stops with an error (default 1800)")
     _add_config_flags(run)
     sub.add_parser("recipes", help="list the built-in recipes")
     args = parser.parse_args(argv)

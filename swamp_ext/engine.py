@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from . import _C
+from . import distributed as _distributed
 from .config import Config
 from .datasets import Dataset
 from .modules import Prunable, _logits, _ModuleAdapter, call_module
@@ -179,6 +180,8 @@ def run_imp(
     model: Optional[torch.nn.Module] = None,
     prunable: Prunable = None,
     loss_fn: Optional[Callable[[Any, torch.Tensor], torch.Tensor]] = None,
+    process_group: Any = None,
+    dist_timeout: float = _distributed.DEFAULT_TIMEOUT_S,
 ) -> Result:
     """Runs IMP / SWAMP as configured, entirely in the C++ core.
 
@@ -208,6 +211,15 @@ def run_imp(
       masks the round trained under (copies; costs a copy of every model per round).
     loss_sync_every: read the training losses back from the device every this many steps (0:
       every step on the CPU, every 32 on a GPU); divergence is named at its exact step either way.
+
+    process_group: spread each round's particles over the processes of a torch.distributed
+      group (see swamp_ext.distributed): None uses the default group when torch.distributed is
+      initialized with more than one process, False never spreads, or a ProcessGroup. Every
+      process must be given the same config (its ``device`` aside), data and model; only rank 0
+      writes ``checkpoint_dir`` (which must be the same folder for all) and every rank returns
+      the same Result. Checkpoints are written at round ends only.
+    dist_timeout: seconds a collective waits for the other processes before the run stops with
+      an error (a process that died or hangs).
     """
     if not isinstance(config, Config):
         raise TypeError(f"config must be a swamp_ext.Config, got {type(config).__name__}")
@@ -228,6 +240,11 @@ def run_imp(
     if isinstance(loss_sync_every, bool) or not isinstance(loss_sync_every, int) \
             or loss_sync_every < 0:
         raise ValueError(f"loss_sync_every must be an int >= 0, got {loss_sync_every!r}")
+    group = _distributed.resolve(process_group)
+    if isinstance(dist_timeout, bool) or not isinstance(dist_timeout, (int, float)) \
+            or not dist_timeout > 0:
+        raise ValueError(f"dist_timeout must be > 0 seconds, got {dist_timeout!r}")
+    primary = group is None or group.primary
     cfg = config.to_cpp()
     adapter = None
     if model is not None:
@@ -245,7 +262,7 @@ def run_imp(
         ckpt = os.fspath(checkpoint_dir)
         _C.ensure_writable_dir(ckpt, "checkpoint_dir")
     if progress is None:
-        progress = sys.stderr.isatty()
+        progress = sys.stderr.isatty() and primary
     bar = None
     if progress is True:
         bar = _TerminalProgress()
@@ -258,7 +275,7 @@ def run_imp(
     records: list[RoundRecord] = []
 
     def write_results() -> None:
-        if ckpt:
+        if ckpt and primary:
             path = os.path.join(ckpt, "results.json")
             write_json(path, _results_json(config, data.name, records, adapter))
 
@@ -290,7 +307,7 @@ def run_imp(
             round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh, loss_sync_every,
             on_ticket, None if on_models is None else
             (lambda r, parts, avg, masks: on_models(RoundModels(r, parts, avg, masks))),
-            adapter, feeder,
+            adapter, feeder, "" if group is None else group.name, float(dist_timeout),
         )
     except RuntimeError as e:
         if str(e).startswith("training diverged"):

@@ -25,12 +25,16 @@ void RunningAverage::update(const std::vector<at::Tensor>& values) {
   ++count_;
 }
 
-void LocalAverager::average(const std::vector<std::vector<at::Tensor>>& particles,
-                            std::vector<at::Tensor>& out, int64_t total_particles) {
+std::vector<at::Tensor> ParticleAverager::gather(const std::vector<at::Tensor>& local, int64_t n) {
+  TORCH_CHECK_VALUE(static_cast<int64_t>(local.size()) == n, "gather: ", local.size(),
+                    " particles here, expected all ", n);
+  return local;
+}
+
+void average_in_order(const std::vector<std::vector<at::Tensor>>& particles,
+                      std::vector<at::Tensor>& out) {
   torch::NoGradGuard no_grad;
   TORCH_CHECK_VALUE(!particles.empty(), "average: no particles");
-  TORCH_CHECK_VALUE(total_particles == static_cast<int64_t>(particles.size()),
-                    "LocalAverager: all particles must be local");
   const size_t n = particles[0].size();
   TORCH_CHECK_VALUE(out.size() == n, "average: output has ", out.size(), " tensors, expected ", n);
   for (size_t p = 0; p < particles.size(); ++p)
@@ -44,8 +48,15 @@ void LocalAverager::average(const std::vector<std::vector<at::Tensor>>& particle
     for (const auto& t : particles[p]) other.push_back(t.detach());
     at::_foreach_add_(acc, other);
   }
-  if (total_particles > 1) at::_foreach_div_(acc, static_cast<double>(total_particles));
+  if (particles.size() > 1) at::_foreach_div_(acc, static_cast<double>(particles.size()));
   at::_foreach_copy_(out, acc, /*non_blocking=*/false);
+}
+
+void LocalAverager::average(const std::vector<std::vector<at::Tensor>>& particles,
+                            std::vector<at::Tensor>& out, int64_t total_particles) {
+  TORCH_CHECK_VALUE(total_particles == static_cast<int64_t>(particles.size()),
+                    "LocalAverager: all particles must be local");
+  average_in_order(particles, out);
 }
 
 namespace {

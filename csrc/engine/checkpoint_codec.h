@@ -64,6 +64,7 @@ class RunCheckpoint {
   RunCheckpoint(const CheckpointOptions& options, const Config& cfg, const Plan& plan,
                 std::string model_identity, const BatchSource& data);
   bool enabled() const { return !path_.empty(); }
+  const std::string& path() const { return path_; }
   int64_t every_epochs() const { return options_.every_epochs; }
   // Whether there is a checkpoint to resume from (removed first when options.fresh).
   bool resumable();

@@ -97,9 +97,9 @@ ParticlePath ParticleModels::path(int64_t n) const {
   return ParticlePath::kSequential;
 }
 
-Group ParticleModels::group_for(int64_t n, int64_t first) {
+Group ParticleModels::group_for(int64_t n, int64_t first, int64_t last) {
   const ParticlePath p = path(n);
-  const int64_t count = n - first;
+  const int64_t count = last - first;
   if (count == 1) return single_group(*particles_[first]);
   if (p == ParticlePath::kStacked) return single_group(stacked_model(count), count);
   if (p == ParticlePath::kThreads)

@@ -39,9 +39,10 @@ class ParticleModels {
   // The round's path for n particles: the config's choice, or (auto) the measured rule of
   // particle_path(); stacked only where the model source can stack.
   ParticlePath path(int64_t n) const;
-  // The particles of a round of n from `first` on: all stacked in one model, one model each
-  // side by side in threads, or (sequential) only the first of them, alone.
-  Group group_for(int64_t n, int64_t first);
+  // The particles [first, last) of a round of n (last < n: the rest are another process's): all
+  // stacked in one model, one model each side by side in threads, or (sequential) only the
+  // first of them, alone.
+  Group group_for(int64_t n, int64_t first, int64_t last);
   // The shape a checkpointed group was started with: `k` models of `group` particles.
   Group resumed_group(int64_t first, int64_t group, int64_t k);
   // Lanes for the per-particle work after training (batch-norm statistics, evaluation) in a

@@ -11,6 +11,7 @@
 #include <c10/util/Exception.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "../common/determinism.h"
@@ -43,22 +44,38 @@ class Run {
         trainer_(cfg, plan_, data_, hooks),
         eval_(cfg, data_),
         checkpoint_(ck, cfg, plan_, source_.identity(), data_),
-        hooks_(hooks) {}
+        hooks_(hooks),
+        fresh_(ck.fresh) {}
 
   RunResult run() {
     check_model();
+    agree_on_setup();
     ResumedGroup resumed;
-    if (checkpoint_.resumable()) {
+    // spread over processes, the primary alone replaces a checkpoint (fresh) and writes them
+    if ((averager_.primary() || !fresh_) && checkpoint_.resumable()) {
       resumed = checkpoint_.restore(p_, models_, masks_, [&](Group& g) { return start(g); });
-      if (hooks_.on_restore && !p_.results.empty()) hooks_.on_restore(p_.results);
+      TORCH_CHECK_VALUE(!averager_.spread() || (p_.particles_done == 0 && !resumed.state),
+                        "checkpoint ", checkpoint_.path(), " stopped inside round ", p_.rounds_done,
+                        " (", p_.particles_done,
+                        " particles done, written by a single-process run); a distributed run "
+                        "resumes from the end of a round: finish it in one process or start "
+                        "fresh");
     }
+    averager_.agree("progress (is the checkpoint folder the same for every process?)",
+                    {{"ticket_done", std::to_string(p_.ticket_done)},
+                     {"rounds_done", std::to_string(p_.rounds_done)},
+                     {"masks_round", std::to_string(p_.masks_round)}});
+    if (hooks_.on_restore && !p_.results.empty()) hooks_.on_restore(p_.results);
     if (!p_.ticket_done) train_ticket();
     if (hooks_.on_ticket) hooks_.on_ticket(state_of(models_.ticket()));
     for (int64_t round = p_.rounds_done; round < cfg_.rounds; ++round) {
       round_t0_ = Clock::now();
       if (p_.masks_round < round) prune_for(round);  // a finished run extended with more rounds
       const int64_t n = particles_in_round(cfg_, round);
-      while (p_.particles_done < n) train_particles(round, n, resumed);
+      // this process's particles of the round (all of them unless spread over processes)
+      const auto [first, last] = averager_.share(n);
+      p_.particles_done = std::max(p_.particles_done, first);
+      while (p_.particles_done < last) train_particles(round, n, last, resumed);
       RoundResult rr = average_and_evaluate(round, n);
       if (hooks_.on_models) report_models(round, n);
       p_.results.push_back(rr);
@@ -88,9 +105,9 @@ class Run {
     save();
   }
 
-  // The particles still to train in a round of n, as one group (a resumed group keeps the way
-  // it was started): rewind to the ticket under the mask, train (+ SWA), collect.
-  void train_particles(int64_t round, int64_t n, ResumedGroup& resumed) {
+  // The particles still to train in a round of n, up to `last`, as one group (a resumed group keeps
+  // the way it was started): rewind to the ticket under the mask, train (+ SWA), collect.
+  void train_particles(int64_t round, int64_t n, int64_t last, ResumedGroup& resumed) {
     const int64_t first = p_.particles_done;
     Group grp;
     std::unique_ptr<ParticleState> st;
@@ -98,12 +115,15 @@ class Run {
       grp = std::move(resumed.group);
       st = std::move(resumed.state);
     } else {
-      grp = models_.group_for(n, first);
+      grp = models_.group_for(n, first, last);
       for (Model* m : grp.models) models_.rewind(*m, grp.per_model, masks_);
       st = std::make_unique<ParticleState>(start(grp, round, first));
     }
+    // spread over processes, each holds only its own particles' state: saved at round ends only
     trainer_.train(grp, *st, round, first, plan_.total_steps, plan_.swa,
-                   SavePoints{[&] { save(st.get(), &grp); }, checkpoint_.every_epochs()});
+                   averager_.spread()
+                       ? SavePoints{}
+                       : SavePoints{[&] { save(st.get(), &grp); }, checkpoint_.every_epochs()});
     // The particles' SWA solutions (or last weights) into their own models.
     const int64_t group = grp.particles();
     for (size_t k = 0; k < grp.models.size(); ++k) {
@@ -127,35 +147,53 @@ class Run {
       });
     }
     p_.particles_done = first + group;
-    save();
+    if (!averager_.spread()) save();
   }
 
   // Average the particles uniformly, mask the average, recompute its batch-norm statistics,
-  // evaluate it and the particles' ensemble.
+  // evaluate it and the particles' ensemble. Spread over processes, each evaluates its own
+  // particles and gathers everyone's outputs, losses and weights: the figures, the average and
+  // so the next mask are those one process holding all particles computes.
   RoundResult average_and_evaluate(int64_t round, int64_t n) {
     RoundResult rr;
     rr.round = round;
     rr.particles = n;
-    std::vector<at::Tensor> logp(static_cast<size_t>(n));
+    const std::pair<int64_t, int64_t> share = averager_.share(n);
+    const int64_t first = share.first, last = share.second;  // captured below (C++17)
+    std::vector<at::Tensor> mine(static_cast<size_t>(last - first));
     const int64_t lanes = post_lanes(n);
     run_lanes(lanes, [&](int64_t lane) {
-      for (int64_t p = lane; p < n; p += lanes) {
+      for (int64_t p = first + lane; p < last; p += lanes) {
         const layers::SparseScope sparse = sparse_passes(models_.particle(p));
-        logp[p] = eval_.log_probs(models_.particle(p));
+        mine[p - first] = eval_.log_probs(models_.particle(p));
       }
     });
-    std::vector<std::vector<at::Tensor>> particle_params;
+    const std::vector<at::Tensor> logp = averager_.gather(mine, n);
+    const std::vector<double> losses = gathered_losses(n);
     double loss_sum = 0.0;
     for (int64_t p = 0; p < n; ++p) {
       const Metrics m = eval_.metrics(logp[p]);
       rr.particle_acc.push_back(m.acc);
       rr.particle_nll.push_back(m.nll);
-      particle_params.push_back(models_.particle(p).parameters(true));
-      loss_sum += p_.losses[p];
+      loss_sum += losses[p];
     }
     rr.train_loss = loss_sum / static_cast<double>(n);
     Model& avg = models_.average();
-    copy_state(models_.particle(0), avg);
+    std::vector<std::vector<at::Tensor>> particle_params;
+    for (int64_t p = first; p < last; ++p)
+      particle_params.push_back(models_.particle(p).parameters(true));
+    if (averager_.spread()) {  // particle 0's buffers, from the process that trained it
+      std::vector<at::Tensor> buffers = avg.buffers(true);
+      for (size_t i = 0; i < buffers.size(); ++i) {
+        std::vector<at::Tensor> local;
+        for (int64_t p = first; p < last; ++p)
+          local.push_back(models_.particle(p).buffers(true)[i]);
+        torch::NoGradGuard no_grad;
+        buffers[i].copy_(averager_.gather(local, n)[0]);
+      }
+    } else {
+      copy_state(models_.particle(0), avg);
+    }
     std::vector<at::Tensor> out = avg.parameters(true);
     averager_.average(particle_params, out, n);
     masks_.apply(avg);  // BN statistics are computed for exactly the weights evaluated
@@ -179,6 +217,27 @@ class Run {
     return rr;
   }
 
+  // The last-epoch training loss of every particle of the round (this process holds its own).
+  std::vector<double> gathered_losses(int64_t n) {
+    std::vector<at::Tensor> mine;
+    for (double l : p_.losses) mine.push_back(at::full({}, l, at::kDouble));
+    std::vector<double> out;
+    for (const auto& t : averager_.gather(mine, n)) out.push_back(t.item<double>());
+    return out;
+  }
+
+  // Every process must run the same configuration (the device aside: one per process) on the
+  // same data with the same model; the first difference is named.
+  void agree_on_setup() {
+    std::vector<std::pair<std::string, std::string>> fields;
+    for (const auto& kv : config_fields(cfg_))
+      if (kv.first != "device") fields.push_back(kv);
+    averager_.agree("configuration", fields);
+    averager_.agree("model and data", {{"model", source_.identity()},
+                                       {"data", data_.fingerprint()},
+                                       {"prunable", std::to_string(masks_.map().size())}});
+  }
+
   // The mask of `round`: prune the previous round's average.
   void prune_for(int64_t round) {
     masks_.prune(models_.average(), cfg_.prune_ratio);
@@ -196,8 +255,18 @@ class Run {
   void report_models(int64_t round, int64_t n) {
     RoundModels rm;
     rm.round = round;
-    for (int64_t p = 0; p < n; ++p) rm.particles.push_back(state_of(models_.particle(p)));
     rm.average = state_of(models_.average());
+    // every particle's, from the process that trained it
+    const auto [first, last] = averager_.share(n);
+    std::vector<std::map<std::string, at::Tensor>> mine;
+    for (int64_t p = first; p < last; ++p) mine.push_back(state_of(models_.particle(p)));
+    rm.particles.resize(static_cast<size_t>(n));
+    for (const auto& kv : rm.average) {
+      std::vector<at::Tensor> local;
+      for (const auto& m : mine) local.push_back(m.at(kv.first));
+      const std::vector<at::Tensor> all = averager_.gather(local, n);
+      for (int64_t p = 0; p < n; ++p) rm.particles[p][kv.first] = all[p].cpu();
+    }
     for (const auto& kv : masks_.map()) rm.masks[kv.first] = kv.second.cpu().clone();
     hooks_.on_models(rm);
   }
@@ -257,6 +326,7 @@ class Run {
   }
 
   void save(const ParticleState* cur = nullptr, const Group* grp = nullptr) {
+    if (!averager_.primary()) return;
     checkpoint_.save(
         p_, models_, masks_,
         p_.round_seconds + std::chrono::duration<double>(Clock::now() - round_t0_).count(), cur,
@@ -288,6 +358,7 @@ class Run {
   Evaluator eval_;
   RunCheckpoint checkpoint_;
   const Hooks& hooks_;
+  const bool fresh_;
   RunProgress p_;
   Clock::time_point round_t0_ = Clock::now();
 };

@@ -5,6 +5,7 @@
 #include "py_batch_source.h"
 #include "py_model_source.h"
 #include "swamp/checkpoint.h"
+#include "swamp/distributed.h"
 #include "swamp/engine.h"
 #include "swamp/layers.h"
 #include "swamp/models.h"
@@ -87,11 +88,12 @@ void bind_engine(py::module_& m) {
                             const std::map<std::string, at::Tensor>&,
                             const std::map<std::string, at::Tensor>&)>
              on_models,
-         const py::object& model, const py::object& feeder) {
+         const py::object& model, const py::object& feeder, const std::string& process_group,
+         double dist_timeout_s) {
         Dataset data{x_train,     y_train,         x_test,        y_test,
                      num_classes, std::move(mean), std::move(std)};
         RunParts parts;
-        if (!model.is_none() || !feeder.is_none()) {
+        if (!model.is_none() || !feeder.is_none() || !process_group.empty()) {
           validate_config(cfg, /*check_model=*/model.is_none());
           if (!model.is_none()) parts.model = std::make_shared<PyModuleSource>(model);
           Augment aug;
@@ -105,6 +107,13 @@ void bind_engine(py::module_& m) {
             py::gil_scoped_release nogil;
             parts.data = std::make_shared<TensorBatchSource>(data, dev, aug);
           }
+        }
+        if (!process_group.empty()) {
+          TORCH_CHECK_VALUE(dist_timeout_s > 0, "dist_timeout must be > 0 seconds, got ",
+                            dist_timeout_s);
+          parts.averager = std::make_shared<DistributedAverager>(process_group_collectives(
+              process_group,
+              std::chrono::milliseconds(static_cast<int64_t>(dist_timeout_s * 1000.0))));
         }
         Hooks hooks;
         hooks.on_round = std::move(on_round);
@@ -133,8 +142,8 @@ void bind_engine(py::module_& m) {
       py::arg("on_round") = nullptr, py::arg("on_epoch") = nullptr, py::arg("on_restore") = nullptr,
       py::arg("checkpoint_dir") = "", py::arg("checkpoint_every") = 1, py::arg("fresh") = false,
       py::arg("loss_sync_every") = 0, py::arg("on_ticket") = nullptr,
-      py::arg("on_models") = nullptr, py::arg("model") = py::none(),
-      py::arg("feeder") = py::none());
+      py::arg("on_models") = nullptr, py::arg("model") = py::none(), py::arg("feeder") = py::none(),
+      py::arg("process_group") = "", py::arg("dist_timeout_s") = 1800.0);
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);

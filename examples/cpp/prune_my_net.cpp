@@ -7,9 +7,14 @@
 // written from Python with safetensors.torch.save_file). out_dir/model.safetensors gets the final
 // averaged weights under the module's own names and the masks as "mask.<name>" (bool), the
 // layout swamp_ext.Result.save writes; Python reads it with safetensors.torch.load_file.
+//
+// Started by torchrun, the particles spread over its processes (no Python there either):
+//   torchrun --standalone --nproc_per_node=2 --no-python prune_my_net data.safetensors out 3 4
+// every process trains its share of each round's particles; rank 0 writes the file.
 #include <swamp/swamp.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -60,6 +65,16 @@ int main(int argc, char** argv) {
     swamp::RunParts parts;
     parts.model = swamp::module_source("net", [] { return Net(); });
     parts.data = std::make_shared<swamp::TensorBatchSource>(data, torch::Device(torch::kCPU));
+    const char* world = std::getenv("WORLD_SIZE");
+    const bool spread = world != nullptr && std::atoi(world) > 1;
+    bool primary = true;
+    if (spread) {  // the rendezvous torchrun set up: a c10d TCPStore and collectives over it
+      auto dist = std::make_shared<swamp::DistributedAverager>(
+          swamp::store_collectives_from_env(std::chrono::seconds(120)));
+      primary = dist->primary();
+      std::printf("%s\n", dist->describe().c_str());
+      parts.averager = dist;
+    }
     swamp::Hooks hooks;
     hooks.on_round = [](const swamp::RoundResult& r) {
       std::printf("round %lld: %lld particles, sparsity %.4f, accuracy %.4f, ensemble %.4f\n",
@@ -67,6 +82,7 @@ int main(int argc, char** argv) {
                   r.test_acc, r.ensemble_acc);
     };
     const swamp::RunResult res = swamp::run_imp(cfg, parts, hooks);
+    if (!primary) return 0;  // every process holds the same result; rank 0 writes it
 
     std::map<std::string, torch::Tensor> out = res.state;
     for (const auto& kv : res.masks) out["mask." + kv.first] = kv.second;

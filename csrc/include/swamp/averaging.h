@@ -7,6 +7,8 @@
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "swamp/export.h"
@@ -29,15 +31,30 @@ class SWAMP_API RunningAverage {
   int64_t count_ = 0;
 };
 
-// Averages the particles of a round. The seam for distributed training: an implementation backed
-// by an all-reduce sums the local particles, reduces across processes and divides by the total.
+// Averages the particles of a round, and says which of them this process trains: the seam for
+// distributed training (swamp/distributed.h). The defaults describe one process holding all.
 class SWAMP_API ParticleAverager {
  public:
   virtual ~ParticleAverager() = default;
-  // `particles[p][i]` is tensor i of local particle p; writes the uniform average over all
-  // `total_particles` particles (local and remote) into `out[i]`.
+  // `particles[p][i]` is tensor i of local particle p (the particles of share(total), in order);
+  // writes the uniform average over all `total_particles` particles (local and remote) into
+  // `out[i]`, the sum taken in particle order.
   virtual void average(const std::vector<std::vector<at::Tensor>>& particles,
                        std::vector<at::Tensor>& out, int64_t total_particles) = 0;
+  // The particles [first, last) of a round of n that this process trains.
+  virtual std::pair<int64_t, int64_t> share(int64_t n) const { return {0, n}; }
+  // One tensor per particle of this process's share (same shape for every particle) -> the
+  // tensors of all n particles, in particle order.
+  virtual std::vector<at::Tensor> gather(const std::vector<at::Tensor>& local, int64_t n);
+  // Whether this process writes checkpoints and results.
+  virtual bool primary() const { return true; }
+  // Whether a round's particles are spread over processes (checkpoints at round ends only).
+  virtual bool spread() const { return false; }
+  // Checked once before a run: every process must hold the same `fields` (name, value) of
+  // `what`; a difference is an error naming the process, the field and both values.
+  virtual void agree(const std::string& what,
+                     const std::vector<std::pair<std::string, std::string>>& fields) {}
+  virtual std::string describe() const { return "one process"; }
 };
 
 // All particles live in this process.
@@ -46,6 +63,11 @@ class SWAMP_API LocalAverager : public ParticleAverager {
   void average(const std::vector<std::vector<at::Tensor>>& particles, std::vector<at::Tensor>& out,
                int64_t total_particles) override;
 };
+
+// The uniform average of `particles` (all of a round, in particle order) into `out`: the sum in
+// particle order, divided by their number (LocalAverager and DistributedAverager share it).
+SWAMP_API void average_in_order(const std::vector<std::vector<at::Tensor>>& particles,
+                                std::vector<at::Tensor>& out);
 
 // Recomputes batch-norm running statistics for the current weights: resets them and takes the
 // cumulative average (momentum = None) over `forward_batches` calls in train mode, without

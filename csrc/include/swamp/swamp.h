@@ -14,6 +14,7 @@
 #include "swamp/batch_source.h"
 #include "swamp/checkpoint.h"
 #include "swamp/data.h"
+#include "swamp/distributed.h"
 #include "swamp/engine.h"
 #include "swamp/model_source.h"
 #include "swamp/models.h"

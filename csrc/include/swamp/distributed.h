@@ -1,0 +1,75 @@
+// Particles spread over processes (torchrun: one process per GPU, or several on a CPU machine):
+// the averaging seam (swamp/averaging.h) implemented over torch.distributed's c10d.
+//
+// Each process trains a contiguous share of every round's particles (process r of P gets
+// particles [r * n / P, (r + 1) * n / P)); after training, the particles' solutions, evaluation
+// outputs and losses are all-gathered through the process group and every process sums them in
+// particle order, exactly as one process holding all particles would. Masks, the average, its
+// batch-norm statistics and the next round's mask are then computed identically everywhere. Only
+// the primary process (rank 0) writes checkpoints; every process can resume from them.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/intrusive_ptr.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "swamp/averaging.h"
+#include "swamp/export.h"
+
+namespace c10d {
+class ProcessGroup;
+}  // namespace c10d
+
+namespace swamp {
+
+// The processes of a distributed run and the one collective the engine needs. Every call is a
+// collective: all processes make the same calls in the same order; a process that died or hangs
+// turns into an error after `timeout`, never a silent wait.
+class SWAMP_API Collectives {
+ public:
+  virtual ~Collectives() = default;
+  virtual int64_t rank() const = 0;
+  virtual int64_t size() const = 0;
+  // Every process's `mine` (same shape and dtype everywhere), in rank order, on mine's device.
+  virtual std::vector<at::Tensor> all_gather(const at::Tensor& mine) = 0;
+  // In words, for messages ("process group 'default' (gloo), rank 1 of 2").
+  virtual std::string describe() const = 0;
+};
+
+// Over a c10d process group (gloo on CPU tensors, NCCL on CUDA tensors; torch.distributed's
+// default group in a torchrun process).
+SWAMP_API std::shared_ptr<Collectives> process_group_collectives(
+    c10::intrusive_ptr<c10d::ProcessGroup> group, std::chrono::milliseconds timeout);
+// The process group registered under `name` (Python: `group.group_name`).
+SWAMP_API std::shared_ptr<Collectives> process_group_collectives(const std::string& name,
+                                                                 std::chrono::milliseconds timeout);
+// For C++ programs started by torchrun, without Python: the rendezvous from the environment
+// torchrun sets (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), a c10d TCPStore (torchrun's own
+// store when it hosts one) and c10d's store collectives over it. Meant for models of up to tens
+// of MB per particle (every byte passes through the store); larger models use a process group.
+SWAMP_API std::shared_ptr<Collectives> store_collectives_from_env(
+    std::chrono::milliseconds timeout);
+
+// The particle averager of a distributed run.
+class SWAMP_API DistributedAverager : public ParticleAverager {
+ public:
+  explicit DistributedAverager(std::shared_ptr<Collectives> collectives);
+  void average(const std::vector<std::vector<at::Tensor>>& particles, std::vector<at::Tensor>& out,
+               int64_t total_particles) override;
+  std::pair<int64_t, int64_t> share(int64_t n) const override;
+  std::vector<at::Tensor> gather(const std::vector<at::Tensor>& local, int64_t n) override;
+  bool primary() const override { return c_->rank() == 0; }
+  bool spread() const override { return c_->size() > 1; }
+  void agree(const std::string& what,
+             const std::vector<std::pair<std::string, std::string>>& fields) override;
+  std::string describe() const override { return c_->describe(); }
+
+ private:
+  std::shared_ptr<Collectives> c_;
+};
+
+}  // namespace swamp
