@@ -179,6 +179,44 @@ def test_ranks_given_different_setups_are_refused_naming_the_difference(tmp_path
     assert expect in job.stdout, job.stdout
 
 
+_UNEVEN = """
+import torch, swamp_ext
+from datetime import timedelta
+torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=60))
+rank = torch.distributed.get_rank()
+data = swamp_ext.datasets.load("digits")
+# batch norm, 3 particles over 2 processes (1 + 2), particle states reported to every rank
+cfg = swamp_ext.Config(model="conv4_small", particles=3, rounds=2, epochs=2, seed=5)
+seen = []
+spread = swamp_ext.run_imp(cfg, data, progress=False, on_models=seen.append)
+alone = swamp_ext.run_imp(cfg, data, progress=False, process_group=False)
+assert spread.masks.keys() == alone.masks.keys()
+for k in alone.masks:
+    assert torch.equal(spread.masks[k], alone.masks[k]), k
+state_a, state_s = alone.state_dict(), spread.state_dict()
+for k in state_a:
+    assert torch.equal(state_a[k], state_s[k]), k
+assert [r.test_acc for r in spread.rounds] == [r.test_acc for r in alone.rounds]
+assert [r.particle_acc for r in spread.rounds] == [r.particle_acc for r in alone.rounds]
+for rm in seen:
+    assert len(rm.particles) == 3
+    for k, m in rm.masks.items():
+        mean = sum(p[k] for p in rm.particles) / 3
+        assert torch.allclose(rm.average[k], mean * m, atol=1e-6), k
+        assert not torch.equal(rm.particles[0][k], rm.particles[2][k]), k
+print(f"rank {rank}: equal to one process", flush=True)
+"""
+
+
+def test_uneven_split_with_batch_norm_equals_one_process_bitwise(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(_UNEVEN)
+    job = _cli(_torchrun([str(script)], module=False), timeout=600)
+    assert job.returncode == 0, job.stdout + job.stderr
+    for r in (0, 1):
+        assert f"rank {r}: equal to one process" in job.stdout, job.stdout + job.stderr
+
+
 def test_run_imp_in_a_group_of_one_or_with_a_process_group_argument(tmp_path):
     # in-process: a one-process gloo group is not spread (same result as no group); a
     # ProcessGroup of another type is refused by name
