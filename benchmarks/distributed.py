@@ -69,6 +69,8 @@ def worker(a) -> None:
     if not dist.is_initialized() or dist.get_rank() == 0:
         print("RESULT " + json.dumps({"imp": out["imp"], "swamp": out["swamp"], "comm": comm}),
               flush=True)
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def main() -> None:

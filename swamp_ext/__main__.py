@@ -194,6 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"\n  source: {r.source}\n  cost: {r.expected_cost}\n  file: {r.path}")
         return 0
     if args.command == "run":
+        from . import distributed
+
         try:
             return _run(args)
         except KeyboardInterrupt:
@@ -201,6 +203,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"; progress saved in {args.out}, run the same command to resume"
                 if args.out else ""), file=sys.stderr)
             return 130
+        finally:
+            distributed.leave()
     parser.print_help()
     return 0
 

@@ -72,6 +72,15 @@ def init_from_env(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> 
     return device
 
 
+def leave() -> None:
+    """Leaves the job's default process group (torch.distributed.destroy_process_group), as a
+    torchrun process should before it exits."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def resolve(process_group: Any) -> Optional[Group]:
     """The group a run is spread over: None (the default group when torch.distributed is
     initialized with more than one process), False (never), or a ProcessGroup."""
