@@ -2,7 +2,7 @@
 loop (benchmarks/reference_torch.py) at equal epochs, same data, model and hyper-parameters,
 measured in one run; and each of our SWAMP rounds against one dense plain-PyTorch IMP round.
 
-    python benchmarks/conv_run.py                      # conv4_small, mnist5k, 18 rounds (98.2%)
+    python benchmarks/conv_run.py                      # conv4_small, mnist5k, 19 rounds (98.2%)
     python benchmarks/conv_run.py --epochs 3 --dense   # also ours with the sparse kernels off
 
 Goals (issue 18): the whole run >= 2x faster than the reference at equal accuracy; from 90%
@@ -26,7 +26,8 @@ import swamp_ext
 def ours(cfg, data):
     t0 = time.perf_counter()
     res = swamp_ext.run_imp(cfg, data, progress=False)
-    return time.perf_counter() - t0, [(r.sparsity, r.test_acc, r.seconds) for r in res.rounds]
+    return (time.perf_counter() - t0, [(r.sparsity, r.test_acc, r.seconds) for r in res.rounds],
+            res.rounds[-1].layer_density)
 
 
 def reference(cfg, data):
@@ -41,7 +42,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2,
                    help="of the schedule; a round trains the epochs after the 1 rewind epoch")
     p.add_argument("--particles", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=18, help="18 rounds of 20%%: 98.2%% sparsity")
+    p.add_argument("--rounds", type=int, default=19, help="19 rounds of 20%%: 98.2%% sparsity")
     p.add_argument("--dense", action="store_true",
                    help="also our run with sparse_kernels='off' (the dense masked step)")
     a = p.parse_args()
@@ -75,6 +76,8 @@ def main() -> None:
         print(f"sparse kernels: ours dense/ours {runs['ours dense'][0] / t_ours:.2f}x")
     print("mean accuracy over rounds: " + ", ".join(f"{n} {100 * acc[n]:.2f}%" for n in names)
           + "; last round: " + ", ".join(f"{n} {100 * last[n]:.2f}%" for n in names))
+    dens = ", ".join(f"{k} {100 * v:.1f}%" for k, v in runs["ours"][2].items())
+    print(f"our last round's layer densities: {dens}")
     late = [row[2] for row in ours_rounds if row[0] >= 0.9]
     if late:
         print(f"one dense reference IMP round {imp_round:.2f}s; our SWAMP-{a.particles} rounds at "

@@ -102,6 +102,8 @@ class RoundResult:
     test_nll: float
     ensemble_acc: float
     ensemble_nll: float
+    test_ece: float
+    ensemble_ece: float
     particle_acc: list[float]
     particle_nll: list[float]
     layer_density: list[tuple[str, float]]

@@ -10,11 +10,18 @@ _C = load_core(__path__)
 
 from . import datasets, distributed, models, modules, ops, testing  # noqa: E402
 from .config import Config  # noqa: E402
-from .engine import Result, RoundModels, RoundRecord, TrainingDivergedError, run_imp  # noqa: E402
+from .engine import (  # noqa: E402
+    Result,
+    RoundModels,
+    RoundRecord,
+    TrainingDivergedError,
+    load_run,
+    run_imp,
+)
 
 __version__: str = _C.version()
 
 __all__ = [
     "Config", "Result", "RoundModels", "RoundRecord", "TrainingDivergedError", "__version__",
-    "datasets", "distributed", "models", "modules", "ops", "run_imp", "testing",
+    "datasets", "distributed", "load_run", "models", "modules", "ops", "run_imp", "testing",
 ]

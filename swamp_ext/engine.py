@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -13,6 +14,7 @@ import torch
 
 from . import _C
 from . import distributed as _distributed
+from . import runs as _runs
 from .config import Config
 from .datasets import Dataset
 from .modules import Prunable, _logits, _ModuleAdapter, call_module
@@ -48,6 +50,10 @@ class RoundRecord:
     layer_density: dict[str, float]
     train_loss: float
     seconds: float
+    # expected calibration error (15 equal-width confidence bins) of the final model and of the
+    # particles' ensemble; None in rounds recorded before swamp_ext computed it
+    test_ece: Optional[float] = None
+    ensemble_ece: Optional[float] = None
 
     @classmethod
     def _from_cpp(cls, r: Any) -> RoundRecord:
@@ -67,6 +73,8 @@ class RoundRecord:
             layer_density=dict(r.layer_density),
             train_loss=r.train_loss,
             seconds=r.seconds,
+            test_ece=None if math.isnan(r.test_ece) else r.test_ece,
+            ensemble_ece=None if math.isnan(r.ensemble_ece) else r.ensemble_ece,
         )
 
 
@@ -90,6 +98,42 @@ class Result:
     input_shape: tuple[int, ...] = ()
     num_classes: int = 0
     _adapter: Optional[_ModuleAdapter] = field(default=None, repr=False)
+    # where every round was kept: a run folder, or (no folder) the round files' contents in memory
+    _run_dir: Optional[str] = field(default=None, repr=False)
+    _kept: dict[int, tuple[dict[str, torch.Tensor], dict[str, str]]] = field(
+        default_factory=dict, repr=False)
+    _module_run: bool = field(default=False, repr=False)
+
+    @classmethod
+    def load(cls, run_dir: Union[str, os.PathLike],
+             model: Optional[torch.nn.Module] = None) -> Result:
+        """``load_run``: the Result of a run folder (``checkpoint_dir`` / ``--out``)."""
+        return load_run(run_dir, model=model)
+
+    def round(self, k: int) -> _runs.RoundModel:
+        """Round k: its record, masks, averaged model (``.to_torch()``) and, with
+        ``keep_particles=True``, the particles' solutions."""
+        rec = next((r for r in self.rounds if r.round == k), None)
+        if rec is None:
+            raise IndexError(f"round {k} is not in this run (rounds "
+                             f"{[r.round for r in self.rounds]})")
+        if k in self._kept:
+            masks, state, parts = _runs.decode_round(*self._kept[k], f"round {k}")
+        elif self._run_dir is not None:
+            masks, state, parts = _runs.read_round(self._run_dir, k)
+        else:
+            raise ValueError(f"round {k} was not kept (run_imp(..., keep_rounds=False))")
+        return _runs.RoundModel(rec, masks, state, parts, self._to_module)
+
+    def _to_module(self, state: dict[str, torch.Tensor]) -> Optional[torch.nn.Module]:
+        if self._adapter is not None:
+            return self._adapter.to_module(state).eval()
+        if self._module_run:
+            raise ValueError("this run pruned your own module: load_run(DIR, model=module) "
+                             "rebuilds it")
+        from .models import to_torch
+
+        return to_torch(self.config.model, state, self.input_shape, self.num_classes)
 
     @property
     def model(self) -> str:
@@ -100,11 +144,7 @@ class Result:
         """The final model as a plain ``torch.nn.Module`` (no swamp_ext needed to use it), in eval
         mode: for a run given ``model=module``, a copy of that module carrying the final weights.
         Inputs are what the model saw: for uint8 datasets, ``(x / 255 - mean) / std``."""
-        if self._adapter is not None:
-            return self._adapter.to_module(self._state).eval()
-        from .models import to_torch
-
-        return to_torch(self.config.model, self._state, self.input_shape, self.num_classes)
+        return self._to_module(self._state)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Final averaged weights and buffers, zeros where masked. For a run given
@@ -114,7 +154,8 @@ class Result:
         return dict(self._state)
 
     def to_json(self) -> dict[str, Any]:
-        return _results_json(self.config, self.dataset, self.rounds, self._adapter)
+        return _results_json(self.config, self.dataset, self.rounds, self._adapter,
+                             self.input_shape, self.num_classes)
 
     def save(self, out_dir: Union[str, os.PathLike]) -> None:
         """Writes results.json and model.safetensors (weights, and masks as ``mask.<name>``)."""
@@ -182,6 +223,8 @@ def run_imp(
     loss_fn: Optional[Callable[[Any, torch.Tensor], torch.Tensor]] = None,
     process_group: Any = None,
     dist_timeout: float = _distributed.DEFAULT_TIMEOUT_S,
+    keep_rounds: bool = True,
+    keep_particles: bool = False,
 ) -> Result:
     """Runs IMP / SWAMP as configured, entirely in the C++ core.
 
@@ -220,6 +263,9 @@ def run_imp(
       the same Result. Checkpoints are written at round ends only.
     dist_timeout: seconds a collective waits for the other processes before the run stops with
       an error (a process that died or hangs).
+    keep_rounds: keep every round's averaged model and masks (bit-packed), in
+      ``checkpoint_dir/rounds/`` or, without a folder, in the Result: ``result.round(k)``,
+      ``load_run(checkpoint_dir)``. keep_particles: the particles' solutions too.
     """
     if not isinstance(config, Config):
         raise TypeError(f"config must be a swamp_ext.Config, got {type(config).__name__}")
@@ -273,11 +319,24 @@ def run_imp(
         on_epoch = None
 
     records: list[RoundRecord] = []
+    kept: dict[int, Any] = {}
+
+    def keep_cb(rm: RoundModels) -> None:
+        if keep_rounds:
+            if not ckpt:
+                kept[rm.round] = _runs.round_tensors(rm, keep_particles)
+            elif primary:  # the run folder is shared: rank 0 writes it
+                _runs.write_round(ckpt, rm, keep_particles)
+        if on_models is not None:
+            on_models(rm)
+
+    models_cb = keep_cb if keep_rounds or on_models is not None else None
 
     def write_results() -> None:
         if ckpt and primary:
             path = os.path.join(ckpt, "results.json")
-            write_json(path, _results_json(config, data.name, records, adapter))
+            write_json(path, _results_json(config, data.name, records, adapter,
+                                           data.input_shape, data.num_classes))
 
     def restore_cb(rounds: Any) -> None:
         records.extend(RoundRecord._from_cpp(r) for r in rounds)
@@ -305,9 +364,10 @@ def run_imp(
         _, masks, state = _C.run_imp(
             cfg, *tensors, data.num_classes, list(data.mean or ()), list(data.std or ()),
             round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh, loss_sync_every,
-            on_ticket, None if on_models is None else
-            (lambda r, parts, avg, masks: on_models(RoundModels(r, parts, avg, masks))),
+            on_ticket, None if models_cb is None else
+            (lambda r, parts, avg, masks: models_cb(RoundModels(r, parts, avg, masks))),
             adapter, feeder, "" if group is None else group.name, float(dist_timeout),
+            on_models is not None or keep_particles,
         )
     except RuntimeError as e:
         if str(e).startswith("training diverged"):
@@ -321,17 +381,63 @@ def run_imp(
     return Result(
         config=config, dataset=data.name, rounds=records, masks=dict(masks), _state=dict(state),
         input_shape=data.input_shape, num_classes=data.num_classes, _adapter=adapter,
+        _run_dir=ckpt if keep_rounds and ckpt else None, _kept=kept,
+        _module_run=adapter is not None,
     )
 
 
+def load_run(run_dir: Union[str, os.PathLike],
+             model: Optional[torch.nn.Module] = None) -> Result:
+    """The Result of a run folder (``run_imp(..., checkpoint_dir=DIR)``, ``swamp-ext run --out
+    DIR``): config, every round's record, and with ``result.round(k)`` the kept round's masks
+    and averaged model. A run that pruned your own module needs it back (``model=``) for
+    ``to_torch``."""
+    run_dir = os.fspath(run_dir)
+    path = os.path.join(run_dir, "results.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        cfg = dict(saved["config"])
+        rounds = [RoundRecord(**r) for r in saved["rounds"]]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not a swamp_ext run folder (no results.json)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a swamp_ext results file: {e}") from None
+    if not rounds:
+        raise ValueError(f"{path} holds no finished round")
+    module_run = "module" in saved
+    adapter = None
+    if module_run:
+        identity = cfg.pop("model")
+        cfg["model"] = Config().model  # the zoo field is not used by a module run
+        if model is not None:
+            adapter = _ModuleAdapter(model, device="cpu", prunable=None, loss_fn=None)
+            if adapter.identity != identity:
+                raise ValueError(f"{run_dir} pruned {identity}, the module given is "
+                                 f"{adapter.identity}")
+    elif model is not None:
+        raise ValueError(f"{run_dir} pruned the zoo model {cfg.get('model')!r}; model= is for "
+                         "runs of your own module")
+    config = Config.from_dict(cfg)
+    res = Result(config=config, dataset=saved.get("dataset", ""), rounds=rounds, masks={},
+                 _state={}, input_shape=tuple(saved.get("input_shape", ())),
+                 num_classes=int(saved.get("num_classes", 0)), _adapter=adapter,
+                 _run_dir=run_dir, _module_run=module_run)
+    last = res.round(rounds[-1].round)  # the final model is the last round's average
+    res.masks, res._state = last.masks, last.state
+    return res
+
+
 def _results_json(config: Config, dataset: str, rounds: list[RoundRecord],
-                  adapter: Optional[_ModuleAdapter] = None) -> dict[str, Any]:
+                  adapter: Optional[_ModuleAdapter] = None, input_shape: Any = (),
+                  num_classes: int = 0) -> dict[str, Any]:
     cfg = config.to_dict()
     if adapter is not None:
         cfg["model"] = adapter.identity
     out = {
         "config": cfg, "dataset": dataset, "swamp_ext_version": _C.version(),
-        "torch_version": torch.__version__,
+        "torch_version": torch.__version__, "input_shape": list(input_shape),
+        "num_classes": num_classes,
     }
     if adapter is not None:
         out["module"] = adapter.describe()

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -336,7 +337,8 @@ std::string encode_round(const RoundResult& r) {
       {"sparsity", r.sparsity},         {"sparsity_all", r.sparsity_all},
       {"test_acc", r.test_acc},         {"test_nll", r.test_nll},
       {"ensemble_acc", r.ensemble_acc}, {"ensemble_nll", r.ensemble_nll},
-      {"train_loss", r.train_loss},     {"seconds", r.seconds}};
+      {"train_loss", r.train_loss},     {"seconds", r.seconds},
+      {"test_ece", r.test_ece},         {"ensemble_ece", r.ensemble_ece}};
   for (const auto& d : ds) o << "\n" << d.first << "=" << exact_text(d.second);
   for (double v : r.particle_acc) o << "\nparticle_acc=" << exact_text(v);
   for (double v : r.particle_nll) o << "\nparticle_nll=" << exact_text(v);
@@ -362,7 +364,11 @@ RoundResult decode_round(const std::string& s) {
       {"sparsity", &RoundResult::sparsity},         {"sparsity_all", &RoundResult::sparsity_all},
       {"test_acc", &RoundResult::test_acc},         {"test_nll", &RoundResult::test_nll},
       {"ensemble_acc", &RoundResult::ensemble_acc}, {"ensemble_nll", &RoundResult::ensemble_nll},
-      {"train_loss", &RoundResult::train_loss},     {"seconds", &RoundResult::seconds}};
+      {"train_loss", &RoundResult::train_loss},     {"seconds", &RoundResult::seconds},
+      {"test_ece", &RoundResult::test_ece},         {"ensemble_ece", &RoundResult::ensemble_ece}};
+  // fields a record of an earlier swamp_ext lacks (its figures were not computed then)
+  const std::set<std::string> later = {"test_ece", "ensemble_ece"};
+  r.test_ece = r.ensemble_ece = std::numeric_limits<double>::quiet_NaN();
   auto number = [](const std::string& k, const std::string& v) {
     char* end = nullptr;
     const double d = std::strtod(v.c_str(), &end);
@@ -400,7 +406,9 @@ RoundResult decode_round(const std::string& s) {
       TORCH_CHECK(false, "has an unknown field '", io::printable(k), "'");
     }
   }
-  TORCH_CHECK(seen.size() == ints.size() + doubles.size(), "lacks some of its fields");
+  size_t required = 0;
+  for (const auto& k : seen) required += later.count(k) == 0 ? 1 : 0;
+  TORCH_CHECK(required == ints.size() + doubles.size() - later.size(), "lacks some of its fields");
   return r;
 }
 
@@ -646,7 +654,9 @@ void RunCheckpoint::check_round(Entries& e, const std::string& key, const RoundR
   if (r.sparsity != 1.0 - static_cast<double>(r.remaining) / static_cast<double>(r.prunable))
     bad("has a sparsity that does not follow from its weight counts");
   if (!unit(r.sparsity_all) || !unit(r.test_acc) || !unit(r.ensemble_acc) || !nonneg(r.test_nll) ||
-      !nonneg(r.ensemble_nll) || !std::isfinite(r.train_loss) || !nonneg(r.seconds))
+      !nonneg(r.ensemble_nll) || !std::isfinite(r.train_loss) || !nonneg(r.seconds) ||
+      !(std::isnan(r.test_ece) || unit(r.test_ece)) ||
+      !(std::isnan(r.ensemble_ece) || unit(r.ensemble_ece)))
     bad("has a figure out of its range (accuracy in [0, 1], losses finite)");
   if (static_cast<int64_t>(r.particle_acc.size()) != r.particles ||
       static_cast<int64_t>(r.particle_nll.size()) != r.particles)

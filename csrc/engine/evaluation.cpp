@@ -39,11 +39,39 @@ at::Tensor Evaluator::log_probs(Model& model) {
   return at::cat(parts, 0);
 }
 
+namespace {
+// ECE = sum over bins b of |B_b| / N * |accuracy(B_b) - mean confidence(B_b)|, the samples
+// binned by their top probability into kEceBins equal-width bins of (0, 1] (Guo et al. 2017).
+double calibration_error(const at::Tensor& logp, const at::Tensor& y) {
+  const at::Tensor lp = logp.to(at::kDouble).cpu();
+  const auto [top, pred] = lp.max(1);
+  const at::Tensor conf = top.exp().contiguous();
+  const at::Tensor hit = pred.eq(y.cpu()).to(at::kDouble).contiguous();
+  const double* c = conf.const_data_ptr<double>();
+  const double* h = hit.const_data_ptr<double>();
+  std::vector<double> n(kEceBins, 0.0), sc(kEceBins, 0.0), sh(kEceBins, 0.0);
+  const int64_t N = conf.numel();
+  for (int64_t i = 0; i < N; ++i) {
+    // bin b holds confidences in (b / B, (b + 1) / B]
+    const auto b = std::clamp<int64_t>(
+        static_cast<int64_t>(std::ceil(c[i] * static_cast<double>(kEceBins))) - 1, 0, kEceBins - 1);
+    n[b] += 1.0;
+    sc[b] += c[i];
+    sh[b] += h[i];
+  }
+  double ece = 0.0;
+  for (int64_t b = 0; b < kEceBins; ++b)
+    if (n[b] > 0) ece += std::abs(sh[b] - sc[b]) / static_cast<double>(N);
+  return ece;
+}
+}  // namespace
+
 Metrics Evaluator::metrics(const at::Tensor& logp) {
   const at::Tensor y = data_.test_labels();
   Metrics m;
   m.acc = logp.argmax(1).eq(y).to(at::kDouble).mean().item<double>();
   m.nll = at::nll_loss(logp.to(at::kDouble), y).item<double>();
+  m.ece = calibration_error(logp, y);
   return m;
 }
 

@@ -13,7 +13,9 @@ namespace swamp::engine {
 struct Metrics {
   double acc = 0.0;
   double nll = 0.0;
+  double ece = 0.0;  // expected calibration error, kEceBins equal-width confidence bins
 };
+constexpr int64_t kEceBins = 15;
 
 // The model's outputs for a batch: one input tensor, or structured inputs.
 at::Tensor forward(Model& model, const Batch& batch);

@@ -207,9 +207,11 @@ class Run {
     }
     rr.test_acc = fm.acc;
     rr.test_nll = fm.nll;
+    rr.test_ece = fm.ece;
     const Metrics em = eval_.ensemble_metrics(logp);
     rr.ensemble_acc = em.acc;
     rr.ensemble_nll = em.nll;
+    rr.ensemble_ece = em.ece;
     masks_.fill_sparsity(avg, rr);
     rr.seconds = p_.round_seconds + std::chrono::duration<double>(Clock::now() - round_t0_).count();
     p_.round_seconds = 0.0;
@@ -256,16 +258,17 @@ class Run {
     RoundModels rm;
     rm.round = round;
     rm.average = state_of(models_.average());
-    // every particle's, from the process that trained it
-    const auto [first, last] = averager_.share(n);
-    std::vector<std::map<std::string, at::Tensor>> mine;
-    for (int64_t p = first; p < last; ++p) mine.push_back(state_of(models_.particle(p)));
-    rm.particles.resize(static_cast<size_t>(n));
-    for (const auto& kv : rm.average) {
-      std::vector<at::Tensor> local;
-      for (const auto& m : mine) local.push_back(m.at(kv.first));
-      const std::vector<at::Tensor> all = averager_.gather(local, n);
-      for (int64_t p = 0; p < n; ++p) rm.particles[p][kv.first] = all[p].cpu();
+    if (hooks_.models_with_particles) {  // every particle's, from the process that trained it
+      const auto [first, last] = averager_.share(n);
+      std::vector<std::map<std::string, at::Tensor>> mine;
+      for (int64_t p = first; p < last; ++p) mine.push_back(state_of(models_.particle(p)));
+      rm.particles.resize(static_cast<size_t>(n));
+      for (const auto& kv : rm.average) {
+        std::vector<at::Tensor> local;
+        for (const auto& m : mine) local.push_back(m.at(kv.first));
+        const std::vector<at::Tensor> all = averager_.gather(local, n);
+        for (int64_t p = 0; p < n; ++p) rm.particles[p][kv.first] = all[p].cpu();
+      }
     }
     for (const auto& kv : masks_.map()) rm.masks[kv.first] = kv.second.cpu().clone();
     hooks_.on_models(rm);

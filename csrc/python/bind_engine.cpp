@@ -58,6 +58,8 @@ void bind_engine(py::module_& m) {
       .def_readonly("test_nll", &RoundResult::test_nll)
       .def_readonly("ensemble_acc", &RoundResult::ensemble_acc)
       .def_readonly("ensemble_nll", &RoundResult::ensemble_nll)
+      .def_readonly("test_ece", &RoundResult::test_ece)
+      .def_readonly("ensemble_ece", &RoundResult::ensemble_ece)
       .def_readonly("particle_acc", &RoundResult::particle_acc)
       .def_readonly("particle_nll", &RoundResult::particle_nll)
       .def_readonly("layer_density", &RoundResult::layer_density)
@@ -89,7 +91,7 @@ void bind_engine(py::module_& m) {
                             const std::map<std::string, at::Tensor>&)>
              on_models,
          const py::object& model, const py::object& feeder, const std::string& process_group,
-         double dist_timeout_s) {
+         double dist_timeout_s, bool models_with_particles) {
         Dataset data{x_train,     y_train,         x_test,        y_test,
                      num_classes, std::move(mean), std::move(std)};
         RunParts parts;
@@ -121,6 +123,7 @@ void bind_engine(py::module_& m) {
         hooks.on_restore = std::move(on_restore);
         hooks.loss_sync_every = loss_sync_every;
         hooks.on_ticket = std::move(on_ticket);
+        hooks.models_with_particles = models_with_particles;
         if (on_models)
           hooks.on_models = [on_models](const RoundModels& rm) {
             on_models(rm.round, rm.particles, rm.average, rm.masks);
@@ -143,7 +146,8 @@ void bind_engine(py::module_& m) {
       py::arg("checkpoint_dir") = "", py::arg("checkpoint_every") = 1, py::arg("fresh") = false,
       py::arg("loss_sync_every") = 0, py::arg("on_ticket") = nullptr,
       py::arg("on_models") = nullptr, py::arg("model") = py::none(), py::arg("feeder") = py::none(),
-      py::arg("process_group") = "", py::arg("dist_timeout_s") = 1800.0);
+      py::arg("process_group") = "", py::arg("dist_timeout_s") = 1800.0,
+      py::arg("models_with_particles") = true);
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);

@@ -116,6 +116,10 @@ struct RoundResult {
   double test_nll = 0.0;
   double ensemble_acc = 0.0;  // prediction ensemble of the particles
   double ensemble_nll = 0.0;
+  // Expected calibration error (15 equal-width confidence bins) of the final model and of the
+  // ensemble; NaN in rounds recorded by a swamp_ext that did not compute it (resumed runs).
+  double test_ece = 0.0;
+  double ensemble_ece = 0.0;
   std::vector<double> particle_acc;
   std::vector<double> particle_nll;
   std::vector<std::pair<std::string, double>> layer_density;
@@ -154,6 +158,8 @@ struct Hooks {
   // Called after each round's evaluation, before the masks are pruned for the next round.
   // Copies the models: set it only when they are wanted.
   std::function<void(const RoundModels&)> on_models;
+  // Whether on_models gets the particles too (false: RoundModels::particles stays empty).
+  bool models_with_particles = true;
   // Called once at the start of a resumed run with the rounds completed before.
   std::function<void(const std::vector<RoundResult>&)> on_restore;
   // How often (in steps) the training losses are read back from the device: divergence is

@@ -1,0 +1,107 @@
+"""Runs keep every round: masks bit-packed and the averaged model (and optionally the particles)
+per round, in the run folder or in the Result; load_run gives them back."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import swamp_ext
+from swamp_ext.runs import pack_bits, unpack_bits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return swamp_ext.datasets.load("digits")
+
+
+def accuracy(net, data) -> float:
+    with torch.no_grad():
+        return (net(data.x_test).argmax(1) == data.y_test).double().mean().item()
+
+
+def test_every_round_is_kept_and_loads_back(tmp_path, digits):
+    cfg = swamp_ext.Config(model="lenet_300_100", particles=2, rounds=3, epochs=2, seed=2)
+    seen = []
+    res = swamp_ext.run_imp(cfg, digits, progress=False, checkpoint_dir=tmp_path,
+                            keep_particles=True, on_models=seen.append)
+    names = sorted(os.listdir(tmp_path / "rounds"))
+    assert names == ["round_000.safetensors", "round_001.safetensors", "round_002.safetensors"]
+    loaded = swamp_ext.load_run(tmp_path)
+    assert [r.test_acc for r in loaded.rounds] == [r.test_acc for r in res.rounds]
+    assert loaded.config == cfg and loaded.input_shape == digits.input_shape
+    for rm in seen:
+        for source in (res, loaded):
+            k = source.round(rm.round)
+            assert k.record.round == rm.round and k.sparsity == res.rounds[rm.round].sparsity
+            assert k.masks.keys() == rm.masks.keys()
+            for name, m in rm.masks.items():
+                assert k.masks[name].dtype == torch.bool and torch.equal(k.masks[name], m)
+            for name, v in rm.average.items():
+                assert torch.equal(k.state[name], v), name
+            assert len(k.particles) == 2
+            for p in range(2):
+                for name, v in rm.particles[p].items():
+                    assert torch.equal(k.particles[p][name], v)
+            # the kept model is the round's model: its accuracy is the recorded one
+            assert accuracy(k.to_torch(), digits) == pytest.approx(k.record.test_acc, abs=1e-9)
+    # masks of later rounds are subsets, sparsity grows: rounds are not copies of each other
+    r0, r2 = loaded.round(0), loaded.round(2)
+    for name in r0.masks:
+        assert not (r2.masks[name] & ~r0.masks[name]).any()
+    assert r2.sparsity > r0.sparsity
+    for name, m in res.masks.items():
+        assert torch.equal(loaded.masks[name], m)
+    assert accuracy(loaded.to_torch(), digits) == pytest.approx(res.rounds[-1].test_acc, abs=1e-9)
+    # compact: a mask takes a bit a weight
+    packed = sum(m.numel() for m in res.masks.values()) / 8
+    size = os.path.getsize(tmp_path / "rounds" / "round_002.safetensors")
+    state = sum(v.numel() * v.element_size() for v in res.state_dict().values())
+    assert size < 3 * state + packed + 20000  # the model and 2 particles, masks packed
+    with pytest.raises(IndexError, match="round 7 is not in this run"):
+        loaded.round(7)
+
+
+def test_rounds_in_memory_without_a_folder_and_not_kept(digits):
+    cfg = swamp_ext.Config(model="lenet_300_100", particles=2, rounds=2, epochs=2)
+    res = swamp_ext.run_imp(cfg, digits, progress=False)
+    r1 = res.round(1)
+    assert r1.particles == []  # not asked for
+    for name, m in res.masks.items():
+        assert torch.equal(r1.masks[name], m)
+    assert accuracy(r1.to_torch(), digits) == pytest.approx(res.rounds[1].test_acc, abs=1e-9)
+    bare = swamp_ext.run_imp(cfg, digits, progress=False, keep_rounds=False)
+    with pytest.raises(ValueError, match="round 0 was not kept"):
+        bare.round(0)
+
+
+def test_damaged_or_missing_run_files_are_named(tmp_path, digits):
+    with pytest.raises(FileNotFoundError, match="not a swamp_ext run folder"):
+        swamp_ext.load_run(tmp_path / "nothing")
+    cfg = swamp_ext.Config(model="lenet_300_100", particles=2, rounds=2, epochs=2)
+    swamp_ext.run_imp(cfg, digits, progress=False, checkpoint_dir=tmp_path)
+    path = tmp_path / "rounds" / "round_000.safetensors"
+    raw = bytearray(path.read_bytes())
+    path.write_bytes(bytes(raw[: len(raw) // 2]))
+    loaded = swamp_ext.load_run(tmp_path)  # the last round is intact
+    with pytest.raises(ValueError, match="round_000.safetensors"):
+        loaded.round(0)
+    os.remove(path)
+    with pytest.raises(FileNotFoundError, match="round 0 was not kept"):
+        loaded.round(0)
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a swamp_ext results file"):
+        swamp_ext.load_run(tmp_path)
+
+
+@pytest.mark.parametrize("shape", [[1], [7], [8], [9], [3, 5, 2], [300, 784]])
+def test_bit_packing_round_trips(shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    m = torch.rand(shape, generator=g) > 0.5
+    p = pack_bits(m)
+    assert p.dtype == torch.uint8 and p.numel() == (m.numel() + 7) // 8
+    assert torch.equal(unpack_bits(p, shape), m)
+    with pytest.raises(ValueError, match="does not hold shape"):
+        unpack_bits(p, [m.numel() + 8])
