@@ -105,3 +105,70 @@ def test_bit_packing_round_trips(shape):
     assert torch.equal(unpack_bits(p, shape), m)
     with pytest.raises(ValueError, match="does not hold shape"):
         unpack_bits(p, [m.numel() + 8])
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory, digits):
+    """imp and swamp-2, two seeds each, 4 rounds of 50% (0, 50, 75, 87.5% sparsity)."""
+    root = tmp_path_factory.mktemp("runs")
+    dirs = []
+    for method in ("imp", "swamp"):
+        for seed in (0, 1):
+            d = root / f"{method}{seed}"
+            cfg = swamp_ext.Config(model="lenet_300_100", method=method, particles=2, rounds=4,
+                                   epochs=2, seed=seed, prune_ratio=0.5)
+            swamp_ext.run_imp(cfg, digits, progress=False, checkpoint_dir=d)
+            dirs.append(d)
+    return dirs
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "swamp_ext", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_show_gives_the_run_at_a_glance(run_dirs):
+    from swamp_ext import report
+
+    res = swamp_ext.load_run(run_dirs[2])
+    text = report.show(res, "x")
+    assert "swamp on digits with lenet_300_100, 2 particles" in text
+    assert len([ln for ln in text.splitlines() if ln.strip()[:1].isdigit()]) == 4
+    best = report.best_within(res)
+    dense = res.rounds[0].test_acc
+    assert best.test_acc >= dense - 0.01
+    assert all(r.test_acc < dense - 0.01 for r in res.rounds if r.sparsity > best.sparsity)
+    assert f"round {best.round}" in text.splitlines()[-1]
+    cli = _cli("show", run_dirs[0], run_dirs[2])
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.count("sparsest within 1 point of dense") == 2
+
+
+def test_compare_tables_methods_against_imp_with_the_seed_spread(run_dirs):
+    import statistics
+
+    from swamp_ext import report
+
+    runs = [swamp_ext.load_run(d) for d in run_dirs]
+    groups = report.group(runs)
+    assert [(g.label, len(g.runs)) for g in groups] == [("imp", 2), ("swamp-2", 2)]
+    table = report.compare(runs, at=[0.5, 0.75, 0.99])
+    lines = table.splitlines()
+    swamp = next(ln for ln in lines if ln.startswith("swamp-2"))
+    # by hand: the swamp runs' accuracy at 75% sparsity, mean and spread, and minus imp's
+    acc = [r.rounds[2].test_acc for r in runs[2:]]
+    imp = [r.rounds[2].test_acc for r in runs[:2]]
+    m, sd = statistics.fmean(acc), statistics.stdev(acc)
+    d = m - statistics.fmean(imp)
+    assert f"{100 * m:.2f} ± {100 * sd:.2f} ({100 * d:+.2f}" in swamp
+    assert swamp.rstrip().endswith("—")  # no round near 99%
+    md = report.compare(runs, at=[0.5], markdown=True)
+    assert "| method | seeds | 50% |" in md and "| swamp-2 | 2 |" in md
+    cli = _cli("compare", *run_dirs, "--at", 50, 75, "--markdown")
+    assert cli.returncode == 0, cli.stderr
+    assert "| imp | 2 |" in cli.stdout
+    bad = _cli("compare", run_dirs[0], "--at", 150)
+    assert bad.returncode == 2 and "fractions in [0, 1)" in bad.stderr

@@ -142,6 +142,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    import swamp_ext
+    from swamp_ext import report
+
+    try:
+        runs = [swamp_ext.load_run(d) for d in args.run_dir]
+        if args.command == "show":
+            print("\n\n".join(report.show(r, d) for r, d in zip(runs, args.run_dir)))
+        else:
+            at = report.DEFAULT_AT if args.at is None else [a / 100 for a in args.at]
+            print(report.compare(runs, at, markdown=args.markdown))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"swamp-ext: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="swamp-ext", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,6 +193,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           "stops with an error (default 1800)")
     _add_config_flags(run)
     sub.add_parser("recipes", help="list the built-in recipes")
+    show = sub.add_parser("show", help="a run at a glance: config, rounds, the sparsest round "
+                                       "within 1 point of dense")
+    show.add_argument("run_dir", nargs="+", help="run folder(s) (--out / checkpoint_dir)")
+    comp = sub.add_parser("compare", help="accuracy at chosen sparsities, method by method, "
+                                          "against IMP with the spread over seeds")
+    comp.add_argument("run_dir", nargs="+", help="run folders (runs differing only in the seed "
+                                                 "are grouped)")
+    comp.add_argument("--at", type=float, nargs="+", default=None,
+                      help="sparsities in percent (default 50 80 90 95 98 99)")
+    comp.add_argument("--markdown", action="store_true", help="a Markdown table")
     args = parser.parse_args(argv)
     if args.cmake_prefix_path:
         print(cmake_prefix_path())
@@ -193,6 +220,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{n}\n  {r.description}\n  dataset: {r.dataset}; model: {r.config.get('model')}"
                   f"\n  source: {r.source}\n  cost: {r.expected_cost}\n  file: {r.path}")
         return 0
+    if args.command in ("show", "compare"):
+        return _report(args)
     if args.command == "run":
         from . import distributed
 

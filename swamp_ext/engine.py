@@ -103,6 +103,7 @@ class Result:
     _kept: dict[int, tuple[dict[str, torch.Tensor], dict[str, str]]] = field(
         default_factory=dict, repr=False)
     _module_run: bool = field(default=False, repr=False)
+    _identity: Optional[str] = field(default=None, repr=False)  # a loaded module run's
 
     @classmethod
     def load(cls, run_dir: Union[str, os.PathLike],
@@ -138,7 +139,9 @@ class Result:
     @property
     def model(self) -> str:
         """What was pruned: the zoo model's name, or ``python:<module>.<class>``."""
-        return self._adapter.identity if self._adapter is not None else self.config.model
+        if self._adapter is not None:
+            return self._adapter.identity
+        return self._identity or self.config.model
 
     def to_torch(self) -> torch.nn.Module:
         """The final model as a plain ``torch.nn.Module`` (no swamp_ext needed to use it), in eval
@@ -406,7 +409,7 @@ def load_run(run_dir: Union[str, os.PathLike],
     if not rounds:
         raise ValueError(f"{path} holds no finished round")
     module_run = "module" in saved
-    adapter = None
+    adapter, identity = None, None
     if module_run:
         identity = cfg.pop("model")
         cfg["model"] = Config().model  # the zoo field is not used by a module run
@@ -422,7 +425,8 @@ def load_run(run_dir: Union[str, os.PathLike],
     res = Result(config=config, dataset=saved.get("dataset", ""), rounds=rounds, masks={},
                  _state={}, input_shape=tuple(saved.get("input_shape", ())),
                  num_classes=int(saved.get("num_classes", 0)), _adapter=adapter,
-                 _run_dir=run_dir, _module_run=module_run)
+                 _run_dir=run_dir, _module_run=module_run,
+                 _identity=identity if module_run else None)
     last = res.round(rounds[-1].round)  # the final model is the last round's average
     res.masks, res._state = last.masks, last.state
     return res

@@ -1,0 +1,139 @@
+"""What people read after a run: ``swamp-ext show RUN_DIR`` (a run at a glance) and
+``swamp-ext compare RUN_DIR ...`` (accuracy at chosen sparsities, method by method, against IMP,
+with the spread over seeds)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+DEFAULT_AT = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+def _pct(x: Optional[float], digits: int = 2) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def best_within(result: Any, points: float = 0.01) -> Optional[Any]:
+    """The sparsest round whose accuracy is within `points` (a fraction) of the dense round's."""
+    dense = next((r for r in result.rounds if r.sparsity == 0.0), None)
+    if dense is None:
+        return None
+    ok = [r for r in result.rounds if r.test_acc >= dense.test_acc - points]
+    return max(ok, key=lambda r: r.sparsity)
+
+
+def show(result: Any, where: str = "") -> str:
+    """A run at a glance: what ran, every round, the sparsest round within 1 point of dense."""
+    c = result.config
+    lines = [f"{where or 'run'}: {c.method} on {result.dataset} with {result.model}, "
+             f"{c.particles} particles, {c.epochs} epochs/round, prune {100 * c.prune_ratio:g}% "
+             f"a round, seed {c.seed}",
+             f"{'round':>5} {'parts':>5} {'sparsity':>9} {'acc':>8} {'ens acc':>8} {'nll':>7} "
+             f"{'ece':>7} {'seconds':>8}"]
+    for r in result.rounds:
+        ens = _pct(r.ensemble_acc) if r.particles > 1 else "—"
+        ece = "—" if r.test_ece is None else f"{r.test_ece:.4f}"
+        lines.append(f"{r.round:5d} {r.particles:5d} {_pct(r.sparsity):>9} "
+                     f"{_pct(r.test_acc):>8} {ens:>8} {r.test_nll:7.4f} {ece:>7} "
+                     f"{r.seconds:8.1f}")
+    best = best_within(result)
+    if best is None:
+        lines.append("no dense round (sparsity 0) to compare with")
+    else:
+        lines.append(f"sparsest within 1 point of dense: {_pct(best.sparsity)} (round "
+                     f"{best.round}, accuracy {_pct(best.test_acc)})")
+    return "\n".join(lines)
+
+
+def accuracy_at(result: Any, s: float, tol: float = 0.01) -> Optional[float]:
+    """Test accuracy of the round nearest to sparsity `s` (None when none is within `tol`)."""
+    near = min(result.rounds, key=lambda r: abs(r.sparsity - s))
+    return near.test_acc if abs(near.sparsity - s) <= tol else None
+
+
+@dataclass
+class Group:
+    """Runs of one setup differing only in the seed."""
+
+    label: str
+    method: str
+    runs: list
+
+    def at(self, s: float) -> tuple[Optional[float], Optional[float], int]:
+        accs = [a for a in (accuracy_at(r, s) for r in self.runs) if a is not None]
+        if not accs:
+            return None, None, 0
+        sd = statistics.stdev(accs) if len(accs) > 1 else None
+        return statistics.fmean(accs), sd, len(accs)
+
+
+def group(results: Sequence[Any]) -> list[Group]:
+    """Runs with the same config but for the seed (and on the same data and model) together."""
+    out: dict[tuple, Group] = {}
+    for r in results:
+        cfg = r.config.to_dict()
+        cfg.pop("seed")
+        key = (r.dataset, r.model, tuple(sorted((k, str(v)) for k, v in cfg.items())))
+        if key not in out:
+            label = r.config.method
+            if r.config.method in ("swamp", "swamp_plus"):
+                label += f"-{r.config.particles}"
+            out[key] = Group(label, r.config.method, [])
+        out[key].runs.append(r)
+    groups = list(out.values())
+    labels = [g.label for g in groups]
+    for g in groups:  # same method, other settings: say which settings
+        if labels.count(g.label) > 1:
+            g.label += f" ({len(g.runs)} run(s), {g.runs[0].config.epochs} ep)"
+    return groups
+
+
+def compare(results: Sequence[Any], at: Sequence[float] = DEFAULT_AT,
+            markdown: bool = False) -> str:
+    """Accuracy (mean ± spread over seeds) at each sparsity in `at`, per method, and the
+    difference to IMP, marked * when it is larger than the seeds' spread
+    (sqrt(sd_method² + sd_imp²)); with one seed the spread is unknown (no mark)."""
+    if not results:
+        raise ValueError("compare: no runs given")
+    setups = {(r.dataset, r.model) for r in results}
+    if len(setups) > 1:
+        raise ValueError("compare: the runs prune different models or data: "
+                         + ", ".join(f"{m} on {d}" for d, m in sorted(setups)))
+    for s in at:
+        if not 0 <= s < 1:
+            raise ValueError(f"compare: sparsities are fractions in [0, 1), got {s}")
+    groups = group(results)
+    imp = next((g for g in groups if g.method == "imp"), None)
+    head = ["method", "seeds"] + [f"{100 * s:g}%" for s in at]
+    rows = []
+    for g in groups:
+        row = [g.label, str(len(g.runs))]
+        for s in at:
+            m, sd, n = g.at(s)
+            if m is None:
+                row.append("—")
+                continue
+            cell = f"{100 * m:.2f}" + (f" ± {100 * sd:.2f}" if sd is not None else "")
+            if imp is not None and g is not imp:
+                im, isd, _ = imp.at(s)
+                if im is not None:
+                    d = m - im
+                    spread = math.hypot(sd, isd) if sd is not None and isd is not None else None
+                    mark = "*" if spread is not None and abs(d) > spread else ""
+                    cell += f" ({100 * d:+.2f}{mark})"
+            row.append(cell)
+        rows.append(row)
+    d0 = sorted(setups)[0]
+    title = (f"test accuracy (%) at sparsity, {d0[1]} on {d0[0]}; (±: spread over seeds; "
+             "(+x): difference to imp, * larger than the spread)")
+    if markdown:
+        out = [title, "", "| " + " | ".join(head) + " |",
+               "|" + "|".join("---" if i < 1 else "---:" for i in range(len(head))) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(out)
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([title, fmt.format(*head)] + [fmt.format(*r) for r in rows])
