@@ -172,3 +172,31 @@ def test_compare_tables_methods_against_imp_with_the_seed_spread(run_dirs):
     assert "| imp | 2 |" in cli.stdout
     bad = _cli("compare", run_dirs[0], "--at", 150)
     assert bad.returncode == 2 and "fractions in [0, 1)" in bad.stderr
+
+
+def test_mask_overlap_per_layer_and_overall(run_dirs):
+    a, b = swamp_ext.load_run(run_dirs[0]), swamp_ext.load_run(run_dirs[1])
+    ra, rb = a.round(2), b.round(2)
+    ov = swamp_ext.analysis.mask_overlap(ra, rb)
+    assert set(ov) == set(ra.masks) | {""}
+    inter = uni = 0
+    for name, m in ra.masks.items():
+        i = int((m & rb.masks[name]).sum())
+        u = int((m | rb.masks[name]).sum())
+        assert ov[name].intersection == i and ov[name].union == u
+        assert ov[name].iou == pytest.approx(i / u)
+        inter, uni = inter + i, uni + u
+    assert ov[""].iou == pytest.approx(inter / uni)
+    assert swamp_ext.analysis.mask_overlap(ra, ra)[""].iou == 1.0
+    # independent random masks of density d overlap by about d / (2 - d)
+    g = torch.Generator().manual_seed(0)
+    r1 = {"w": torch.rand(100_000, generator=g) < 0.25}
+    r2 = {"w": torch.rand(100_000, generator=g) < 0.25}
+    assert swamp_ext.analysis.mask_overlap(r1, r2)["w"].iou == pytest.approx(0.25 / 1.75, abs=0.01)
+    with pytest.raises(ValueError, match="'w' has shape"):
+        swamp_ext.analysis.mask_overlap(r1, {"w": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="masked in the first run only"):
+        swamp_ext.analysis.mask_overlap({**r1, "v": r1["w"]}, r2)
+    cli = _cli("analyze", "overlap", run_dirs[0], run_dirs[1], "--round", 2)
+    assert cli.returncode == 0, cli.stderr
+    assert f"IoU {ov[''].iou:.4f}" in cli.stdout

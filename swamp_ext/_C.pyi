@@ -150,6 +150,21 @@ class _Io:
 
 io: _Io
 
+class _Overlap:  # analysis.Overlap
+    kept_a: int
+    kept_b: int
+    intersection: int
+    union: int
+    total: int
+    iou: float
+
+class _Analysis:
+    @staticmethod
+    def mask_overlap(a: dict[str, torch.Tensor],
+                     b: dict[str, torch.Tensor]) -> dict[str, _Overlap]: ...
+
+analysis: _Analysis
+
 class _Models:
     @staticmethod
     def names() -> list[str]: ...

@@ -147,13 +147,24 @@ def _report(args: argparse.Namespace) -> int:
     from swamp_ext import report
 
     try:
-        runs = [swamp_ext.load_run(d) for d in args.run_dir]
-        if args.command == "show":
+        runs = [swamp_ext.load_run(d) for d in getattr(args, "run_dir", ())]
+        if args.command == "analyze":
+            a, b = swamp_ext.load_run(args.run_a), swamp_ext.load_run(args.run_b)
+            k = args.round
+            if k is None:
+                k = min(a.rounds[-1].round, b.rounds[-1].round)
+            ra, rb = a.round(k), b.round(k)
+            print(f"mask overlap at round {k}: {args.run_a} ({100 * ra.sparsity:.2f}% sparse) "
+                  f"vs {args.run_b} ({100 * rb.sparsity:.2f}%)")
+            for name, o in swamp_ext.analysis.mask_overlap(ra, rb).items():
+                print(f"  {name or 'all prunable':<24} IoU {o.iou:.4f}  kept {o.kept_a} / "
+                      f"{o.kept_b} of {o.total}, both {o.intersection}")
+        elif args.command == "show":
             print("\n\n".join(report.show(r, d) for r, d in zip(runs, args.run_dir)))
         else:
             at = report.DEFAULT_AT if args.at is None else [a / 100 for a in args.at]
             print(report.compare(runs, at, markdown=args.markdown))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, IndexError) as e:
         print(f"swamp-ext: error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -203,6 +214,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     comp.add_argument("--at", type=float, nargs="+", default=None,
                       help="sparsities in percent (default 50 80 90 95 98 99)")
     comp.add_argument("--markdown", action="store_true", help="a Markdown table")
+    ana = sub.add_parser("analyze", help="analyses of kept rounds")
+    kinds = ana.add_subparsers(dest="analysis", required=True)
+    ov = kinds.add_parser("overlap", help="IoU of two runs' masks at a round, per layer")
+    ov.add_argument("run_a")
+    ov.add_argument("run_b")
+    ov.add_argument("--round", type=int, default=None, help="default: the last round of both")
     args = parser.parse_args(argv)
     if args.cmake_prefix_path:
         print(cmake_prefix_path())
@@ -220,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{n}\n  {r.description}\n  dataset: {r.dataset}; model: {r.config.get('model')}"
                   f"\n  source: {r.source}\n  cost: {r.expected_cost}\n  file: {r.path}")
         return 0
-    if args.command in ("show", "compare"):
+    if args.command in ("show", "compare", "analyze"):
         return _report(args)
     if args.command == "run":
         from . import distributed

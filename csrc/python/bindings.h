@@ -10,4 +10,5 @@ void bind_ops(py::module_& m);
 void bind_engine(py::module_& m);
 void bind_testing(py::module_& m);
 void bind_io(py::module_& m);
+void bind_analysis(py::module_& m);
 }  // namespace swamp::python

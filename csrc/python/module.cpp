@@ -36,6 +36,8 @@ PYBIND11_MODULE(_C, m) {
   sp::bind_engine(m);
   auto io = m.def_submodule("io", "File formats of the core (safetensors)");
   sp::bind_io(io);
+  auto analysis = m.def_submodule("analysis", "Analyses of what pruning found");
+  sp::bind_analysis(analysis);
   auto testing = m.def_submodule(
       "testing", "Test seams: probes of internal mechanisms and fault injection (not for runs)");
   sp::bind_testing(testing);

@@ -10,6 +10,7 @@
 // See docs/cpp.md for a complete program.
 #pragma once
 
+#include "swamp/analysis.h"
 #include "swamp/averaging.h"
 #include "swamp/batch_source.h"
 #include "swamp/checkpoint.h"
