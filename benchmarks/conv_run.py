@@ -4,6 +4,8 @@ measured in one run; and each of our SWAMP rounds against one dense plain-PyTorc
 
     python benchmarks/conv_run.py                      # conv4_small, mnist5k, 19 rounds (98.2%)
     python benchmarks/conv_run.py --epochs 3 --dense   # also ours with the sparse kernels off
+    python benchmarks/conv_run.py --layer-densities    # only: where global pruning leaves the
+                                                       # layers (an IMP run, same schedule)
 
 Goals (issue 18): the whole run >= 2x faster than the reference at equal accuracy; from 90%
 sparsity on, one SWAMP-4 round of ours <= one dense plain-PyTorch IMP round. Round seconds are
@@ -45,9 +47,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=19, help="19 rounds of 20%%: 98.2%% sparsity")
     p.add_argument("--dense", action="store_true",
                    help="also our run with sparse_kernels='off' (the dense masked step)")
+    p.add_argument("--layer-densities", action="store_true",
+                   help="only an IMP run of the same schedule: its last round's layer densities")
     a = p.parse_args()
     data = swamp_ext.datasets.load("mnist5k")
     base = dict(model=a.model, epochs=a.epochs, particles=a.particles, seed=0)
+    if a.layer_densities:
+        last = ours(swamp_ext.Config(**base, method="imp", rounds=a.rounds), data)[1:]
+        print(f"{a.model}, imp, {a.rounds} rounds: {100 * last[0][-1][0]:.1f}% sparsity; layer "
+              "densities " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in last[1].items()))
+        return
     print(f"{a.model} on mnist5k, swamp with {a.particles} particles, {a.epochs} epoch(s)/round, "
           f"{a.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads")
 

@@ -102,8 +102,8 @@ class Result:
     _run_dir: Optional[str] = field(default=None, repr=False)
     _kept: dict[int, tuple[dict[str, torch.Tensor], dict[str, str]]] = field(
         default_factory=dict, repr=False)
-    _module_run: bool = field(default=False, repr=False)
-    _identity: Optional[str] = field(default=None, repr=False)  # a loaded module run's
+    # a run of your own module loaded without it (load_run): what it pruned
+    _identity: Optional[str] = field(default=None, repr=False)
 
     @classmethod
     def load(cls, run_dir: Union[str, os.PathLike],
@@ -129,7 +129,7 @@ class Result:
     def _to_module(self, state: dict[str, torch.Tensor]) -> Optional[torch.nn.Module]:
         if self._adapter is not None:
             return self._adapter.to_module(state).eval()
-        if self._module_run:
+        if self._identity is not None:
             raise ValueError("this run pruned your own module: load_run(DIR, model=module) "
                              "rebuilds it")
         from .models import to_torch
@@ -385,7 +385,6 @@ def run_imp(
         config=config, dataset=data.name, rounds=records, masks=dict(masks), _state=dict(state),
         input_shape=data.input_shape, num_classes=data.num_classes, _adapter=adapter,
         _run_dir=ckpt if keep_rounds and ckpt else None, _kept=kept,
-        _module_run=adapter is not None,
     )
 
 
@@ -425,8 +424,7 @@ def load_run(run_dir: Union[str, os.PathLike],
     res = Result(config=config, dataset=saved.get("dataset", ""), rounds=rounds, masks={},
                  _state={}, input_shape=tuple(saved.get("input_shape", ())),
                  num_classes=int(saved.get("num_classes", 0)), _adapter=adapter,
-                 _run_dir=run_dir, _module_run=module_run,
-                 _identity=identity if module_run else None)
+                 _run_dir=run_dir, _identity=identity)
     last = res.round(rounds[-1].round)  # the final model is the last round's average
     res.masks, res._state = last.masks, last.state
     return res

@@ -62,9 +62,12 @@ DistributedAverager::DistributedAverager(std::shared_ptr<Collectives> collective
                     "DistributedAverager: rank ", c_->rank(), " of ", c_->size());
 }
 
+std::pair<int64_t, int64_t> DistributedAverager::share_of(int64_t rank, int64_t n) const {
+  return {rank * n / c_->size(), (rank + 1) * n / c_->size()};
+}
+
 std::pair<int64_t, int64_t> DistributedAverager::share(int64_t n) const {
-  const int64_t P = c_->size(), r = c_->rank();
-  return {r * n / P, (r + 1) * n / P};
+  return share_of(c_->rank(), n);
 }
 
 std::vector<at::Tensor> DistributedAverager::gather(const std::vector<at::Tensor>& local,
@@ -78,7 +81,7 @@ std::vector<at::Tensor> DistributedAverager::gather(const std::vector<at::Tensor
   const int64_t* like = nullptr;
   for (int64_t r = 0; r < c_->size(); ++r) {
     const int64_t* h = heads[r].const_data_ptr<int64_t>();
-    const auto [f, l] = std::pair<int64_t, int64_t>{r * n / c_->size(), (r + 1) * n / c_->size()};
+    const auto [f, l] = share_of(r, n);
     TORCH_CHECK(h[0] == l - f, "distributed run: rank ", r, " holds ", h[0],
                 " particles of this round where ", l - f, " were expected (different configs?)");
     if (h[0] == 0) continue;
@@ -103,8 +106,8 @@ std::vector<at::Tensor> DistributedAverager::gather(const std::vector<at::Tensor
   const std::vector<at::Tensor> all = c_->all_gather(mine);
   std::vector<at::Tensor> out;
   for (int64_t r = 0; r < c_->size(); ++r) {
-    const int64_t k = (r + 1) * n / c_->size() - r * n / c_->size();
-    for (int64_t i = 0; i < k; ++i) out.push_back(all[r].select(0, i));
+    const auto [f, l] = share_of(r, n);
+    for (int64_t i = 0; i < l - f; ++i) out.push_back(all[r].select(0, i));
   }
   return out;
 }

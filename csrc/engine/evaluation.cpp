@@ -49,19 +49,17 @@ double calibration_error(const at::Tensor& logp, const at::Tensor& y) {
   const at::Tensor hit = pred.eq(y.cpu()).to(at::kDouble).contiguous();
   const double* c = conf.const_data_ptr<double>();
   const double* h = hit.const_data_ptr<double>();
-  std::vector<double> n(kEceBins, 0.0), sc(kEceBins, 0.0), sh(kEceBins, 0.0);
+  std::vector<double> sc(kEceBins, 0.0), sh(kEceBins, 0.0);  // confidences, hits per bin
   const int64_t N = conf.numel();
   for (int64_t i = 0; i < N; ++i) {
     // bin b holds confidences in (b / B, (b + 1) / B]
     const auto b = std::clamp<int64_t>(
         static_cast<int64_t>(std::ceil(c[i] * static_cast<double>(kEceBins))) - 1, 0, kEceBins - 1);
-    n[b] += 1.0;
     sc[b] += c[i];
     sh[b] += h[i];
   }
   double ece = 0.0;
-  for (int64_t b = 0; b < kEceBins; ++b)
-    if (n[b] > 0) ece += std::abs(sh[b] - sc[b]) / static_cast<double>(N);
+  for (int64_t b = 0; b < kEceBins; ++b) ece += std::abs(sh[b] - sc[b]) / static_cast<double>(N);
   return ece;
 }
 }  // namespace

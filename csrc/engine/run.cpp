@@ -182,17 +182,11 @@ class Run {
     std::vector<std::vector<at::Tensor>> particle_params;
     for (int64_t p = first; p < last; ++p)
       particle_params.push_back(models_.particle(p).parameters(true));
-    if (averager_.spread()) {  // particle 0's buffers, from the process that trained it
+    {  // particle 0's buffers (from the process that trained it); the weights are averaged below
+      torch::NoGradGuard no_grad;
       std::vector<at::Tensor> buffers = avg.buffers(true);
-      for (size_t i = 0; i < buffers.size(); ++i) {
-        std::vector<at::Tensor> local;
-        for (int64_t p = first; p < last; ++p)
-          local.push_back(models_.particle(p).buffers(true)[i]);
-        torch::NoGradGuard no_grad;
-        buffers[i].copy_(averager_.gather(local, n)[0]);
-      }
-    } else {
-      copy_state(models_.particle(0), avg);
+      const auto every = gathered(n, [](Model& m) { return m.buffers(true); });
+      for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(every[i][0]);
     }
     std::vector<at::Tensor> out = avg.parameters(true);
     averager_.average(particle_params, out, n);
@@ -217,6 +211,24 @@ class Run {
     p_.round_seconds = 0.0;
     round_t0_ = Clock::now();
     return rr;
+  }
+
+  // Tensor i of every particle of a round of n, all[i][p], from this process's particles'
+  // tensors_of(model) (gathered from the others when spread over processes).
+  template <typename F>
+  std::vector<std::vector<at::Tensor>> gathered(int64_t n, F&& tensors_of) {
+    const auto [first, last] = averager_.share(n);
+    std::vector<std::vector<at::Tensor>> mine;
+    for (int64_t p = first; p < last; ++p) mine.push_back(tensors_of(models_.particle(p)));
+    // the same for every particle (one architecture); a process without particles asks the average
+    const size_t count = mine.empty() ? tensors_of(models_.average()).size() : mine[0].size();
+    std::vector<std::vector<at::Tensor>> all(count);
+    for (size_t i = 0; i < count; ++i) {
+      std::vector<at::Tensor> local;
+      for (const auto& m : mine) local.push_back(m.at(i));
+      all[i] = averager_.gather(local, n);
+    }
+    return all;
   }
 
   // The last-epoch training loss of every particle of the round (this process holds its own).
@@ -259,15 +271,17 @@ class Run {
     rm.round = round;
     rm.average = state_of(models_.average());
     if (hooks_.models_with_particles) {  // every particle's, from the process that trained it
-      const auto [first, last] = averager_.share(n);
-      std::vector<std::map<std::string, at::Tensor>> mine;
-      for (int64_t p = first; p < last; ++p) mine.push_back(state_of(models_.particle(p)));
+      auto values = [](Model& m) {
+        std::vector<at::Tensor> v;
+        for (const auto& kv : state_of(m)) v.push_back(kv.second);
+        return v;
+      };
+      const auto every = gathered(n, values);
       rm.particles.resize(static_cast<size_t>(n));
-      for (const auto& kv : rm.average) {
-        std::vector<at::Tensor> local;
-        for (const auto& m : mine) local.push_back(m.at(kv.first));
-        const std::vector<at::Tensor> all = averager_.gather(local, n);
-        for (int64_t p = 0; p < n; ++p) rm.particles[p][kv.first] = all[p].cpu();
+      size_t i = 0;
+      for (const auto& kv : rm.average) {  // state_of's (sorted) name order
+        for (int64_t p = 0; p < n; ++p) rm.particles[p][kv.first] = every[i][p].cpu();
+        ++i;
       }
     }
     for (const auto& kv : masks_.map()) rm.masks[kv.first] = kv.second.cpu().clone();

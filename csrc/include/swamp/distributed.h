@@ -69,6 +69,9 @@ class SWAMP_API DistributedAverager : public ParticleAverager {
   std::string describe() const override { return c_->describe(); }
 
  private:
+  // The particles of process `rank` (share() is this process's).
+  std::pair<int64_t, int64_t> share_of(int64_t rank, int64_t n) const;
+
   std::shared_ptr<Collectives> c_;
 };
 
