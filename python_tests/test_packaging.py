@@ -193,7 +193,8 @@ def test_type_stub_matches_the_compiled_module():
     for name in top:
         assert hasattr(swamp_ext._C, name), name
     where = {"_Ops": swamp_ext._C.ops, "_Models": swamp_ext._C.models,
-             "_Testing": swamp_ext._C.testing, "_Io": swamp_ext._C.io}
+             "_Testing": swamp_ext._C.testing, "_Io": swamp_ext._C.io,
+             "_Analysis": swamp_ext._C.analysis}
     subs = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in where]
     assert len(subs) == len(where)
     for cls in subs:

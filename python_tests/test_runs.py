@@ -135,7 +135,7 @@ def test_show_gives_the_run_at_a_glance(run_dirs):
 
     res = swamp_ext.load_run(run_dirs[2])
     text = report.show(res, "x")
-    assert "swamp on digits with lenet_300_100, 2 particles" in text
+    assert "swamp-2 on digits with lenet_300_100, 2 particles" in text
     assert len([ln for ln in text.splitlines() if ln.strip()[:1].isdigit()]) == 4
     best = report.best_within(res)
     dense = res.rounds[0].test_acc

@@ -158,7 +158,56 @@ class _Overlap:  # analysis.Overlap
     total: int
     iou: float
 
+class _Setup:  # analysis.Setup: a run's config, model and data
+    def __init__(self, config: Config, x_train: torch.Tensor, y_train: torch.Tensor,
+                 x_test: torch.Tensor, y_test: torch.Tensor, num_classes: int,
+                 mean: list[float], std: list[float], model: Any = None,
+                 feeder: Any = None) -> None: ...
+
+class _PathPoint:
+    alpha: float
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+
+class _LinearPath:
+    points: list[_PathPoint]
+    train_loss_barrier: float
+    train_error_barrier: float
+    test_loss_barrier: float
+    test_error_barrier: float
+
+class _HessianTrace:
+    trace: float
+    std_error: float
+    samples: int
+    converged: bool
+    dimension: int
+
+class _Scores:
+    acc: float
+    nll: float
+    ece: float
+
+class _EnsembleScores:
+    members: list[_Scores]
+    ensemble: _Scores
+
 class _Analysis:
+    Setup: type[_Setup]
+    @staticmethod
+    def linear_path(setup: _Setup, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+                    points: int = 11, recompute_bn: bool = False, train: bool = True,
+                    test: bool = True, train_samples: int = 0) -> _LinearPath: ...
+    @staticmethod
+    def hessian_trace(setup: _Setup, state: dict[str, torch.Tensor],
+                      masks: dict[str, torch.Tensor], train_samples: int = 1000,
+                      min_samples: int = 10, max_samples: int = 200, tolerance: float = 0.05,
+                      block: int = 10, seed: int = 0) -> _HessianTrace: ...
+    @staticmethod
+    def ensemble_scores(setup: _Setup,
+                        states: list[dict[str, torch.Tensor]]) -> _EnsembleScores: ...
     @staticmethod
     def mask_overlap(a: dict[str, torch.Tensor],
                      b: dict[str, torch.Tensor]) -> dict[str, _Overlap]: ...

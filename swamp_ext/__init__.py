@@ -8,7 +8,7 @@ from ._loader import load_core
 
 _C = load_core(__path__)
 
-from . import analysis, datasets, distributed, models, modules, ops, testing  # noqa: E402
+from . import analysis, callbacks, datasets, distributed, models, modules, ops, report, testing  # noqa: E402,E501
 from .config import Config  # noqa: E402
 from .engine import (  # noqa: E402
     Result,
@@ -23,6 +23,6 @@ __version__: str = _C.version()
 
 __all__ = [
     "Config", "Result", "RoundModels", "RoundRecord", "TrainingDivergedError", "__version__",
-    "analysis", "datasets", "distributed", "load_run", "models", "modules", "ops", "run_imp",
-    "testing",
+    "analysis", "callbacks", "datasets", "distributed", "load_run", "models", "modules", "ops",
+    "report", "run_imp", "testing",
 ]

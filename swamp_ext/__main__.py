@@ -118,11 +118,24 @@ def _run(args: argparse.Namespace) -> int:
         f"{cfg.rounds} rounds x {cfg.epochs} epochs{spread}", flush=True)
     if args.out and not args.fresh and os.path.exists(os.path.join(args.out, "checkpoint.swamp")):
         say(f"resuming from the checkpoint in {args.out}", flush=True)
+    board = None
+    on_round = _print_round if primary else None
+    if args.tensorboard and primary:
+        try:
+            board = swamp_ext.callbacks.TensorBoard(args.tensorboard)
+        except ImportError as e:
+            print(f"swamp-ext: error: {e}", file=sys.stderr)
+            return 2
+
+        def on_round(r: Any) -> None:
+            _print_round(r)
+            board(r)
     try:
-        result = swamp_ext.run_imp(cfg, data, on_round=_print_round if primary else None,
+        result = swamp_ext.run_imp(cfg, data, on_round=on_round,
                                    progress=args.progress if primary else False,
                                    checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
-                                   fresh=args.fresh, dist_timeout=args.dist_timeout)
+                                   fresh=args.fresh, dist_timeout=args.dist_timeout,
+                                   keep_particles=args.keep_particles)
     except swamp_ext.TrainingDivergedError as e:
         print(f"swamp-ext: {e}\n{len(e.rounds)} completed round(s) kept"
               + (f" in {args.out}" if args.out else ""), file=sys.stderr)
@@ -135,6 +148,9 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"swamp-ext: error: {e}", file=sys.stderr)  # another process died or hangs
         return 1
+    finally:
+        if board is not None:
+            board.close()
     if args.out and primary:
         result.save(args.out)
         print(f"wrote {os.path.join(args.out, 'results.json')} and "
@@ -142,13 +158,97 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_data(result: Any, args: argparse.Namespace) -> Any:
+    """The data a run was trained on: --dataset / --data-root, else the run's built-in set."""
+    import swamp_ext
+
+    name = args.dataset or result.dataset
+    try:
+        return swamp_ext.datasets.load(name, root=args.data_root)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise ValueError(f"cannot load the run's data {name!r} ({e}); give --dataset and "
+                         "--data-root") from None
+
+
+def _save_analysis(run_dir: str, name: str, obj: Any) -> str:
+    from .engine import write_json
+
+    folder = os.path.join(run_dir, "analysis")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    write_json(path, obj)
+    return path
+
+
+def _analyze(args: argparse.Namespace) -> None:
+    import swamp_ext
+    from swamp_ext import analysis
+
+    if args.analysis == "ensemble":
+        runs = [swamp_ext.load_run(d) for d in args.run_dir]
+        data = _run_data(runs[0], args)
+        res = analysis.imp_ensemble(runs, data, args.out)
+        print(swamp_ext.report.show(res, args.out))
+        print(f"wrote {os.path.join(args.out, 'results.json')}")
+        return
+    result = swamp_ext.load_run(args.run_dir)
+    k = result.rounds[-1].round if args.round is None else args.round
+    data = _run_data(result, args)
+    if args.analysis == "hessian":
+        t = analysis.hessian_trace(result, data, k, train_samples=args.train_samples,
+                                   max_samples=args.max_samples, tolerance=args.tolerance,
+                                   seed=args.seed)
+        rec = result.round(k).record
+        print(f"Hessian trace at round {k} ({100 * rec.sparsity:.2f}% sparse, {t.dimension} "
+              f"unpruned parameters): {t.trace:.4g} ± {t.std_error:.2g} (standard error, "
+              f"{t.samples} vectors{'' if t.converged else ', tolerance not reached'}); "
+              f"per parameter {t.per_parameter:.3g}")
+        path = _save_analysis(args.run_dir, f"hessian_round{k}.json",
+                              {"run": args.run_dir, "round": k, "sparsity": rec.sparsity,
+                               **dataclasses.asdict(t)})
+        print(f"wrote {path}")
+        return
+    paths = analysis.barrier(result, data, k, between=args.between, points=args.points,
+                             bn={"raw": (False,), "recomputed": (True,),
+                                 "both": (False, True)}[args.bn],
+                             train_samples=args.train_samples)
+    for p in paths:
+        print(f"{p.label}: loss barrier train {p.train_loss_barrier:.4f} test "
+              f"{p.test_loss_barrier:.4f}; error barrier train "
+              f"{100 * p.train_error_barrier:.2f} test {100 * p.test_error_barrier:.2f} points")
+        print(f"  {'alpha':>5} {'train loss':>10} {'train acc':>9} {'test loss':>9} "
+              f"{'test acc':>8}")
+        for i, a in enumerate(p.alpha):
+            print(f"  {a:5.2f} {p.train_loss[i]:10.4f} {100 * p.train_acc[i]:8.2f}% "
+                  f"{p.test_loss[i]:9.4f} {100 * p.test_acc[i]:7.2f}%")
+    path = _save_analysis(args.run_dir, f"barrier_round{k}_{args.between}.json",
+                          {"run": f"{result.label} seed {result.config.seed} ({args.run_dir})",
+                           "round": k, "between": paths[0].label.rsplit(" (", 1)[0],
+                           "paths": [p.to_json() for p in paths]})
+    print(f"wrote {path}")
+
+
 def _report(args: argparse.Namespace) -> int:
     import swamp_ext
     from swamp_ext import report
 
     try:
-        runs = [swamp_ext.load_run(d) for d in getattr(args, "run_dir", ())]
-        if args.command == "analyze":
+        runs = [swamp_ext.load_run(d) for d in getattr(args, "run_dir", ())] \
+            if args.command in ("show", "compare") else []
+        if args.command == "plot":
+            from swamp_ext import plots
+
+            print(f"wrote {plots.plot(args.run_dir, args.output, args.kind, args.title)}")
+        elif args.command == "export":
+            from swamp_ext import export
+
+            res = swamp_ext.load_run(args.run_dir)
+            e = export.export(res, args.output, args.format, args.round)
+            print(f"wrote {e.path} ({args.format}): {e.bytes} bytes, dense tensors "
+                  f"{e.dense_bytes} bytes ({100 * e.ratio:.1f}%)")
+        elif args.command == "analyze" and args.analysis != "overlap":
+            _analyze(args)
+        elif args.command == "analyze":
             a, b = swamp_ext.load_run(args.run_a), swamp_ext.load_run(args.run_b)
             k = args.round
             if k is None:
@@ -164,7 +264,7 @@ def _report(args: argparse.Namespace) -> int:
         else:
             at = report.DEFAULT_AT if args.at is None else [a / 100 for a in args.at]
             print(report.compare(runs, at, markdown=args.markdown))
-    except (ValueError, FileNotFoundError, IndexError) as e:
+    except (ValueError, FileNotFoundError, IndexError, ImportError, TypeError) as e:
         print(f"swamp-ext: error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -202,6 +302,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run.add_argument("--dist-timeout", type=float, default=1800.0,
                      help="under torchrun: seconds a process waits for the others before the run "
                           "stops with an error (default 1800)")
+    run.add_argument("--keep-particles", action="store_true",
+                     help="keep every round's particles too (for `analyze barrier --between "
+                          "particles`)")
+    run.add_argument("--tensorboard", default=None, metavar="DIR",
+                     help="write every round's figures as TensorBoard scalars to DIR")
     _add_config_flags(run)
     sub.add_parser("recipes", help="list the built-in recipes")
     show = sub.add_parser("show", help="a run at a glance: config, rounds, the sparsest round "
@@ -220,6 +325,51 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ov.add_argument("run_a")
     ov.add_argument("run_b")
     ov.add_argument("--round", type=int, default=None, help="default: the last round of both")
+
+    def data_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--dataset", default=None, help="the run's data (default: its built-in "
+                                                       "dataset)")
+        q.add_argument("--data-root", default=None, help="folder of a dataset read from disk")
+
+    ba = kinds.add_parser("barrier", help="loss / accuracy along the line between two solutions "
+                                          "and the barrier")
+    ba.add_argument("run_dir")
+    ba.add_argument("--round", type=int, default=None, help="default: the last round")
+    ba.add_argument("--between", choices=("particles", "rounds"), default="particles",
+                    help="the round's first two particles (needs --keep-particles) or the round "
+                         "and the next")
+    ba.add_argument("--points", type=int, default=11)
+    ba.add_argument("--bn", choices=("raw", "recomputed", "both"), default="both",
+                    help="batch-norm statistics interpolated (raw) or recomputed at each point")
+    ba.add_argument("--train-samples", type=int, default=0,
+                    help="training samples for the train figures (0: all)")
+    data_flags(ba)
+    he = kinds.add_parser("hessian", help="trace of the training loss's Hessian (Hutchinson)")
+    he.add_argument("run_dir")
+    he.add_argument("--round", type=int, default=None, help="default: the last round")
+    he.add_argument("--train-samples", type=int, default=1000)
+    he.add_argument("--max-samples", type=int, default=200)
+    he.add_argument("--tolerance", type=float, default=0.05,
+                    help="stop at a standard error of this fraction of the trace")
+    he.add_argument("--seed", type=int, default=0)
+    data_flags(he)
+    en = kinds.add_parser("ensemble", help="the imp_ensemble baseline: the prediction ensemble "
+                                           "of independent runs, round by round")
+    en.add_argument("run_dir", nargs="+", help="runs differing only in the seed")
+    en.add_argument("--out", required=True, help="folder for its results.json")
+    data_flags(en)
+    pl = sub.add_parser("plot", help="accuracy against sparsity, layer densities or barrier "
+                                     "curves (matplotlib)")
+    pl.add_argument("run_dir", nargs="+")
+    pl.add_argument("-o", "--output", required=True, help="image file (png, pdf, svg)")
+    pl.add_argument("--kind", choices=("accuracy", "layers", "barrier"), default="accuracy")
+    pl.add_argument("--title", default="")
+    ex = sub.add_parser("export", help="a round's model as safetensors, torch, onnx or CSR")
+    ex.add_argument("run_dir")
+    ex.add_argument("-o", "--output", required=True)
+    ex.add_argument("--format", choices=("safetensors", "torch", "onnx", "csr"),
+                    default="safetensors")
+    ex.add_argument("--round", type=int, default=None, help="default: the last round")
     args = parser.parse_args(argv)
     if args.cmake_prefix_path:
         print(cmake_prefix_path())
@@ -237,7 +387,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{n}\n  {r.description}\n  dataset: {r.dataset}; model: {r.config.get('model')}"
                   f"\n  source: {r.source}\n  cost: {r.expected_cost}\n  file: {r.path}")
         return 0
-    if args.command in ("show", "compare", "analyze"):
+    if args.command in ("show", "compare", "analyze", "plot", "export"):
         return _report(args)
     if args.command == "run":
         from . import distributed

@@ -32,6 +32,10 @@ class Config:
     SWA methods switch to the constant ``swa_lr`` after ``swa_start`` x epochs and average the
     weights at the end of every epoch from then on. ``use_swa`` (None = the method's default)
     forces SWA on or off.
+    pruning: how a round's mask shrinks: ``global`` magnitude over all eligible weights (the
+    method), ``layerwise`` magnitude (each layer loses ``prune_ratio`` of its weights) or
+    ``random`` (the control: each layer loses as many weights as global magnitude would take
+    from it, at random positions).
     particle_mode: how a round's particles train: ``stacked`` (one model holding all of them),
     ``sequential`` (one after the other), ``threads`` (CPU: side by side, one thread each) or
     ``auto`` (the faster here; ``swamp_ext._C.models.particle_path`` tells which). All agree to
@@ -58,6 +62,7 @@ class Config:
     use_swa: Optional[bool] = None
     single_particle_rounds: int = 2
     keep_first_last_dense: bool = False
+    pruning: str = "global"
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 1000
@@ -109,7 +114,8 @@ class Config:
             if not math.isfinite(v):
                 raise _fail(name, f"must be finite, got {v}")
             setattr(self, name, float(v))
-        for name in ("model", "method", "schedule", "device", "particle_mode", "sparse_kernels"):
+        for name in ("model", "method", "schedule", "device", "particle_mode", "sparse_kernels",
+                     "pruning"):
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise TypeError(f"Config.{name} must be a string, got {type(v).__name__}")

@@ -104,6 +104,22 @@ class Result:
         default_factory=dict, repr=False)
     # a run of your own module loaded without it (load_run): what it pruned
     _identity: Optional[str] = field(default=None, repr=False)
+    # the imp_ensemble baseline (analysis.imp_ensemble): the member runs; its records hold the
+    # ensemble's figures and it has no models of its own
+    ensemble_of: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The method as tables and plots name it: ``imp``, ``swamp-4``, ``imp_ensemble(2)``,
+        with the pruning strategy when it is not global magnitude."""
+        c = self.config
+        if self.ensemble_of:
+            label = f"{c.method}_ensemble({len(self.ensemble_of)})"
+        elif c.method in ("swamp", "swamp_plus"):
+            label = f"{c.method}-{c.particles}"
+        else:
+            label = c.method
+        return label if c.pruning == "global" else f"{label}, {c.pruning} pruning"
 
     @classmethod
     def load(cls, run_dir: Union[str, os.PathLike],
@@ -157,8 +173,11 @@ class Result:
         return dict(self._state)
 
     def to_json(self) -> dict[str, Any]:
-        return _results_json(self.config, self.dataset, self.rounds, self._adapter,
-                             self.input_shape, self.num_classes)
+        out = _results_json(self.config, self.dataset, self.rounds, self._adapter,
+                            self.input_shape, self.num_classes)
+        if self.ensemble_of:
+            out["ensemble_of"] = list(self.ensemble_of)
+        return out
 
     def save(self, out_dir: Union[str, os.PathLike]) -> None:
         """Writes results.json and model.safetensors (weights, and masks as ``mask.<name>``)."""
@@ -188,25 +207,59 @@ def write_json(path: str, obj: Any) -> None:
 
 
 class _TerminalProgress:
-    """One self-overwriting status line on a terminal."""
+    """One self-overwriting status line on a terminal: round, particle, epoch, loss, the last
+    round's accuracy and an estimate of the time left (from the epochs trained so far)."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, config: Optional[Config] = None, stream: Any = None) -> None:
         self.stream = stream or sys.stderr
         self.t0 = time.monotonic()
+        self.config = config
+        self.per_particle = 0  # epochs a round's particle trains (learned from the first one)
+        self.units = 0  # epochs trained in rounds by this process so far
+        self.t_first: Optional[float] = None
+        self.last_acc: Optional[float] = None
+        self.width = 0
+
+    def _left(self, p: Any) -> Optional[float]:
+        """Seconds left: the rate of round epochs so far times the round epochs still to go."""
+        if self.config is None or self.per_particle == 0 or self.units < 2:
+            return None
+        rate = (time.monotonic() - self.t_first) / (self.units - 1)
+        left = (p.particles - p.particle - 1) * self.per_particle + (p.epochs - p.epoch)
+        for k in range(p.round + 1, self.config.rounds):
+            left += _C.particles_in_round(self.config.to_cpp(), k) * self.per_particle
+        return rate * left
 
     def __call__(self, p: Any) -> None:
+        if p.round >= 0:
+            if self.per_particle == 0:
+                self.per_particle = p.epochs - p.epoch + 1
+                self.t_first = time.monotonic()
+            self.units += 1
         who = (
             "ticket" if p.round < 0 else f"round {p.round} particle {p.particle + 1}/{p.particles}"
         )
-        self.stream.write(
-            f"\r[{time.monotonic() - self.t0:7.1f}s] {who} epoch {p.epoch}/{p.epochs}"
-            f" loss {p.loss:.4f} lr {p.lr:.4f}   "
-        )
+        acc = "" if self.last_acc is None else f" | last acc {100 * self.last_acc:.2f}%"
+        left = self._left(p) if p.round >= 0 else None
+        eta = "" if left is None else f" | ETA {_clock(left)}"
+        line = (f"[{_clock(time.monotonic() - self.t0)}] {who} epoch {p.epoch}/{p.epochs}"
+                f" loss {p.loss:.4f} lr {p.lr:.4f}{acc}{eta}")
+        self.stream.write("\r" + line.ljust(self.width))
+        self.width = len(line)
         self.stream.flush()
 
     def round_done(self, r: Optional[RoundRecord]) -> None:
-        self.stream.write("\r" + " " * 78 + "\r")
+        if r is not None:
+            self.last_acc = r.test_acc
+        self.stream.write("\r" + " " * max(self.width, 78) + "\r")
         self.stream.flush()
+
+
+def _clock(s: float) -> str:
+    s = max(0, int(s))
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
 
 
 def run_imp(
@@ -314,7 +367,7 @@ def run_imp(
         progress = sys.stderr.isatty() and primary
     bar = None
     if progress is True:
-        bar = _TerminalProgress()
+        bar = _TerminalProgress(config)
         on_epoch = bar
     elif callable(progress):
         on_epoch = progress
@@ -401,8 +454,9 @@ def load_run(run_dir: Union[str, os.PathLike],
             saved = json.load(f)
         cfg = dict(saved["config"])
         rounds = [RoundRecord(**r) for r in saved["rounds"]]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not a swamp_ext run folder (no results.json)") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"{run_dir}: not a swamp_ext run folder (no results.json)") \
+            from None
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is not a swamp_ext results file: {e}") from None
     if not rounds:
@@ -424,7 +478,10 @@ def load_run(run_dir: Union[str, os.PathLike],
     res = Result(config=config, dataset=saved.get("dataset", ""), rounds=rounds, masks={},
                  _state={}, input_shape=tuple(saved.get("input_shape", ())),
                  num_classes=int(saved.get("num_classes", 0)), _adapter=adapter,
-                 _run_dir=run_dir, _identity=identity)
+                 _run_dir=run_dir, _identity=identity,
+                 ensemble_of=[str(x) for x in saved.get("ensemble_of", [])])
+    if res.ensemble_of:  # the imp_ensemble baseline: figures only
+        return res
     last = res.round(rounds[-1].round)  # the final model is the last round's average
     res.masks, res._state = last.masks, last.state
     return res

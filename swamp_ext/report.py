@@ -28,7 +28,7 @@ def best_within(result: Any, points: float = 0.01) -> Optional[Any]:
 def show(result: Any, where: str = "") -> str:
     """A run at a glance: what ran, every round, the sparsest round within 1 point of dense."""
     c = result.config
-    lines = [f"{where or 'run'}: {c.method} on {result.dataset} with {result.model}, "
+    lines = [f"{where or 'run'}: {result.label} on {result.dataset} with {result.model}, "
              f"{c.particles} particles, {c.epochs} epochs/round, prune {100 * c.prune_ratio:g}% "
              f"a round, seed {c.seed}",
              f"{'round':>5} {'parts':>5} {'sparsity':>9} {'acc':>8} {'ens acc':>8} {'nll':>7} "
@@ -54,6 +54,24 @@ def accuracy_at(result: Any, s: float, tol: float = 0.01) -> Optional[float]:
     return near.test_acc if abs(near.sparsity - s) <= tol else None
 
 
+# fields that say how a run executes, not what it computes (up to float rounding)
+_EXECUTION = ("device", "particle_mode", "sparse_kernels", "sparse_density",
+              "sparse_conv_density", "eval_batch_size", "deterministic")
+
+
+def setup_of(config: Any) -> dict[str, Any]:
+    """The config fields that make a setup: all but the seed, how the run executes, and fields
+    the method does not use (particles for IMP, single_particle_rounds but for SWAMP+)."""
+    d = config.to_dict()
+    for k in ("seed",) + _EXECUTION:
+        d.pop(k)
+    if config.method in ("imp", "imp_swa"):
+        d.pop("particles")
+    if config.method != "swamp_plus":
+        d.pop("single_particle_rounds")
+    return d
+
+
 @dataclass
 class Group:
     """Runs of one setup differing only in the seed."""
@@ -74,20 +92,24 @@ def group(results: Sequence[Any]) -> list[Group]:
     """Runs with the same config but for the seed (and on the same data and model) together."""
     out: dict[tuple, Group] = {}
     for r in results:
-        cfg = r.config.to_dict()
-        cfg.pop("seed")
+        cfg = setup_of(r.config)
         key = (r.dataset, r.model, tuple(sorted((k, str(v)) for k, v in cfg.items())))
+        key += (len(r.ensemble_of),)
         if key not in out:
-            label = r.config.method
-            if r.config.method in ("swamp", "swamp_plus"):
-                label += f"-{r.config.particles}"
-            out[key] = Group(label, r.config.method, [])
+            method = r.config.method if not r.ensemble_of else f"{r.config.method}_ensemble"
+            if r.config.pruning != "global":
+                method += f"/{r.config.pruning}"
+            out[key] = Group(r.label, method, [])
         out[key].runs.append(r)
     groups = list(out.values())
     labels = [g.label for g in groups]
-    for g in groups:  # same method, other settings: say which settings
-        if labels.count(g.label) > 1:
-            g.label += f" ({len(g.runs)} run(s), {g.runs[0].config.epochs} ep)"
+    for g, label in zip(groups, labels):  # same method, other settings: say which differ
+        same = [h for h, other in zip(groups, labels) if other == label]
+        if len(same) > 1:
+            mine = setup_of(g.runs[0].config)
+            diff = sorted({k for h in same if h is not g
+                           for k, v in setup_of(h.runs[0].config).items() if mine.get(k) != v})
+            g.label += " (" + ", ".join(f"{k}={mine.get(k)}" for k in diff[:3]) + ")"
     return groups
 
 

@@ -200,9 +200,12 @@ std::string config_diff(const Config& now, const std::string& saved_text) {
     if (eq != std::string::npos) saved[line.substr(0, eq)] = line.substr(eq + 1);
   }
   std::string diffs;
+  std::map<std::string, std::string> defaults;  // a field added later reads as its default
+  for (auto& kv : config_fields(Config{})) defaults[kv.first] = kv.second;
   for (const auto& kv : config_fields(now)) {
     if (kv.first == "rounds") continue;
     auto it = saved.find(kv.first);
+    if (it == saved.end() && kv.second == defaults[kv.first]) continue;
     const std::string was = it == saved.end() ? "<missing>" : it->second;
     if (was != kv.second)
       diffs += "\n  " + kv.first + ": checkpoint " + io::printable(was) + ", now " + kv.second;

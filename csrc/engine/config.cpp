@@ -61,6 +61,8 @@ void validate_config(const Config& c, bool check_model) {
                         c.particle_mode == "sequential" || c.particle_mode == "threads",
                     "Config.particle_mode must be auto, stacked, sequential or threads; got '",
                     c.particle_mode, "'");
+  TORCH_CHECK_VALUE(c.pruning == "global" || c.pruning == "layerwise" || c.pruning == "random",
+                    "Config.pruning must be global, layerwise or random; got '", c.pruning, "'");
   TORCH_CHECK_VALUE(
       c.sparse_kernels == "auto" || c.sparse_kernels == "on" || c.sparse_kernels == "off",
       "Config.sparse_kernels must be auto, on or off; got '", c.sparse_kernels, "'");

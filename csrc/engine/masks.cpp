@@ -29,14 +29,19 @@ void Masks::apply(Model& model) const {
   for (const auto& kv : masks_) named[kv.first].mul_(kv.second);
 }
 
-void Masks::prune(Model& model, double ratio) {
+void Masks::prune(Model& model, double ratio, const std::string& strategy, uint64_t seed) {
   auto named = model.named_parameters(true);
   std::vector<at::Tensor> w, m;
   for (const auto& n : eligible_) {
     w.push_back(named[n].detach());
     m.push_back(masks_[n]);
   }
-  global_magnitude_prune_(w, m, ratio);
+  if (strategy == "layerwise")
+    layerwise_magnitude_prune_(w, m, ratio);
+  else if (strategy == "random")
+    random_prune_(w, m, ratio, seed);
+  else
+    global_magnitude_prune_(w, m, ratio);
 }
 
 void Masks::fill_sparsity(Model& model, RoundResult& rr) const {

@@ -25,8 +25,9 @@ class Masks {
 
   // Zeroes the pruned weights of a single-particle model.
   void apply(Model& model) const;
-  // Removes `ratio` of the remaining eligible weights of `model` by global magnitude.
-  void prune(Model& model, double ratio);
+  // Removes `ratio` of the remaining eligible weights of `model` as `strategy` says
+  // (Config.pruning); `seed` drives the random strategy.
+  void prune(Model& model, double ratio, const std::string& strategy, uint64_t seed);
   // Exact sparsity over the eligible weights and over all prunable ones, per-layer density.
   void fill_sparsity(Model& model, RoundResult& rr) const;
 

@@ -254,7 +254,9 @@ class Run {
 
   // The mask of `round`: prune the previous round's average.
   void prune_for(int64_t round) {
-    masks_.prune(models_.average(), cfg_.prune_ratio);
+    // the random control's positions: a stream of its own per round (unrelated to batch orders)
+    masks_.prune(models_.average(), cfg_.prune_ratio, cfg_.pruning,
+                 hash_seed(cfg_.seed, round, 0, /*stream=*/0x70e7));
     p_.masks_round = round;
   }
 

@@ -12,6 +12,25 @@
 
 namespace swamp::python {
 
+RunParts make_parts(const Config& cfg, const Dataset& data, const py::object& model,
+                    const py::object& feeder, bool augment) {
+  validate_config(cfg, /*check_model=*/model.is_none());
+  RunParts parts;
+  if (!model.is_none()) parts.model = std::make_shared<PyModuleSource>(model);
+  Augment aug;
+  if (augment && cfg.augment) aug = Augment{cfg.crop_padding, cfg.flip};
+  const c10::Device dev(cfg.device);
+  TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "Config.device is '", cfg.device,
+                    "' but this torch build has no usable CUDA device");
+  if (!feeder.is_none()) {
+    parts.data = std::make_shared<PyBatchSource>(feeder, dev, aug);
+  } else {
+    py::gil_scoped_release nogil;
+    parts.data = std::make_shared<TensorBatchSource>(data, dev, aug);
+  }
+  return parts;
+}
+
 void bind_engine(py::module_& m) {
   py::class_<Config> config(m, "Config",
                             "C++ run configuration (use swamp_ext.Config from Python)");
@@ -95,21 +114,8 @@ void bind_engine(py::module_& m) {
         Dataset data{x_train,     y_train,         x_test,        y_test,
                      num_classes, std::move(mean), std::move(std)};
         RunParts parts;
-        if (!model.is_none() || !feeder.is_none() || !process_group.empty()) {
-          validate_config(cfg, /*check_model=*/model.is_none());
-          if (!model.is_none()) parts.model = std::make_shared<PyModuleSource>(model);
-          Augment aug;
-          if (cfg.augment) aug = Augment{cfg.crop_padding, cfg.flip};
-          const c10::Device dev(cfg.device);
-          TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "Config.device is '", cfg.device,
-                            "' but this torch build has no usable CUDA device");
-          if (!feeder.is_none()) {
-            parts.data = std::make_shared<PyBatchSource>(feeder, dev, aug);
-          } else {
-            py::gil_scoped_release nogil;
-            parts.data = std::make_shared<TensorBatchSource>(data, dev, aug);
-          }
-        }
+        if (!model.is_none() || !feeder.is_none() || !process_group.empty())
+          parts = make_parts(cfg, data, model, feeder, /*augment=*/true);
         if (!process_group.empty()) {
           TORCH_CHECK_VALUE(dist_timeout_s > 0, "dist_timeout must be > 0 seconds, got ",
                             dist_timeout_s);

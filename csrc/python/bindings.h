@@ -3,8 +3,16 @@
 
 #include <torch/python.h>
 
+#include "swamp/data.h"
+#include "swamp/engine.h"
+
 namespace swamp::python {
 namespace py = pybind11;
+
+// The run's parts from Python: `model` a torch module (None: the zoo's config.model), `feeder`
+// a TorchData feeder (None: the tensors of `data`), augmentation as configured when `augment`.
+RunParts make_parts(const Config& cfg, const Dataset& data, const py::object& model,
+                    const py::object& feeder, bool augment);
 
 void bind_ops(py::module_& m);
 void bind_engine(py::module_& m);

@@ -28,6 +28,10 @@ namespace swamp {
 //   swa_start       fraction of the epochs after which SWA starts (at an epoch end)
 //   use_swa         -1: the method's default; 0 / 1 force it off / on
 //   single_particle_rounds  swamp_plus: rounds trained with one particle
+//   pruning         how a round's mask shrinks: "global" magnitude over all eligible weights (the
+//                   method), "layerwise" magnitude (each layer loses prune_ratio of its weights)
+//                   or "random" (the control: each layer loses as many as global magnitude would
+//                   take from it, at random positions); see swamp/pruning.h
 //   bn_batch_size   0: batch_size
 //   deterministic   CUDA: deterministic algorithms (cuDNN deterministic, no benchmark,
 //                   deterministic index kernels; CUBLAS_WORKSPACE_CONFIG must be set). CPU results
@@ -63,6 +67,7 @@ namespace swamp {
   X(int, use_swa, -1)                    \
   X(int64_t, single_particle_rounds, 2)  \
   X(bool, keep_first_last_dense, false)  \
+  X(std::string, pruning, "global")      \
   X(uint64_t, seed, 0)                   \
   X(std::string, device, "cpu")          \
   X(int64_t, eval_batch_size, 1000)      \

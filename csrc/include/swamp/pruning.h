@@ -42,6 +42,18 @@ SWAMP_API PruneStats global_magnitude_prune_(const std::vector<at::Tensor>& weig
                                              const std::vector<at::Tensor>& masks, double ratio,
                                              PruneBackend backend = PruneBackend::Auto);
 
+// Layer-wise magnitude pruning: each tensor loses floor(ratio * its remaining + 0.5) of its
+// unpruned entries, smallest |w| first (Config.pruning "layerwise").
+SWAMP_API PruneStats layerwise_magnitude_prune_(const std::vector<at::Tensor>& weights,
+                                                const std::vector<at::Tensor>& masks, double ratio);
+
+// The random-pruning control (Config.pruning "random"): each tensor loses as many entries as
+// global magnitude pruning would remove from it (the same per-layer densities), at positions
+// drawn uniformly among its unpruned entries from a generator seeded with `seed`.
+SWAMP_API PruneStats random_prune_(const std::vector<at::Tensor>& weights,
+                                   const std::vector<at::Tensor>& masks, double ratio,
+                                   uint64_t seed);
+
 // Number of pruned weights to remove for a given ratio and remaining count (the rounding rule).
 SWAMP_API int64_t prune_count(double ratio, int64_t remaining);
 
