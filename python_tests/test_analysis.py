@@ -375,3 +375,21 @@ def test_progress_line_shows_the_last_accuracy_and_an_eta():
     bar(P(round=1, particle=0, particles=2, epoch=2, epochs=4, loss=1.0, lr=0.1))
     last = out.getvalue().split("\r")[-1]
     assert "round 1 particle 1/2" in last and "last acc 91.23%" in last and "ETA" in last
+
+
+def test_compare_tabulates_calibration_and_sums_up_against_imp(runs):
+    from swamp_ext import report
+
+    imps = [swamp_ext.load_run(runs["imp0"]), swamp_ext.load_run(runs["imp1"])]
+    sw = swamp_ext.load_run(runs["swamp"])
+    at = [0.5, 0.75]
+    text = report.compare(imps + [sw], at=at, metric="ece")
+    assert text.startswith("calibration error ECE")
+    # by hand: swamp's ECE minus the IMP seeds' mean, lower is better
+    diffs = [sw.rounds[k].test_ece - (imps[0].rounds[k].test_ece + imps[1].rounds[k].test_ece) / 2
+             for k in (1, 2)]
+    better = sum(d < 0 for d in diffs)
+    assert (f"swamp-2 vs imp: better at {better} of 2 sparsities, mean "
+            f"{100 * sum(diffs) / 2:+.2f}; at 75%: {100 * diffs[1]:+.2f}") in text
+    with pytest.raises(ValueError, match="metric must be one of"):
+        report.compare(imps, at=at, metric="f1")

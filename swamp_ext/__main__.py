@@ -263,7 +263,7 @@ def _report(args: argparse.Namespace) -> int:
             print("\n\n".join(report.show(r, d) for r, d in zip(runs, args.run_dir)))
         else:
             at = report.DEFAULT_AT if args.at is None else [a / 100 for a in args.at]
-            print(report.compare(runs, at, markdown=args.markdown))
+            print(report.compare(runs, at, markdown=args.markdown, metric=args.metric))
     except (ValueError, FileNotFoundError, IndexError, ImportError, TypeError) as e:
         print(f"swamp-ext: error: {e}", file=sys.stderr)
         return 2
@@ -319,6 +319,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     comp.add_argument("--at", type=float, nargs="+", default=None,
                       help="sparsities in percent (default 50 80 90 95 98 99)")
     comp.add_argument("--markdown", action="store_true", help="a Markdown table")
+    comp.add_argument("--metric", choices=("acc", "ece", "nll"), default="acc",
+                      help="test accuracy (default), calibration error or NLL")
     ana = sub.add_parser("analyze", help="analyses of kept rounds")
     kinds = ana.add_subparsers(dest="analysis", required=True)
     ov = kinds.add_parser("overlap", help="IoU of two runs' masks at a round, per layer")

@@ -149,7 +149,8 @@ def _pairs(result: Any, round: int, between: str) -> list[tuple[str, dict, dict]
 
 
 def barrier(result: Any, data: Any, round: int, *, between: str = "particles",
-            points: int = 11, bn: Sequence[bool] = (False, True), train_samples: int = 0,
+            points: int = 11, bn: Sequence[bool] = (False, True), train: bool = True,
+            test: bool = True, train_samples: int = 0,
             device: Optional[str] = None) -> list[Path]:
     """Linear paths of round ``round``: between its first two particles' solutions (needs
     ``keep_particles=True``) or from its averaged model to the next round's; raw and with
@@ -158,7 +159,8 @@ def barrier(result: Any, data: Any, round: int, *, between: str = "particles",
     for label, a, b in _pairs(result, round, between):
         for recompute in bn:
             out.append(linear_path(result, data, a, b, points=points, recompute_bn=recompute,
-                                   train_samples=train_samples, device=device,
+                                   train=train, test=test, train_samples=train_samples,
+                                   device=device,
                                    label=label + (" (BN recomputed)" if recompute else " (raw)")))
     return out
 

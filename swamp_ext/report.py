@@ -48,10 +48,21 @@ def show(result: Any, where: str = "") -> str:
     return "\n".join(lines)
 
 
+METRICS = {"acc": ("test_acc", "test accuracy (%)", 100.0),
+           "ece": ("test_ece", "calibration error ECE (%, 15 bins; lower is better)", 100.0),
+           "nll": ("test_nll", "test NLL (lower is better)", 1.0)}
+
+
+def value_at(result: Any, s: float, metric: str = "acc", tol: float = 0.01) -> Optional[float]:
+    """The metric (acc, ece, nll) of the round nearest to sparsity `s` (None when no round is
+    within `tol`, or the round lacks it)."""
+    near = min(result.rounds, key=lambda r: abs(r.sparsity - s))
+    return getattr(near, METRICS[metric][0]) if abs(near.sparsity - s) <= tol else None
+
+
 def accuracy_at(result: Any, s: float, tol: float = 0.01) -> Optional[float]:
     """Test accuracy of the round nearest to sparsity `s` (None when none is within `tol`)."""
-    near = min(result.rounds, key=lambda r: abs(r.sparsity - s))
-    return near.test_acc if abs(near.sparsity - s) <= tol else None
+    return value_at(result, s, "acc", tol)
 
 
 # fields that say how a run executes, not what it computes (up to float rounding)
@@ -80,8 +91,8 @@ class Group:
     method: str
     runs: list
 
-    def at(self, s: float) -> tuple[Optional[float], Optional[float], int]:
-        accs = [a for a in (accuracy_at(r, s) for r in self.runs) if a is not None]
+    def at(self, s: float, metric: str = "acc") -> tuple[Optional[float], Optional[float], int]:
+        accs = [a for a in (value_at(r, s, metric) for r in self.runs) if a is not None]
         if not accs:
             return None, None, 0
         sd = statistics.stdev(accs) if len(accs) > 1 else None
@@ -114,10 +125,14 @@ def group(results: Sequence[Any]) -> list[Group]:
 
 
 def compare(results: Sequence[Any], at: Sequence[float] = DEFAULT_AT,
-            markdown: bool = False) -> str:
-    """Accuracy (mean ± spread over seeds) at each sparsity in `at`, per method, and the
-    difference to IMP, marked * when it is larger than the seeds' spread
+            markdown: bool = False, metric: str = "acc") -> str:
+    """Accuracy (or ``metric``: ece, nll) as mean ± spread over seeds at each sparsity in `at`,
+    per method, and the difference to IMP, marked * when it is larger than the seeds' spread
     (sqrt(sd_method² + sd_imp²)); with one seed the spread is unknown (no mark)."""
+    if metric not in METRICS:
+        raise ValueError(f"compare: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    _, what, scale = METRICS[metric]
+    digits = 2 if scale == 100.0 else 4
     if not results:
         raise ValueError("compare: no runs given")
     setups = {(r.dataset, r.model) for r in results}
@@ -134,28 +149,45 @@ def compare(results: Sequence[Any], at: Sequence[float] = DEFAULT_AT,
     for g in groups:
         row = [g.label, str(len(g.runs))]
         for s in at:
-            m, sd, n = g.at(s)
+            m, sd, n = g.at(s, metric)
             if m is None:
                 row.append("—")
                 continue
-            cell = f"{100 * m:.2f}" + (f" ± {100 * sd:.2f}" if sd is not None else "")
+            cell = f"{scale * m:.{digits}f}" + (f" ± {scale * sd:.{digits}f}"
+                                                 if sd is not None else "")
             if imp is not None and g is not imp:
-                im, isd, _ = imp.at(s)
+                im, isd, _ = imp.at(s, metric)
                 if im is not None:
                     d = m - im
                     spread = math.hypot(sd, isd) if sd is not None and isd is not None else None
                     mark = "*" if spread is not None and abs(d) > spread else ""
-                    cell += f" ({100 * d:+.2f}{mark})"
+                    cell += f" ({scale * d:+.{digits}f}{mark})"
             row.append(cell)
         rows.append(row)
+    # a line per method against IMP: where it is better (higher accuracy; lower ECE / NLL)
+    summary = []
+    for g in groups:
+        if imp is None or g is imp:
+            continue
+        diffs = [(s, g.at(s, metric)[0] - imp.at(s, metric)[0]) for s in at
+                 if g.at(s, metric)[0] is not None and imp.at(s, metric)[0] is not None]
+        if not diffs:
+            continue
+        sign = 1.0 if metric == "acc" else -1.0
+        better = sum(sign * d > 0 for _, d in diffs)
+        s_last, d_last = diffs[-1]
+        mean = scale * statistics.fmean(d for _, d in diffs)
+        summary.append(f"{g.label} vs {imp.label}: better at {better} of {len(diffs)} "
+                       f"sparsities, mean {mean:+.{digits}f}; at {100 * s_last:g}%: "
+                       f"{scale * d_last:+.{digits}f}")
     d0 = sorted(setups)[0]
-    title = (f"test accuracy (%) at sparsity, {d0[1]} on {d0[0]}; (±: spread over seeds; "
+    title = (f"{what} at sparsity, {d0[1]} on {d0[0]}; (±: spread over seeds; "
              "(+x): difference to imp, * larger than the spread)")
     if markdown:
         out = [title, "", "| " + " | ".join(head) + " |",
                "|" + "|".join("---" if i < 1 else "---:" for i in range(len(head))) + "|"]
         out += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(out)
+        return "\n".join(out + [""] + [f"- {x}" for x in summary])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    return "\n".join([title, fmt.format(*head)] + [fmt.format(*r) for r in rows])
+    return "\n".join([title, fmt.format(*head)] + [fmt.format(*r) for r in rows] + summary)
