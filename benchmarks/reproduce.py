@@ -86,8 +86,8 @@ def nearest(res, s: float) -> int:
 
 def mean_sd(xs: list[float]) -> str:
     if len(xs) == 1:
-        return f"{xs[0]:.4f}"
-    return f"{statistics.fmean(xs):.4f} ± {statistics.stdev(xs):.4f}"
+        return f"{xs[0]:.3g}"
+    return f"{statistics.fmean(xs):.3g} ± {statistics.stdev(xs):.2g}"
 
 
 def analyses(name: str, runs: dict[str, list]) -> tuple[list[str], dict]:
@@ -154,7 +154,7 @@ def verdict(runs: dict[str, list], found: dict, at: tuple) -> list[str]:
     for s, v in found.items():
         part = statistics.fmean(v["part"])
         h_i, h_s = statistics.fmean(v["h_imp"]), statistics.fmean(v["h_swamp"])
-        out.append(f"- At ~{100 * s:g}%: particle barrier {part:.4f} (paper: ~0, particles "
+        out.append(f"- At ~{100 * s:g}%: particle barrier {part:.3g} (paper: ~0, particles "
                    f"linearly connected); Hessian trace SWAMP/IMP = {h_s / h_i:.2f} (paper: "
                    f"< 1, flatter).")
     return out

@@ -277,7 +277,7 @@ def test_cli_analyses_plots_and_exports(runs, tmp_path, capsys):
     swamp_dir, imp0, imp1 = str(runs["swamp"]), str(runs["imp0"]), str(runs["imp1"])
     assert main(["analyze", "barrier", swamp_dir, "--round", "1", "--points", "3"]) == 0
     out = capsys.readouterr().out
-    assert "particle 0 - particle 1 (raw)" in out and "loss barrier" in out
+    assert "particle 0 - particle 1 (no batch norm)" in out and "loss barrier" in out
     assert os.path.isfile(os.path.join(swamp_dir, "analysis", "barrier_round1_particles.json"))
     assert main(["analyze", "barrier", imp0, "--round", "0", "--between", "rounds",
                  "--points", "3", "--bn", "raw"]) == 0
@@ -393,3 +393,27 @@ def test_compare_tabulates_calibration_and_sums_up_against_imp(runs):
             f"{100 * sum(diffs) / 2:+.2f}; at 75%: {100 * diffs[1]:+.2f}") in text
     with pytest.raises(ValueError, match="metric must be one of"):
         report.compare(imps, at=at, metric="f1")
+
+
+def test_analyses_of_a_module_run_on_a_torch_dataset(tmp_path, digits):
+    from torch.utils.data import TensorDataset
+
+    data = swamp_ext.datasets.from_torch(TensorDataset(digits.x_train, digits.y_train),
+                                         TensorDataset(digits.x_test, digits.y_test),
+                                         num_classes=10, name="digits as a torch Dataset")
+    cfg = swamp_ext.Config(method="imp", rounds=2, epochs=2)
+    swamp_ext.run_imp(cfg, data, model=Softmax(), checkpoint_dir=tmp_path, progress=False)
+    bare = swamp_ext.load_run(tmp_path)
+    with pytest.raises(ValueError, match=r"load_run\(DIR, model=module\)"):
+        analysis.hessian_trace(bare, data, 1)
+    res = swamp_ext.load_run(tmp_path, model=Softmax())
+    a, b = res.round(0).state, res.round(1).state
+    p = analysis.linear_path(res, data, a, b, points=3)
+    same = analysis.linear_path(res, digits, a, b, points=3)  # the tensors themselves
+    for got, want in ((p.test_loss, same.test_loss), (p.train_loss, same.train_loss)):
+        assert got == pytest.approx(want, rel=1e-6)
+    assert p.test_acc[-1] == pytest.approx(res.rounds[1].test_acc, abs=1e-12)
+    with pytest.raises(ValueError, match="classes"):
+        analysis.linear_path(res, swamp_ext.datasets.from_arrays(
+            digits.x_train, digits.y_train % 5, digits.x_test, digits.y_test % 5,
+            name="five"), a, b)

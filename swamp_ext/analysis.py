@@ -38,7 +38,7 @@ __all__ = ["Overlap", "Path", "Trace", "barrier", "ensemble_scores", "hessian_tr
 def _setup(result: Any, data: Any, device: Optional[str] = None) -> Iterator[Any]:
     """The core's view of a run's model and data (a TorchData's loader running meanwhile)."""
     from .datasets import Dataset
-    from .engine import Result
+    from .engine import Result, _core_data
     from .pipeline import TorchData
 
     if not isinstance(result, Result):
@@ -59,13 +59,7 @@ def _setup(result: Any, data: Any, device: Optional[str] = None) -> Iterator[Any
     cfg = result.config.to_cpp()
     if device is not None:
         cfg.device = device
-    feeder = None
-    if isinstance(data, TorchData):
-        feeder = data.feeder(cfg.device)
-        empty = torch.empty(0)
-        tensors = (empty, empty.long(), empty, empty.long())
-    else:
-        tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
+    feeder, tensors = _core_data(data, cfg.device)
     try:
         if feeder is not None:
             feeder.start()
@@ -154,9 +148,15 @@ def barrier(result: Any, data: Any, round: int, *, between: str = "particles",
             device: Optional[str] = None) -> list[Path]:
     """Linear paths of round ``round``: between its first two particles' solutions (needs
     ``keep_particles=True``) or from its averaged model to the next round's; raw and with
-    batch-norm statistics recomputed (``bn``; the same for models without batch norm)."""
+    batch-norm statistics recomputed (``bn``). A model without batch norm gets one path
+    (labelled so: raw and recomputed are the same)."""
     out = []
     for label, a, b in _pairs(result, round, between):
+        if not any(k.endswith("running_var") for k in a):
+            out.append(linear_path(result, data, a, b, points=points, train=train, test=test,
+                                   train_samples=train_samples, device=device,
+                                   label=label + " (no batch norm)"))
+            continue
         for recompute in bn:
             out.append(linear_path(result, data, a, b, points=points, recompute_bn=recompute,
                                    train=train, test=test, train_samples=train_samples,

@@ -407,13 +407,7 @@ def run_imp(
         if on_round is not None:
             on_round(rec)
 
-    feeder = None
-    if isinstance(data, TorchData):
-        feeder = data.feeder(config.device)
-        empty = torch.empty(0)
-        tensors = (empty, empty.long(), empty, empty.long())
-    else:
-        tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
+    feeder, tensors = _core_data(data, config.device)
     try:
         if feeder is not None:
             feeder.start()  # worker processes start before the core's threads
@@ -439,6 +433,15 @@ def run_imp(
         input_shape=data.input_shape, num_classes=data.num_classes, _adapter=adapter,
         _run_dir=ckpt if keep_rounds and ckpt else None, _kept=kept,
     )
+
+
+def _core_data(data: Union[Dataset, TorchData], device: str) -> tuple[Optional[Any], tuple]:
+    """What the core takes for ``data``: a TorchData's feeder (to start before the core's
+    threads; None for tensors) and the four data tensors (empty for a feeder)."""
+    if isinstance(data, TorchData):
+        empty = torch.empty(0)
+        return data.feeder(device), (empty, empty.long(), empty, empty.long())
+    return None, (data.x_train, data.y_train, data.x_test, data.y_test)
 
 
 def load_run(run_dir: Union[str, os.PathLike],

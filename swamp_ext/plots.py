@@ -118,7 +118,8 @@ def barrier(files: Sequence[str], fig: Any) -> None:
             saved = json.load(fh)
         for d in saved["paths"]:
             p = Path.from_json(d)
-            kind = "BN recomputed" if p.recompute_bn else "raw"
+            kind = ("BN recomputed" if p.recompute_bn else
+                    "no batch norm" if p.label.endswith("(no batch norm)") else "raw")
             if not all(math.isnan(v) for v in p.test_loss):
                 ax.plot(p.alpha, p.test_loss, marker="o", ms=3, label=f"test, {kind}")
             if not all(math.isnan(v) for v in p.train_loss):
