@@ -56,9 +56,18 @@ def _remaining_axis(ax: Any, lowest: float) -> None:
     top.set_xlabel("sparsity (%)")
 
 
-def accuracy(results: Sequence[Any], ax: Any) -> None:
+def _is_control(g: Any) -> bool:
+    return g.method.endswith("/random")
+
+
+def accuracy(results: Sequence[Any], ax: Any, controls: bool = True) -> None:
+    """One line per method; ``controls=False`` leaves the random-pruning control out (its
+    collapse would squeeze the others' differences into a few pixels)."""
     lowest = 100.0
     for g in report.group(results):
+        if not controls and _is_control(g):
+            ax.plot([], [])  # keep the colours of the full panel
+            continue
         by_round: dict[int, list[tuple[float, float]]] = {}
         for r in g.runs:
             for rec in r.rounds:
@@ -147,8 +156,16 @@ def plot(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.PathLik
     what = {"accuracy": "test accuracy against sparsity", "layers": "layer densities",
             "barrier": "linear paths between solutions"}[kind]
     if kind == "accuracy":
-        fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
-        accuracy(results, ax)
+        groups = report.group(results)
+        if any(_is_control(g) for g in groups) and not all(_is_control(g) for g in groups):
+            fig, (ax, zoom) = plt.subplots(1, 2, figsize=(15, 5.5), constrained_layout=True)
+            accuracy(results, ax)
+            accuracy(results, zoom, controls=False)
+            ax.set_title("all methods", fontsize="medium")
+            zoom.set_title("without the random-pruning control (zoomed)", fontsize="medium")
+        else:
+            fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+            accuracy(results, ax)
     elif kind == "layers":
         n = len(report.group(results))
         fig = plt.figure(figsize=(5.5 * n, 4.5), constrained_layout=True)
