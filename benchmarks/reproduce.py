@@ -144,7 +144,8 @@ def verdict(runs: dict[str, list], found: dict, at: tuple) -> list[str]:
         gap = [100 * (sw.at(s)[0] - ens.at(s)[0]) for s in close]
         out.append("- SWAMP minus imp_ensemble(2), points: " + ", ".join(
             f"{100 * s:g}%: {g:+.2f}" for s, g in zip(close, gap)) +
-            " (paper: SWAMP nears an ensemble of two IMP solutions at half its cost).")
+            " (paper: SWAMP nears an ensemble of two IMP solutions at the inference cost of "
+            "one model).")
     if "imp/random" in groups:
         r = groups["imp/random"]
         worst = max((100 * (imp.at(s)[0] - r.at(s)[0]) for s in at
