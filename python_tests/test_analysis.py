@@ -417,3 +417,25 @@ def test_analyses_of_a_module_run_on_a_torch_dataset(tmp_path, digits):
         analysis.linear_path(res, swamp_ext.datasets.from_arrays(
             digits.x_train, digits.y_train % 5, digits.x_test, digits.y_test % 5,
             name="five"), a, b)
+
+
+def test_checkpoints_written_before_the_pruning_field_resume(tmp_path, digits):
+    import dataclasses
+
+    from swamp_ext.testing import read_checkpoint, write_checkpoint
+
+    cfg = swamp_ext.Config(method="imp", rounds=2, epochs=2)
+    swamp_ext.run_imp(cfg, digits, checkpoint_dir=tmp_path, progress=False)
+    path = str(tmp_path / "checkpoint.swamp")
+    m = read_checkpoint(path)
+    text = bytes(m["meta/config"].tolist()).decode()
+    assert "pruning=global\n" in text
+    old = text.replace("pruning=global\n", "")  # as an earlier swamp_ext wrote it
+    m["meta/config"] = torch.tensor(list(old.encode()), dtype=m["meta/config"].dtype)
+    write_checkpoint(path, m)
+    with pytest.raises(ValueError, match="pruning: checkpoint <missing>, now random"):
+        swamp_ext.run_imp(dataclasses.replace(cfg, rounds=3, pruning="random"), digits,
+                          checkpoint_dir=tmp_path, progress=False)
+    res = swamp_ext.run_imp(dataclasses.replace(cfg, rounds=3), digits, checkpoint_dir=tmp_path,
+                            progress=False)
+    assert [r.round for r in res.rounds] == [0, 1, 2]
