@@ -141,6 +141,10 @@ def test_cpp_program_prunes_its_own_module_on_data_written_by_python(cpp_example
         mine = (net.eval()(x_test).argmax(1) == y_test).double().mean().item()
     assert mine == pytest.approx(acc, abs=1.5 / 512)
     assert acc > 0.7
+    # the analysis API from C++: the last round's particles are linearly connected
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("particle barrier"))
+    barrier, mid = float(line.split()[3].rstrip(",")), float(line.split()[-1])
+    assert 0 <= barrier < 0.05 and mid > 0.7
     # a damaged data file is an error message and exit code 1, not a crash
     (tmp_path / "bad.safetensors").write_bytes((tmp_path / "data.safetensors").read_bytes()[:100])
     bad = subprocess.run([str(cpp_examples / "prune_my_net"), str(tmp_path / "bad.safetensors"),

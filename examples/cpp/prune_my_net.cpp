@@ -11,13 +11,17 @@
 // Started by torchrun, the particles spread over its processes (no Python there either):
 //   torchrun --standalone --nproc_per_node=2 --no-python prune_my_net data.safetensors out 3 4
 // every process trains its share of each round's particles; rank 0 writes the file.
+// Afterwards it prints the loss barrier between the last round's first two particles
+// (swamp::linear_path, swamp/analysis.h: the paper's linear mode connectivity, in C++).
 #include <swamp/swamp.h>
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
+#include <vector>
 
 // The user's network: nothing swamp-specific in it.
 struct NetImpl : torch::nn::Module {
@@ -81,8 +85,19 @@ int main(int argc, char** argv) {
                   static_cast<long long>(r.round), static_cast<long long>(r.particles), r.sparsity,
                   r.test_acc, r.ensemble_acc);
     };
+    std::vector<std::map<std::string, torch::Tensor>> last;  // the last round's particles
+    hooks.on_models = [&](const swamp::RoundModels& m) { last = m.particles; };
     const swamp::RunResult res = swamp::run_imp(cfg, parts, hooks);
     if (!primary) return 0;  // every process holds the same result; rank 0 writes it
+
+    if (last.size() >= 2) {
+      swamp::PathOptions along;
+      along.points = 5;
+      along.train = false;
+      const swamp::LinearPath path = swamp::linear_path(cfg, parts, last[0], last[1], along);
+      std::printf("particle barrier (test loss) %.6f, midpoint accuracy %.4f\n",
+                  path.test_loss_barrier, path.points[2].test_acc);
+    }
 
     std::map<std::string, torch::Tensor> out = res.state;
     for (const auto& kv : res.masks) out["mask." + kv.first] = kv.second;
