@@ -126,6 +126,8 @@ def test_linear_path_refuses_what_does_not_fit(runs, digits):
         analysis.linear_path(res, digits, a, {k: v for k, v in a.items() if k != "fc2.weight"})
     with pytest.raises(ValueError, match="has shape"):
         analysis.linear_path(res, digits, a, {**a, "fc1.bias": a["fc1.bias"][:3]})
+    with pytest.raises(ValueError, match="'fc1.bias' holds NaN or infinite values"):
+        analysis.linear_path(res, digits, a, {**a, "fc1.bias": a["fc1.bias"] * float("nan")})
     with pytest.raises(ValueError, match="points must be >= 2"):
         analysis.linear_path(res, digits, a, a, points=1)
     with pytest.raises(ValueError, match="it trained one particle"):

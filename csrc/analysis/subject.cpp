@@ -34,6 +34,9 @@ void Subject::load(const State& state, const char* what) {
     TORCH_CHECK_VALUE(it != state.end(), what, " lacks '", name, "' (", source_->identity(), ")");
     TORCH_CHECK_VALUE(it->second.sizes() == t.sizes(), what, ": '", name, "' has shape ",
                       it->second.sizes(), ", the model's is ", t.sizes());
+    TORCH_CHECK_VALUE(
+        !it->second.is_floating_point() || at::isfinite(it->second).all().item<bool>(), what, ": '",
+        name, "' holds NaN or infinite values");
     t.copy_(it->second);
   }
   for (const auto& kv : state)
