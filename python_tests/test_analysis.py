@@ -286,6 +286,10 @@ def test_cli_analyses_plots_and_exports(runs, tmp_path, capsys):
     assert main(["analyze", "hessian", imp0, "--round", "1", "--train-samples", "200",
                  "--max-samples", "20"]) == 0
     assert "Hessian trace at round 1" in capsys.readouterr().out
+    assert main(["show", imp0]) == 0
+    shown = capsys.readouterr().out
+    assert "saved analyses:" in shown and "Hessian trace at round 1:" in shown
+    assert "barrier, round 0 - round 1 (no batch norm): test loss" in shown
     ens = str(tmp_path / "ens")
     assert main(["analyze", "ensemble", imp0, imp1, "--out", ens]) == 0
     assert main(["compare", imp0, imp1, swamp_dir, ens, "--at", "50", "75"]) == 0

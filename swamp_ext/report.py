@@ -45,7 +45,31 @@ def show(result: Any, where: str = "") -> str:
     else:
         lines.append(f"sparsest within 1 point of dense: {_pct(best.sparsity)} (round "
                      f"{best.round}, accuracy {_pct(best.test_acc)})")
-    return "\n".join(lines)
+    return "\n".join(lines + _saved_analyses(getattr(result, "_run_dir", None)))
+
+
+def _saved_analyses(run_dir: Optional[str]) -> list[str]:
+    """One line per analysis saved in the run folder (swamp-ext analyze)."""
+    import glob
+    import json
+    import os
+
+    if not run_dir:
+        return []
+    out = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "analysis", "*.json"))):
+        try:
+            with open(path) as f:
+                a = json.load(f)
+            if "paths" in a:
+                out += [f"  barrier, {p['label']}: test loss {p['test_loss_barrier']:.4g}"
+                        for p in a["paths"] if p.get("test_loss_barrier") is not None]
+            elif "trace" in a:
+                out.append(f"  Hessian trace at round {a['round']}: {a['trace']:.4g} ± "
+                           f"{a['std_error']:.2g}")
+        except (OSError, ValueError, KeyError, TypeError):
+            out.append(f"  {os.path.basename(path)}: unreadable")
+    return ["saved analyses:"] + out if out else []
 
 
 METRICS = {"acc": ("test_acc", "test accuracy (%)", 100.0),
