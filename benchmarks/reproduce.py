@@ -36,7 +36,8 @@ SETTINGS = {
     # the remaining weights a round: 8 rounds, 0 .. 99.2%
     "conv4_mnist5k": dict(model="conv4_small", dataset="mnist5k", epochs=3, rounds=8,
                           prune_ratio=0.5, at=(0.5, 0.75, 0.875, 0.9375, 0.969, 0.984, 0.992),
-                          points=6, hessian_samples=50),
+                          # analyses of a conv net cost minutes each on 2 cores: fewer of them
+                          analysed=(0.984,), points=6, hessian_samples=20, hessian_train=500),
 }
 METHODS = {
     "imp": dict(method="imp"),
@@ -55,7 +56,7 @@ def at_of(name: str) -> tuple:
 
 def run_all(name: str, seeds: list[int], out: str, methods: list[str]) -> dict[str, list]:
     s = {k: v for k, v in SETTINGS[name].items()
-         if k not in ("at", "points", "hessian_samples")}
+         if k not in ("at", "analysed", "points", "hessian_samples", "hessian_train")}
     data = swamp_ext.datasets.load(s["dataset"])
     runs: dict[str, list] = {}
     for seed in seeds:
@@ -96,11 +97,12 @@ def analyses(name: str, runs: dict[str, list]) -> tuple[list[str], dict]:
     has_bn = SETTINGS[name]["model"].startswith("conv")
     points = SETTINGS[name].get("points", 11)
     most = SETTINGS[name].get("hessian_samples", 200)
+    samples = SETTINGS[name].get("hessian_train", 1000)
     rows = ["| sparsity | particle barrier (SWAMP, test loss) | round-to-round barrier IMP | "
             "round-to-round barrier SWAMP | Hessian trace IMP | Hessian trace SWAMP |",
             "|---:|---:|---:|---:|---:|---:|"]
     found: dict = {}
-    for s in ANALYSED:
+    for s in SETTINGS[name].get("analysed", ANALYSED):
         vals: dict[str, list[float]] = {k: [] for k in ("part", "imp_r", "swamp_r", "h_imp",
                                                          "h_swamp")}
         for imp, sw in zip(runs["imp"], runs["swamp"]):
@@ -113,8 +115,9 @@ def analyses(name: str, runs: dict[str, list]) -> tuple[list[str], dict]:
                                      .test_loss_barrier)
                 vals["swamp_r"].append(analysis.barrier(sw, data, k, between="rounds", **kw)[0]
                                        .test_loss_barrier)
-            vals["h_imp"].append(analysis.hessian_trace(imp, data, k, max_samples=most).trace)
-            vals["h_swamp"].append(analysis.hessian_trace(sw, data, k, max_samples=most).trace)
+            for key, res in (("h_imp", imp), ("h_swamp", sw)):
+                vals[key].append(analysis.hessian_trace(res, data, k, max_samples=most,
+                                                        train_samples=samples).trace)
         found[s] = vals
         sp = 100 * runs["swamp"][0].rounds[nearest(runs["swamp"][0], s)].sparsity
         rows.append(f"| {sp:.1f}% | " + " | ".join(mean_sd(vals[k]) if vals[k] else "—"
@@ -185,8 +188,9 @@ def main() -> int:
         if not args.no_analyses and "imp" in runs and "swamp" in runs:
             rows, found = analyses(name, runs)
             print("\nbarriers (test loss above the line between the ends, BN recomputed "
-                  "where the model has it) and Hessian traces (training loss, first 1000 "
-                  "samples), mean ± sd over seeds:\n")
+                  "where the model has it) and Hessian traces (training loss, first "
+                  f"{SETTINGS[name].get('hessian_train', 1000)} samples), mean ± sd over "
+                  "seeds:\n")
             print("\n".join(rows))
         if "imp" in runs and "swamp" in runs:
             print("\n" + "\n".join(verdict(runs, found, at)))
