@@ -143,7 +143,7 @@ def test_cpp_program_prunes_its_own_module_on_data_written_by_python(cpp_example
     assert acc > 0.7
     # the analysis API from C++: the last round's particles are linearly connected
     line = next(ln for ln in run.stdout.splitlines() if ln.startswith("particle barrier"))
-    barrier, mid = float(line.split()[3].rstrip(",")), float(line.split()[-1])
+    barrier, mid = float(line.split()[4].rstrip(",")), float(line.split()[-1])
     assert 0 <= barrier < 0.05 and mid > 0.7
     # a damaged data file is an error message and exit code 1, not a crash
     (tmp_path / "bad.safetensors").write_bytes((tmp_path / "data.safetensors").read_bytes()[:100])
