@@ -177,6 +177,8 @@ def compare(results: Sequence[Any], at: Sequence[float] = DEFAULT_AT,
     imp = next((g for g in groups if g.method == "imp"), None)
     head = ["method", "seeds"] + [f"{100 * s:g}%" for s in at]
     rows = []
+    # per group (by row): its label and (sparsity, difference to IMP) where both have a value
+    diffs: dict[int, tuple[str, list[tuple[float, float]]]] = {}
     for g in groups:
         row = [g.label, str(len(g.runs))]
         for s in at:
@@ -190,6 +192,7 @@ def compare(results: Sequence[Any], at: Sequence[float] = DEFAULT_AT,
                 im, isd, _ = imp.at(s, metric)
                 if im is not None:
                     d = m - im
+                    diffs.setdefault(len(rows), (g.label, []))[1].append((s, d))
                     spread = math.hypot(sd, isd) if sd is not None and isd is not None else None
                     mark = "*" if spread is not None and abs(d) > spread else ""
                     cell += f" ({scale * d:+.{digits}f}{mark})"
@@ -197,18 +200,12 @@ def compare(results: Sequence[Any], at: Sequence[float] = DEFAULT_AT,
         rows.append(row)
     # a line per method against IMP: where it is better (higher accuracy; lower ECE / NLL)
     summary = []
-    for g in groups:
-        if imp is None or g is imp:
-            continue
-        diffs = [(s, g.at(s, metric)[0] - imp.at(s, metric)[0]) for s in at
-                 if g.at(s, metric)[0] is not None and imp.at(s, metric)[0] is not None]
-        if not diffs:
-            continue
-        sign = 1.0 if metric == "acc" else -1.0
-        better = sum(sign * d > 0 for _, d in diffs)
-        s_last, d_last = diffs[-1]
-        mean = scale * statistics.fmean(d for _, d in diffs)
-        summary.append(f"{g.label} vs {imp.label}: better at {better} of {len(diffs)} "
+    sign = 1.0 if metric == "acc" else -1.0
+    for label, ds in diffs.values():
+        better = sum(sign * d > 0 for _, d in ds)
+        s_last, d_last = ds[-1]
+        mean = scale * statistics.fmean(d for _, d in ds)
+        summary.append(f"{label} vs {imp.label}: better at {better} of {len(ds)} "
                        f"sparsities, mean {mean:+.{digits}f}; at {100 * s_last:g}%: "
                        f"{scale * d_last:+.{digits}f}")
     d0 = sorted(setups)[0]

@@ -26,7 +26,8 @@ HessianTrace hessian_trace(const Config& cfg, const RunParts& parts, const State
   model.train(false);
   std::vector<at::Tensor> params, keep;
   HessianTrace out;
-  for (const auto& kv : model.named_parameters(true)) {
+  const auto named = model.named_parameters(true);
+  for (const auto& kv : named) {
     if (!kv.value().requires_grad()) continue;
     params.push_back(kv.value());
     at::Tensor m;
@@ -42,11 +43,10 @@ HessianTrace hessian_trace(const Config& cfg, const RunParts& parts, const State
     keep.push_back(m);
   }
   for (const auto& kv : masks)
-    TORCH_CHECK_VALUE(model.named_parameters(true).contains(kv.first), "hessian_trace: mask of '",
-                      kv.first, "', which the model does not have");
+    TORCH_CHECK_VALUE(named.contains(kv.first), "hessian_trace: mask of '", kv.first,
+                      "', which the model does not have");
   const int64_t n = subject.train_count(opt.train_samples);
   at::Generator gen = at::detail::createCPUGenerator(opt.seed);
-  std::vector<double> est;
   double sum = 0.0, sum2 = 0.0;
   while (out.samples < opt.max_samples) {
     const int64_t K = std::min(opt.block, opt.max_samples - out.samples);

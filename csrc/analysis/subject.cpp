@@ -9,14 +9,20 @@
 #include <set>
 
 namespace swamp::analysis {
+namespace {
+// The run's data source, checked before anything holds a reference to it.
+BatchSource& data_of(const RunParts& parts) {
+  TORCH_CHECK_VALUE(parts.data != nullptr, "analysis: no data source");
+  return *parts.data;
+}
+}  // namespace
 
 Subject::Subject(const Config& cfg, const RunParts& parts)
     : cfg_(cfg),
       parts_(parts),
       source_(parts.model ? parts.model : std::make_shared<ZooModelSource>(cfg.model)),
-      eval_(cfg, *parts.data),
+      eval_(cfg, data_of(parts)),
       gen_(at::detail::createCPUGenerator(0)) {
-  TORCH_CHECK_VALUE(parts_.data != nullptr, "analysis: no data source");
   model_ = source_->create(ModelSpec{parts_.data->input_shape(), parts_.data->num_classes()}, 0);
   TORCH_CHECK(model_ != nullptr, "the model source returned no model");
   model_->to(parts_.data->device());
