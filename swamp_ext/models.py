@@ -56,5 +56,6 @@ def forward(
     state: dict[str, torch.Tensor],
     x: torch.Tensor,
 ) -> torch.Tensor:
-    """Evaluation-mode forward pass of the C++ model with the given weights."""
+    """Evaluation-mode forward pass of the C++ model with the given weights, on the device of
+    ``x`` (the weights are copied there)."""
     return _C.models.forward(name, list(input_shape), num_classes, state, x)

@@ -156,7 +156,7 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
     const double lr = learning_rate(plan_.schedule, step);
     const at::Tensor losses = step_group(grp, st, epoch, b, perms, lr);
     if (sync_every == 1) {
-      const at::Tensor v = losses.to(at::kDouble).contiguous();
+      const at::Tensor v = losses.to(at::kDouble).cpu().contiguous();  // read on the host
       add_losses(v.const_data_ptr<double>(), step);
     } else {
       pending.emplace_back(step, losses);

@@ -238,6 +238,11 @@ void bind_engine(py::module_& m) {
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
          const std::map<std::string, at::Tensor>& state, const at::Tensor& x) {
         ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, 0);
+        // the model runs where the input lies, in its floating dtype (float64 references)
+        if (x.is_floating_point())
+          model->to(x.device(), x.scalar_type());
+        else
+          model->to(x.device());
         {
           torch::NoGradGuard no_grad;
           auto params = model->named_parameters(true);
@@ -257,7 +262,8 @@ void bind_engine(py::module_& m) {
         return model->forward(x);
       },
       py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("state"),
-      py::arg("x"), "Evaluation-mode forward of a C++ model with the given weights.");
+      py::arg("x"),
+      "Evaluation-mode forward of a C++ model with the given weights, on x's device.");
 }
 
 }  // namespace swamp::python
