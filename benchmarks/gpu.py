@@ -119,7 +119,7 @@ def bench_run(a: argparse.Namespace) -> tuple[dict, str]:
     return figures, text
 
 
-# ---- the zoo's training throughput -----------------------------------------------------------------
+# ---- the zoo's training throughput ---------------------------------------------------------
 def bench_zoo(a: argparse.Namespace) -> tuple[dict, str]:
     names = ["lenet_300_100", "conv4_small", "resnet20"] if a.quick else swamp_ext.models.names()
     batch, steps = (8, 1) if a.quick else (128, 5)
