@@ -407,3 +407,13 @@ def test_sparse_kernels_agree_with_the_dense_step_on_the_device(device, digits, 
         assert ra.test_nll == pytest.approx(rb.test_nll, rel=1e-3)
     for n in a.masks:
         assert (a.masks[n] == b.masks[n]).double().mean() >= 0.995
+
+
+def test_device_names_resolve_to_the_device_tensors_report(device, digits):
+    cfg = dict(rounds=1, epochs=2)
+    if device == "cuda":
+        with pytest.raises(ValueError, match="does not exist"):
+            run(small(f"cuda:{torch.cuda.device_count()}", **cfg), digits)
+    a = run(small(f"{device}:0", **cfg), digits)  # an explicit index is the same device
+    b = run(small(device, **cfg), digits)
+    assert a.rounds[0].test_nll == pytest.approx(b.rounds[0].test_nll, rel=1e-4)

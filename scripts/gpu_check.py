@@ -92,6 +92,11 @@ def probe(env: dict) -> dict:
     return info
 
 
+def has_module(name: str, env: dict) -> bool:
+    return subprocess.run([sys.executable, "-c", f"import {name}"], env=env,
+                          capture_output=True).returncode == 0
+
+
 def parse_junit(path: str) -> dict:
     res = {"passed": 0, "failed": 0, "skipped": 0, "failures": []}
     try:
@@ -182,6 +187,10 @@ def main() -> int:
                f"--junitxml={junit}", *sel, "test_device_tier.py"]
         if a.select:
             cmd += ["-k", a.select]
+        if has_module("xdist", env):
+            # one worker process: a test that crashes the process (a segfault in native code) is
+            # reported as failed by name and a fresh worker runs the rest
+            cmd[4:4] = ["-n", "1", "--max-worker-restart", "20"]
         say(f"tests: {' '.join(cmd[3:])}")
         st = run_step(cmd, logs["tests"], clock.box(300 if a.device == "cuda" else 240), tenv,
                       cwd=os.path.join(ROOT, "python_tests"))

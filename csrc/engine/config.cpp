@@ -1,3 +1,5 @@
+#include <ATen/Context.h>
+#include <ATen/Functions.h>
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 
@@ -85,6 +87,27 @@ void validate_config(const Config& c, bool check_model) {
     TORCH_CHECK_VALUE(false, "Config.device: cannot parse '", c.device,
                       "' (expected cpu, cuda or cuda:N)");
   }
+}
+
+c10::Device resolve_device(const std::string& device, const char* who) {
+  c10::Device d = c10::kCPU;
+  try {
+    d = c10::Device(device);
+  } catch (const c10::Error&) {
+    TORCH_CHECK_VALUE(false, who, ": cannot parse device '", device,
+                      "' (expected cpu, cuda or cuda:N)");
+  }
+  TORCH_CHECK_VALUE(d.is_cpu() || d.is_cuda(), who, ": device must be cpu or cuda, got '", device,
+                    "'");
+  if (d.is_cpu()) return c10::Device(c10::kCPU);  // "cpu:0" is the CPU tensors report as "cpu"
+  TORCH_CHECK_VALUE(at::hasCUDA(), who, ": device is '", device,
+                    "' but this torch build has no usable CUDA device");
+  const auto count = static_cast<int64_t>(at::getNumGPUs());
+  // "cuda" is the current CUDA device: the device its tensors report (cuda:N)
+  if (!d.has_index()) return at::empty({0}, at::TensorOptions().device(d)).device();
+  TORCH_CHECK_VALUE(d.index() < count, who, ": device '", device, "' does not exist (", count,
+                    " CUDA device", count == 1 ? "" : "s", ")");
+  return d;
 }
 
 namespace {

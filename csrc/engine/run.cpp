@@ -389,10 +389,7 @@ namespace {
 // The config's ranges and its device: checked once per run, before anything is built.
 c10::Device checked_device(const Config& cfg, bool check_model) {
   validate_config(cfg, check_model);
-  const c10::Device dev(cfg.device);
-  TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "Config.device is '", cfg.device,
-                    "' but this torch build has no usable CUDA device");
-  return dev;
+  return resolve_device(cfg.device);
 }
 
 RunResult run_checked(const Config& cfg, const c10::Device& dev, const RunParts& given,

@@ -21,8 +21,7 @@ double train_throughput(const std::string& name, const std::vector<int64_t>& inp
                         int64_t num_classes, int64_t batch_size, int64_t steps,
                         const std::string& device) {
   TORCH_CHECK_VALUE(batch_size >= 1 && steps >= 1, "train_throughput: batch_size and steps >= 1");
-  const c10::Device dev(device);
-  TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "train_throughput: no CUDA device");
+  const c10::Device dev = resolve_device(device, "train_throughput");
   ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes}, 0);
   model->to(dev);
   model->train(true);
@@ -54,8 +53,7 @@ double train_step_seconds(const StepBenchOptions& o) {
   TORCH_CHECK_VALUE(
       o.sparse_kernels == "off" || o.sparse_kernels == "on" || o.sparse_kernels == "auto",
       "train_step_seconds: sparse_kernels must be off, on or auto");
-  const c10::Device dev(o.device);
-  TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "train_step_seconds: no CUDA device");
+  const c10::Device dev = resolve_device(o.device, "train_step_seconds");
   torch::manual_seed(0);
   // One-shot global magnitude masks of the single-particle model.
   ModelPtr single = create_model(o.model, ModelSpec{o.input_shape, o.num_classes}, 0);

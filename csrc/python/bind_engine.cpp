@@ -19,9 +19,7 @@ RunParts make_parts(const Config& cfg, const Dataset& data, const py::object& mo
   if (!model.is_none()) parts.model = std::make_shared<PyModuleSource>(model);
   Augment aug;
   if (augment && cfg.augment) aug = Augment{cfg.crop_padding, cfg.flip};
-  const c10::Device dev(cfg.device);
-  TORCH_CHECK_VALUE(!dev.is_cuda() || at::hasCUDA(), "Config.device is '", cfg.device,
-                    "' but this torch build has no usable CUDA device");
+  const c10::Device dev = resolve_device(cfg.device);
   if (!feeder.is_none()) {
     parts.data = std::make_shared<PyBatchSource>(feeder, dev, aug);
   } else {

@@ -91,6 +91,10 @@ struct Config {
 // one place the configuration is checked (Python's Config calls it too). `check_model`: whether
 // config.model must name a zoo model (not when the run is given its own model source).
 SWAMP_API void validate_config(const Config& cfg, bool check_model = true);
+// The device a run on `device` (Config.device's text) trains on, with its index resolved: "cpu",
+// "cuda" -> the current CUDA device (cuda:N, as its tensors report it), "cuda:N" checked to
+// exist. Throws c10::ValueError naming `who` and the device otherwise (no CUDA, bad text).
+SWAMP_API c10::Device resolve_device(const std::string& device, const char* who = "Config.device");
 // The seed the zoo model's initial weights θ_0 are drawn from in a run with `run_seed`
 // (create_model(name, spec, initial_weights_seed(seed)) gives them).
 SWAMP_API uint64_t initial_weights_seed(uint64_t run_seed);
