@@ -15,9 +15,11 @@ the logs build.log, tests.log, bench.log: 5 files.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +92,58 @@ def probe(env: dict) -> dict:
         v = subprocess.run([cxx, "--version"], capture_output=True, text=True)
         info["compiler"] = v.stdout.splitlines()[0] if v.stdout else cxx
     return info
+
+
+STDLIB_INTERNALS = re.compile(r"std::(codecvt<|locale::|basic_ostream<[^>]*>::_M_insert<)")
+SMOKE = """
+import faulthandler, sys
+faulthandler.enable()
+import torch, swamp_ext
+d = swamp_ext.datasets.load("digits")
+for dev in sys.argv[1:]:
+    cfg = swamp_ext.Config(model="lenet_300_100", particles=2, rounds=2, epochs=2, device=dev)
+    r = swamp_ext.run_imp(cfg, d, progress=False)
+    print("smoke", dev, "ok", round(r.rounds[-1].test_acc, 4), flush=True)
+"""
+
+
+def link_facts(site: str) -> dict:
+    """How the core library was linked: a libstdc++ copied into it (static linking, from flags
+    in the environment or a static library pulled in) crashes at the first iostream use."""
+    facts: dict = {"env": {k: v for k, v in os.environ.items()
+                           if k in ("CC", "CXX") or "FLAGS" in k or "CMAKE" in k
+                           or k.startswith(("LD_", "LIBRARY_PATH"))}}
+    libs = sorted(glob.glob(os.path.join(site, "swamp_ext", "lib", "libswamp_core.so*")))
+    libs = [x for x in libs if not os.path.islink(x)]
+    if not libs:
+        facts["error"] = "libswamp_core not found in the installed package"
+        return facts
+    lib = libs[0]
+    if shutil.which("readelf"):
+        out = subprocess.run(["readelf", "-d", lib], capture_output=True, text=True).stdout
+        facts["needed"] = re.findall(r"Shared library: \[([^\]]+)\]", out)
+    if shutil.which("nm"):
+        out = subprocess.run(["nm", "-C", "--defined-only", lib], capture_output=True,
+                             text=True).stdout
+        own = [ln.split(" ", 2)[-1] for ln in out.splitlines() if STDLIB_INTERNALS.search(ln)]
+        facts["libstdcxx_defined_in_core"] = len(own)
+        facts["libstdcxx_examples"] = own[:5]
+    for ninja in glob.glob(os.path.join(ROOT, "build", "cp*", "build.ninja")):
+        with open(ninja, errors="replace") as f:
+            text = f.read()
+        m = re.search(r"build csrc/libswamp_core\S*:.*?\n((?:  .*\n)+)", text)
+        if m:
+            for ln in m.group(1).splitlines():
+                if ln.strip().startswith(("LINK_LIBRARIES", "LINK_FLAGS")):
+                    facts.setdefault("link_line", []).append(ln.strip()[:2000])
+    return facts
+
+
+def debugger() -> str:
+    for d in ("gdb", "cuda-gdb"):
+        if shutil.which(d):
+            return d
+    return ""
 
 
 def has_module(name: str, env: dict) -> bool:
@@ -172,6 +226,36 @@ def main() -> int:
         say(f"build: {'ok' if st['ok'] else 'FAILED (' + st['why'] + ')'} in {st['seconds']} s")
     if site:
         env["PYTHONPATH"] = site + os.pathsep + env.get("PYTHONPATH", "")
+        report["link"] = link_facts(site)
+        n = report["link"].get("libstdcxx_defined_in_core", 0)
+        if n:
+            say(f"warning: libswamp_core defines {n} libstdc++ internals (a static libstdc++ "
+                "copy): see link in gpu_report.json")
+
+    # ---- smoke: one tiny run per device; a crash is run again under a debugger ----
+    devices = ["cpu"] + (["cuda"] if a.device == "cuda" else [])
+    script = os.path.join(scratch, "smoke.py")
+    with open(script, "w") as f:
+        f.write(SMOKE)
+    st = run_step([sys.executable, script, *devices], logs["tests"], clock.box(120), env,
+                  cwd=scratch)
+    report["steps"]["smoke"] = st
+    say(f"smoke: {'ok' if st['ok'] else 'FAILED (' + st['why'] + ')'} in {st['seconds']} s")
+    if st["rc"] < 0 and debugger():
+        crash = os.path.join(out, "crash.txt")
+        say(f"smoke crashed (signal {-st['rc']}): backtrace under {debugger()} -> crash.txt")
+        cmd = [debugger(), "-batch", "-ex", "set pagination off", "-ex", "run", "-ex", "bt 40",
+               "--args", sys.executable, script, *devices]
+        try:
+            p = subprocess.run(cmd, cwd=scratch, env=env, capture_output=True, text=True,
+                               timeout=clock.box(150))
+            text = p.stdout + p.stderr
+        except subprocess.TimeoutExpired as e:
+            text = f"debugger timed out: {e}"
+        keep = [ln[:600] for ln in text.splitlines() if not ln.startswith(("[New Thread",
+                                                                           "[Thread "))]
+        with open(crash, "w") as f:
+            f.write("\n".join(keep[-300:]) + "\n")
 
     # ---- tests ----
     junit = os.path.join(scratch, "junit.xml")
@@ -245,6 +329,13 @@ def write_markdown(path: str, r: dict, tables: dict, logs: dict) -> None:
     for k, s in r["steps"].items():
         lines.append(f"| {k} | {'ok' if s.get('ok') else 'FAILED: ' + s.get('why', '')} "
                      f"| {s.get('seconds', '')} |")
+    lk = r.get("link")
+    if lk:
+        lines += ["", "## How the core was linked", "",
+                  f"- NEEDED: {', '.join(lk.get('needed', []))}",
+                  f"- libstdc++ internals defined in libswamp_core: "
+                  f"{lk.get('libstdcxx_defined_in_core', '?')} {lk.get('libstdcxx_examples', '')}",
+                  f"- build environment: {lk.get('env')}"]
     t = r.get("tests", {})
     lines += ["", "## Tests", "",
               f"{t.get('passed', 0)} passed, {t.get('failed', 0)} failed, "
