@@ -41,6 +41,27 @@ def test_torch_version_mismatch_explains_how_to_rebuild(tmp_path):
     assert "--no-build-isolation" in out
 
 
+@pytest.mark.skipif(shutil.which("nm") is None, reason="nm (binutils) not installed")
+def test_the_core_links_libstdcxx_dynamically():
+    # a libstdc++ copied into swamp_core (static linking) has its own locale state beside
+    # torch's and crashes at the first number written to a stream (seen on a GPU machine)
+    lib = sorted(p for p in (Path(swamp_ext.__file__).parent / "lib").glob("libswamp_core.so*")
+                 if not p.is_symlink())
+    if not lib:  # imported from a source checkout: the build folder's copy
+        lib = sorted(p for p in ROOT.glob("build/cp*/csrc/libswamp_core.so*") if not p.is_symlink())
+    assert lib, "libswamp_core not found"
+    syms = subprocess.run(["nm", "-C", "--defined-only", str(lib[0])], capture_output=True,
+                          text=True, check=True).stdout
+    own = [ln for ln in syms.splitlines()
+           if "std::codecvt<" in ln or "std::locale::" in ln or "::_M_insert<" in ln]
+    assert not own, own[:5]
+    # and the check can fail: the symbols it looks for are the ones libstdc++ itself defines
+    std = subprocess.run(["nm", "-C", "-D", "--defined-only",
+                          "/lib/x86_64-linux-gnu/libstdc++.so.6"], capture_output=True, text=True)
+    if std.returncode == 0:
+        assert "std::locale::" in std.stdout
+
+
 def cmake_prefix_path() -> str:
     """What a C++ user runs: `python -m swamp_ext --cmake-prefix-path`."""
     return subprocess.run([sys.executable, "-m", "swamp_ext", "--cmake-prefix-path"],
