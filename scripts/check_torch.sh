@@ -30,13 +30,22 @@ fi
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 export PATH="$CUDA_HOME/bin:$PATH"
 build="build/check-torch-$VERSION"
+mkdir -p "$build"
+# Older CUDA builds of torch (<= 2.5) require NVTX 2 (CUDA::nvToolsExt), which CUDA 13 toolkits no
+# longer ship: for this compile check an empty stand-in is declared (swamp_core does not use it).
+cat > "$build.shim.cmake" <<'SHIM'
+if(NOT TARGET CUDA::nvToolsExt)
+  add_library(CUDA::nvToolsExt INTERFACE IMPORTED)
+endif()
+SHIM
 echo "[check_torch] configuring against $root/torch (CUDA toolkit: $CUDA_HOME)"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PROJECT_INCLUDE_BEFORE="$PWD/$build.shim.cmake" \
   -DTorch_DIR="$root/torch/share/cmake/Torch" -DSWAMP_BUILD_PYTHON=ON -DSWAMP_WERROR=ON \
   -DPython_EXECUTABLE="$(command -v "$PY")" > "$build.configure.log" 2>&1 || {
   tail -40 "$build.configure.log"; echo "[check_torch] FAILED: configure (log: $build.configure.log)"; exit 1; }
 echo "[check_torch] building (log: $build.log)"
-if cmake --build "$build" --parallel > "$build.log" 2>&1; then
+if cmake --build "$build" --parallel -- -k 0 > "$build.log" 2>&1; then
   echo "[check_torch] torch $VERSION: swamp_core and the Python module compile and link"
 else
   grep -E "error|Error" "$build.log" | head -40

@@ -24,9 +24,24 @@ class _MaskedSGD:
     def zero_grad(self, begin: Optional[int] = None, end: Optional[int] = None) -> None: ...
     def momentum_buffers(self) -> list[torch.Tensor]: ...
 
+class _LossScaler:
+    """swamp_ext._C.ops.LossScaler"""
+
+    def __init__(self, init_scale: float = 65536.0, growth_factor: float = 2.0,
+                 backoff_factor: float = 0.5, growth_interval: int = 2000) -> None: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def growth_tracker(self) -> int: ...
+    @property
+    def consecutive_skips(self) -> int: ...
+    def unscale(self, grads: list[torch.Tensor]) -> bool: ...
+    def update(self, found_inf: bool) -> None: ...
+
 class _Ops:
     PruneBackend: type[_PruneBackend]
     MaskedSGD: type[_MaskedSGD]
+    LossScaler: type[_LossScaler]
     @staticmethod
     def global_magnitude_prune(
         weights: list[torch.Tensor], masks: list[torch.Tensor], ratio: float,
@@ -82,6 +97,7 @@ class Config:
     particle_mode: str
     sparse_kernels: str
     sparse_density: float
+    precision: str
     def __init__(self) -> None: ...
 
 def config_fields(config: Config) -> list[tuple[str, str]]: ...
@@ -109,6 +125,7 @@ class RoundResult:
     layer_density: list[tuple[str, float]]
     train_loss: float
     seconds: float
+    skipped_steps: int
 
 class Progress:
     round: int

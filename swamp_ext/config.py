@@ -36,6 +36,12 @@ class Config:
     method), ``layerwise`` magnitude (each layer loses ``prune_ratio`` of its weights) or
     ``random`` (the control: each layer loses as many weights as global magnitude would take
     from it, at random positions).
+    precision: ``fp32`` (default), ``bf16`` or ``fp16`` (torch.amp's mixed precision): the
+    training forward pass and loss run under ``torch.autocast`` in that dtype on the run's
+    device, also around your own module's forward; weights, gradients, momentum, SWA, the
+    average, batch-norm statistics, pruning, evaluation and the batch-norm recompute stay
+    float32. ``fp16`` scales the loss dynamically (GradScaler's rule, the scale in checkpoints):
+    a step whose gradients overflow is skipped and counted in ``RoundRecord.skipped_steps``.
     particle_mode: how a round's particles train: ``stacked`` (one model holding all of them),
     ``sequential`` (one after the other), ``threads`` (CPU: side by side, one thread each) or
     ``auto`` (the faster here; ``swamp_ext._C.models.particle_path`` tells which). All agree to
@@ -75,6 +81,7 @@ class Config:
     sparse_kernels: str = "auto"
     sparse_density: float = 0.5
     sparse_conv_density: float = 0.1
+    precision: str = "fp32"
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -115,7 +122,7 @@ class Config:
                 raise _fail(name, f"must be finite, got {v}")
             setattr(self, name, float(v))
         for name in ("model", "method", "schedule", "device", "particle_mode", "sparse_kernels",
-                     "pruning"):
+                     "pruning", "precision"):
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise TypeError(f"Config.{name} must be a string, got {type(v).__name__}")

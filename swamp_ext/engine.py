@@ -54,6 +54,8 @@ class RoundRecord:
     # particles' ensemble; None in rounds recorded before swamp_ext computed it
     test_ece: Optional[float] = None
     ensemble_ece: Optional[float] = None
+    # precision="fp16": particle steps skipped because their gradients overflowed
+    skipped_steps: int = 0
 
     @classmethod
     def _from_cpp(cls, r: Any) -> RoundRecord:
@@ -75,6 +77,7 @@ class RoundRecord:
             seconds=r.seconds,
             test_ece=None if math.isnan(r.test_ece) else r.test_ece,
             ensemble_ece=None if math.isnan(r.ensemble_ece) else r.ensemble_ece,
+            skipped_steps=r.skipped_steps,
         )
 
 
@@ -347,6 +350,7 @@ def run_imp(
             or not dist_timeout > 0:
         raise ValueError(f"dist_timeout must be > 0 seconds, got {dist_timeout!r}")
     primary = group is None or group.primary
+    _warn_precision(config)
     cfg = config.to_cpp()
     adapter = None
     if model is not None:
@@ -435,6 +439,27 @@ def run_imp(
     )
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AMX-BF16 or AVX512-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def _warn_precision(config: Config) -> None:
+    import warnings
+
+    if config.precision == "bf16" and config.device.startswith("cpu") \
+            and not cpu_has_native_bf16():
+        warnings.warn(
+            "precision='bf16' on a CPU without bf16 instructions (no amx_bf16 / avx512_bf16; "
+            f"torch's CPU capability: {torch.backends.cpu.get_cpu_capability()}): bf16 is "
+            "emulated there and usually slower than fp32", RuntimeWarning, stacklevel=3)
+
+
 def _core_data(data: Union[Dataset, TorchData], device: str) -> tuple[Optional[Any], tuple]:
     """What the core takes for ``data``: a TorchData's feeder (to start before the core's
     threads; None for tensors) and the four data tensors (empty for a feeder)."""
@@ -500,6 +525,8 @@ def _results_json(config: Config, dataset: str, rounds: list[RoundRecord],
         "config": cfg, "dataset": dataset, "swamp_ext_version": _C.version(),
         "torch_version": torch.__version__, "input_shape": list(input_shape),
         "num_classes": num_classes,
+        # what the test figures were computed in: evaluation never runs under autocast
+        "evaluation_precision": "fp32",
     }
     if adapter is not None:
         out["module"] = adapter.describe()
@@ -571,7 +598,7 @@ def _check_module_on_data(adapter: _ModuleAdapter, config: Config,
     wants_stacked = config.particle_mode == "stacked" or (
         config.particle_mode in ("auto", "threads") and torch.device(config.device).type != "cpu")
     if most > 1 and wants_stacked:
-        reason = adapter.check_stacking(x)
+        reason = adapter.check_stacking(x, config.precision)
         if reason is not None and config.particle_mode == "stacked":
             raise ValueError(f"Config.particle_mode 'stacked': the particles of {who} cannot be "
                              f"stacked: {reason}; use 'sequential' or 'auto'")

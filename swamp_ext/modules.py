@@ -258,13 +258,21 @@ class _ModuleAdapter:
         return "stacked"
 
     # ---- checked before the run -----------------------------------------------------------
-    def check_stacking(self, x: torch.Tensor) -> Optional[str]:
+    def check_stacking(self, x: torch.Tensor, precision: str = "fp32") -> Optional[str]:
         """Whether vmap runs this module exactly as the module itself: two particles with
         different weights, stacked, against each alone, in eval and (when deterministic) in train
         mode, forward and backward. Returns the reason it cannot, None when it can."""
         if self._stack_checked:
             return self._stack_reason
         self._stack_checked = True
+        if precision != "fp32":
+            # torch's vmap batching rules for linear layers with a bias and for convolutions run
+            # before autocast: stacked particles would silently train in float32
+            self._stack_reason = (f"precision {precision!r}: torch.func.vmap runs linear layers "
+                                  "with a bias and convolutions outside autocast, so stacked "
+                                  "particles would train in float32")
+            self.stackable = False
+            return self._stack_reason
         self._stack_reason = _stack_problem(self, x)
         self.stackable = self._stack_reason is None
         return self._stack_reason

@@ -237,6 +237,16 @@ void save_state(TensorMap& out, const std::string& pre, const ParticleState& st)
     out[q + "last_loss"] = scalar_d(st.last_loss[g]);
   }
   out[pre + "epoch_steps"] = scalar_i(st.epoch_steps);
+  if (st.scaler) {  // fp16
+    out[pre + "scaler/scale"] = scalar_d(st.scaler->scale());
+    out[pre + "scaler/growth_tracker"] = scalar_i(st.scaler->growth_tracker());
+    out[pre + "scaler/consecutive_skips"] = scalar_i(st.scaler->consecutive_skips());
+    for (size_t g = 0; g < st.skipped.size(); ++g) {
+      const std::string q = pre + std::to_string(g) + "/";
+      out[q + "skipped"] = scalar_i(st.skipped[g]);
+      out[q + "skipped_now"] = scalar_i(st.skipped_now[g]);
+    }
+  }
 }
 
 // Nonzero where the optimizer's mask `m` (the parameter's dtype, 1 kept) is 0.
@@ -311,6 +321,21 @@ void load_state(Entries& e, const std::string& pre, const c10::Device& dev, cons
   // steps taken in the current epoch (counted from the rewind step in the first one)
   const int64_t in_epoch = st.step - std::max(plan.rewind_step, (st.step / spe) * spe);
   st.epoch_steps = e.integer(pre + "epoch_steps", in_epoch, in_epoch);
+  if (st.scaler) {  // fp16: the loss scale goes on where it was
+    const double scale = e.real(pre + "scaler/scale", 0x1p-126, 0x1p126);
+    const int64_t growth = e.integer(pre + "scaler/growth_tracker", 0, st.step);
+    const int64_t consecutive = e.integer(pre + "scaler/consecutive_skips", 0, st.step);
+    try {
+      st.scaler->restore(scale, growth, consecutive);
+    } catch (const c10::Error& err) {
+      e.damaged(pre + "scaler/growth_tracker", err.what_without_backtrace());
+    }
+    for (size_t g = 0; g < st.skipped.size(); ++g) {
+      const std::string q = pre + std::to_string(g) + "/";
+      st.skipped[g] = e.integer(q + "skipped", 0, st.step);
+      st.skipped_now[g] = static_cast<uint8_t>(e.integer(q + "skipped_now", 0, 1));
+    }
+  }
   for (int64_t i = 0; i < n; ++i)
     if (nonzero_off_mask(params[i], masks[i]))
       e.damaged(pre + "model", "has nonzero weights where the mask has pruned them");
@@ -335,7 +360,7 @@ std::string check_of(const std::string& body) {
 std::string encode_round(const RoundResult& r) {
   std::ostringstream o;
   o << "round=" << r.round << "\nparticles=" << r.particles << "\nremaining=" << r.remaining
-    << "\nprunable=" << r.prunable;
+    << "\nprunable=" << r.prunable << "\nskipped_steps=" << r.skipped_steps;
   const std::pair<const char*, double> ds[] = {
       {"sparsity", r.sparsity},         {"sparsity_all", r.sparsity_all},
       {"test_acc", r.test_acc},         {"test_nll", r.test_nll},
@@ -362,7 +387,8 @@ RoundResult decode_round(const std::string& s) {
       {"round", &RoundResult::round},
       {"particles", &RoundResult::particles},
       {"remaining", &RoundResult::remaining},
-      {"prunable", &RoundResult::prunable}};
+      {"prunable", &RoundResult::prunable},
+      {"skipped_steps", &RoundResult::skipped_steps}};
   const std::map<std::string, double RoundResult::*> doubles = {
       {"sparsity", &RoundResult::sparsity},         {"sparsity_all", &RoundResult::sparsity_all},
       {"test_acc", &RoundResult::test_acc},         {"test_nll", &RoundResult::test_nll},
@@ -370,7 +396,7 @@ RoundResult decode_round(const std::string& s) {
       {"train_loss", &RoundResult::train_loss},     {"seconds", &RoundResult::seconds},
       {"test_ece", &RoundResult::test_ece},         {"ensemble_ece", &RoundResult::ensemble_ece}};
   // fields a record of an earlier swamp_ext lacks (its figures were not computed then)
-  const std::set<std::string> later = {"test_ece", "ensemble_ece"};
+  const std::set<std::string> later = {"test_ece", "ensemble_ece", "skipped_steps"};
   r.test_ece = r.ensemble_ece = std::numeric_limits<double>::quiet_NaN();
   auto number = [](const std::string& k, const std::string& v) {
     char* end = nullptr;
@@ -458,6 +484,8 @@ void RunCheckpoint::save(const RunProgress& p, ParticleModels& models, const Mas
   for (int64_t i = 0; i < p.particles_done; ++i) {
     save_module(m, "done/" + std::to_string(i) + "/", models.particle(i));
     m["done/" + std::to_string(i) + "/loss"] = scalar_d(p.losses[i]);
+    if (cfg_.precision == "fp16")
+      m["done/" + std::to_string(i) + "/skipped"] = scalar_i(p.skipped.at(i));
   }
   if (cur != nullptr) {
     m["cur/active"] = scalar_i(1);
@@ -596,6 +624,7 @@ ResumedGroup RunCheckpoint::restore_checked(
     load_module(e, pre, models.particle(i));
     check_pruned_zero(e, pre, models.particle(i), masks);
     p.losses.push_back(e.real(pre + "loss", -HUGE_VAL, HUGE_VAL));
+    p.skipped.push_back(cfg_.precision == "fp16" ? e.integer(pre + "skipped", 0, INT64_MAX) : 0);
   }
 
   // ---- the group in training, if any: it goes on the way it was started

@@ -71,6 +71,8 @@ void validate_config(const Config& c, bool check_model) {
   TORCH_CHECK_VALUE(
       std::isfinite(c.sparse_density) && c.sparse_density >= 0.0 && c.sparse_density <= 1.0,
       "Config.sparse_density must be in [0, 1], got ", c.sparse_density);
+  TORCH_CHECK_VALUE(c.precision == "fp32" || c.precision == "bf16" || c.precision == "fp16",
+                    "Config.precision must be fp32, bf16 or fp16; got '", c.precision, "'");
   TORCH_CHECK_VALUE(std::isfinite(c.sparse_conv_density) && c.sparse_conv_density >= 0.0 &&
                         c.sparse_conv_density <= 1.0,
                     "Config.sparse_conv_density must be in [0, 1], got ", c.sparse_conv_density);

@@ -82,6 +82,7 @@ class Run {
       p_.rounds_done = round + 1;
       p_.particles_done = 0;
       p_.losses.clear();
+      p_.skipped.clear();
       if (round + 1 < cfg_.rounds) prune_for(round + 1);
       save();
       if (hooks_.on_round) hooks_.on_round(rr);
@@ -135,6 +136,7 @@ class Run {
         models_.copy_out(*grp.models[g / grp.per_model], grp.per_model, g % grp.per_model,
                          first + g);
       p_.losses.push_back(st->last_loss[g]);
+      p_.skipped.push_back(st->scaler ? st->skipped[g] : 0);
     }
     if (plan_.swa) {  // the SWA solutions' batch-norm statistics, side by side on threads
       const int64_t lanes = post_lanes(n);
@@ -178,6 +180,7 @@ class Run {
       loss_sum += losses[p];
     }
     rr.train_loss = loss_sum / static_cast<double>(n);
+    for (double k : gathered_values(p_.skipped, n)) rr.skipped_steps += static_cast<int64_t>(k);
     Model& avg = models_.average();
     std::vector<std::vector<at::Tensor>> particle_params;
     for (int64_t p = first; p < last; ++p)
@@ -232,9 +235,13 @@ class Run {
   }
 
   // The last-epoch training loss of every particle of the round (this process holds its own).
-  std::vector<double> gathered_losses(int64_t n) {
+  std::vector<double> gathered_losses(int64_t n) { return gathered_values(p_.losses, n); }
+
+  // Every particle's value, from the processes that trained them (`mine`: this process's).
+  template <typename T>
+  std::vector<double> gathered_values(const std::vector<T>& values, int64_t n) {
     std::vector<at::Tensor> mine;
-    for (double l : p_.losses) mine.push_back(at::full({}, l, at::kDouble));
+    for (T l : values) mine.push_back(at::full({}, static_cast<double>(l), at::kDouble));
     std::vector<double> out;
     for (const auto& t : averager_.gather(mine, n)) out.push_back(t.item<double>());
     return out;

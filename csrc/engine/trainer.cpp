@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../common/autocast.h"
 #include "../common/lanes.h"
 #include "swamp/layers.h"
 
@@ -46,7 +47,15 @@ ParticleState Trainer::start(Group& grp, const std::map<std::string, at::Tensor>
                    RunningAverage(),
                    std::vector<double>(static_cast<size_t>(group), 0.0),
                    0,
-                   std::vector<double>(static_cast<size_t>(group), 0.0)};
+                   std::vector<double>(static_cast<size_t>(group), 0.0),
+                   std::nullopt,
+                   {},
+                   {}};
+  if (cfg_.precision == "fp16") {
+    st.scaler.emplace();
+    st.skipped.assign(static_cast<size_t>(group), 0);
+    st.skipped_now.assign(static_cast<size_t>(group), 0);
+  }
   for (int64_t g = 0; g < group; ++g) {
     st.streams.push_back(hash_seed(cfg_.seed, round, first + g));
     st.orders.emplace_back(data_.train_size(), st.streams.back());
@@ -89,21 +98,50 @@ at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t epoc
                                const std::vector<at::Tensor>& perms, double lr) {
   const auto K = static_cast<int64_t>(grp.models.size());
   std::vector<at::Tensor> losses(static_cast<size_t>(K));
+  const std::optional<at::ScalarType> amp = autocast_dtype(cfg_.precision);
+  const double scale = st.scaler ? st.scaler->scale() : 1.0;
+  std::vector<uint8_t> overflow(static_cast<size_t>(K), 0);
   run_lanes(grp.lanes, [&](int64_t lane) {
     for (int64_t k = lane; k < K; k += grp.lanes) {
       const size_t t0 = grp.first[k], t1 = grp.first[k + 1];
       st.opt.zero_grad(t0, t1);
-      const at::Tensor loss =
-          batch_loss(*grp.models[k], st, k * grp.per_model, grp.per_model, epoch, b, perms);
-      loss.sum().backward();
-      st.opt.step(lr, t0, t1);
-      losses[k] = loss.detach();
+      at::Tensor loss;
+      {  // the forward pass and the loss under autocast (this thread's); backward outside it
+        const AutocastGuard autocast(device_.type(), amp);
+        loss = batch_loss(*grp.models[k], st, k * grp.per_model, grp.per_model, epoch, b, perms);
+      }
+      if (st.scaler) {
+        (loss.sum() * scale).backward();
+        std::vector<at::Tensor> grads;
+        for (size_t i = t0; i < t1; ++i) grads.push_back(st.opt.params()[i].grad());
+        // an overflow skips the step: weights, momentum (and so SWA and masks) stay as they were
+        overflow[k] = st.scaler->unscale(grads) ? 0 : 1;
+        if (!overflow[k]) st.opt.step(lr, t0, t1);
+      } else {
+        loss.sum().backward();
+        st.opt.step(lr, t0, t1);
+      }
+      losses[k] = loss.detach().to(at::kFloat);
     }
   });
+  if (st.scaler) {
+    bool any = false;
+    for (int64_t k = 0; k < K; ++k) {
+      any = any || overflow[k] != 0;
+      for (int64_t g = k * grp.per_model; g < (k + 1) * grp.per_model; ++g) {
+        st.skipped_now[g] = overflow[k];
+        st.skipped[g] += overflow[k];
+      }
+    }
+    st.scaler->update(any);
+  }
   return K == 1 ? losses[0] : at::cat(losses);
 }
 
 namespace {
+// fp16: this many skipped steps in a row (the scale halved each time) is divergence
+constexpr int64_t kMaxSkipsInARow = 40;
+
 void check_finite(double loss, int64_t round, int64_t particle, int64_t step) {
   TORCH_CHECK(std::isfinite(loss), "training diverged: the loss is ", loss, " in round ", round,
               round < 0 ? " (ticket)" : "", ", particle ", particle, ", step ", step,
@@ -122,11 +160,24 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
   // host does not wait for the device on every step. Divergence names the exact step either way.
   const size_t sync_every = hooks_.loss_sync_every > 0 ? static_cast<size_t>(hooks_.loss_sync_every)
                                                        : (device_.is_cpu() ? 1 : 32);
+  // fp16 reads every step anyway (whether the gradients overflowed decides the step)
+  const size_t sync = st.scaler ? 1 : sync_every;
   std::vector<std::pair<int64_t, at::Tensor>> pending;
   auto add_losses = [&](const double* v, int64_t step) {
     for (int64_t g = 0; g < G; ++g) {
-      check_finite(v[g], round, first + g, step);
-      st.epoch_loss[g] += v[g];
+      double x = v[g];
+      if (st.scaler && st.skipped_now[g]) {
+        TORCH_CHECK(st.scaler->consecutive_skips() < kMaxSkipsInARow,
+                    "training diverged: fp16 gradients overflowed in ", kMaxSkipsInARow,
+                    " steps in a row (loss scale now ", st.scaler->scale(), ") in round ", round,
+                    round < 0 ? " (ticket)" : "", ", particle ", first + g, ", step ", step,
+                    "; lower the learning rate or train in bf16 / fp32");
+        // a skipped step whose loss overflowed too counts with the epoch's mean so far
+        if (!std::isfinite(x))
+          x = st.epoch_steps > 0 ? st.epoch_loss[g] / static_cast<double>(st.epoch_steps) : 0.0;
+      }
+      check_finite(x, round, first + g, step);
+      st.epoch_loss[g] += x;
     }
   };
   auto flush = [&] {
@@ -155,7 +206,7 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
     }
     const double lr = learning_rate(plan_.schedule, step);
     const at::Tensor losses = step_group(grp, st, epoch, b, perms, lr);
-    if (sync_every == 1) {
+    if (sync == 1) {
       const at::Tensor v = losses.to(at::kDouble).cpu().contiguous();  // read on the host
       add_losses(v.const_data_ptr<double>(), step);
     } else {
@@ -163,7 +214,7 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
     }
     ++st.epoch_steps;
     ++st.step;
-    if (pending.size() >= sync_every) flush();
+    if (pending.size() >= sync) flush();
     bool epoch_end = false;
     if (b == spe - 1 || st.step == end) {
       flush();

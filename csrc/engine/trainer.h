@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,11 @@ struct ParticleState {
   std::vector<double> epoch_loss;
   int64_t epoch_steps = 0;
   std::vector<double> last_loss;  // mean loss of each particle's last (or current) epoch
+  // fp16 (Config::precision): the group's loss scale, each particle's skipped steps (gradients
+  // that overflowed) and whether its last step was one of them
+  std::optional<LossScaler> scaler;
+  std::vector<int64_t> skipped;
+  std::vector<uint8_t> skipped_now;
 
   int64_t size() const { return static_cast<int64_t>(orders.size()); }
 };

@@ -3,6 +3,8 @@
 #include <c10/util/Exception.h>
 #include <torch/types.h>
 
+#include <cmath>
+
 #include "../common/simd.h"
 #include "swamp/optim.h"
 
@@ -193,6 +195,53 @@ double learning_rate(const ScheduleOptions& s, int64_t step) {
     return lr;
   }
   return floor_lr + (s.lr - floor_lr) * 0.5 * (1.0 + std::cos(kPi * std::min(1.0, t)));
+}
+
+}  // namespace swamp
+
+namespace swamp {
+
+LossScaler::LossScaler(LossScaleOptions options) : o_(options), scale_(options.init_scale) {
+  TORCH_CHECK_VALUE(std::isfinite(o_.init_scale) && o_.init_scale > 0.0,
+                    "LossScaler: init_scale must be > 0");
+  TORCH_CHECK_VALUE(o_.growth_factor > 1.0 && o_.backoff_factor > 0.0 && o_.backoff_factor < 1.0,
+                    "LossScaler: growth_factor must be > 1 and backoff_factor in (0, 1)");
+  TORCH_CHECK_VALUE(o_.growth_interval >= 1, "LossScaler: growth_interval must be >= 1");
+}
+
+bool LossScaler::unscale(const std::vector<at::Tensor>& grads) const {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> finite;
+  for (const auto& g : grads) {
+    if (!g.defined()) continue;
+    g.mul_(1.0 / scale_);
+    finite.push_back(at::isfinite(g).all());
+  }
+  return finite.empty() || at::stack(finite).all().item<bool>();  // one read per step
+}
+
+void LossScaler::update(bool found_inf) {
+  if (found_inf) {
+    scale_ *= o_.backoff_factor;
+    tracker_ = 0;
+    ++consecutive_;
+    return;
+  }
+  consecutive_ = 0;
+  if (++tracker_ >= o_.growth_interval) {
+    scale_ *= o_.growth_factor;
+    tracker_ = 0;
+  }
+}
+
+void LossScaler::restore(double scale, int64_t growth_tracker, int64_t consecutive_skips) {
+  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0.0, "LossScaler: scale must be > 0");
+  TORCH_CHECK_VALUE(growth_tracker >= 0 && growth_tracker < o_.growth_interval &&
+                        consecutive_skips >= 0,
+                    "LossScaler: growth tracker out of range");
+  scale_ = scale;
+  tracker_ = growth_tracker;
+  consecutive_ = consecutive_skips;
 }
 
 }  // namespace swamp

@@ -81,6 +81,7 @@ void bind_engine(py::module_& m) {
       .def_readonly("particle_nll", &RoundResult::particle_nll)
       .def_readonly("layer_density", &RoundResult::layer_density)
       .def_readonly("train_loss", &RoundResult::train_loss)
+      .def_readonly("skipped_steps", &RoundResult::skipped_steps)
       .def_readonly("seconds", &RoundResult::seconds);
 
   py::class_<Progress>(m, "Progress")

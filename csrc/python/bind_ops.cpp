@@ -63,6 +63,23 @@ void bind_ops(py::module_& m) {
           py::arg("begin") = py::none(), py::arg("end") = py::none())
       .def("momentum_buffers", &MaskedSGD::momentum_buffers);
 
+  py::class_<LossScaler>(m, "LossScaler",
+                         "fp16 dynamic loss scaling (torch.amp.GradScaler's rule), as runs with "
+                         "precision='fp16' use it.")
+      .def(py::init([](double init_scale, double growth_factor, double backoff_factor,
+                       int64_t growth_interval) {
+             return LossScaler(
+                 LossScaleOptions{init_scale, growth_factor, backoff_factor, growth_interval});
+           }),
+           py::arg("init_scale") = 65536.0, py::arg("growth_factor") = 2.0,
+           py::arg("backoff_factor") = 0.5, py::arg("growth_interval") = 2000)
+      .def_property_readonly("scale", &LossScaler::scale)
+      .def_property_readonly("growth_tracker", &LossScaler::growth_tracker)
+      .def_property_readonly("consecutive_skips", &LossScaler::consecutive_skips)
+      .def("unscale", &LossScaler::unscale, py::arg("grads"),
+           "Divides the gradients by the scale in place; True when all are finite.")
+      .def("update", &LossScaler::update, py::arg("found_inf"));
+
   m.def(
       "learning_rate",
       [](const std::string& kind, double lr, int64_t total_steps, int64_t warmup_steps,

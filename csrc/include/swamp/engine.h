@@ -43,6 +43,13 @@ namespace swamp {
 //                   other, each step using every intra-op thread), "threads" (CPU: side by side,
 //                   one thread per particle, in lock step) or "auto" (see particle_path). All
 //                   give the same results up to float rounding.
+//   precision       "fp32" (everything in float32), "bf16" or "fp16": the training forward pass
+//                   and loss run under autocast in that dtype on the run's device (the backward
+//                   pass in the dtypes the forward chose); weights, gradients, momentum, SWA,
+//                   the particle average, batch-norm statistics, pruning scores, evaluation and
+//                   the batch-norm recompute stay float32. fp16 scales the loss dynamically
+//                   (LossScaler, swamp/optim.h): a step whose gradients overflow is skipped and
+//                   counted (RoundResult::skipped_steps). The sparse kernels compute in float32.
 //   sparse_kernels  sparse kernels for pruned linear and conv layers (CPU): "auto" (linear
 //                   layers at or below sparse_density, convolutions at or below
 //                   sparse_conv_density), "on" (every pruned layer) or "off"
@@ -79,7 +86,8 @@ namespace swamp {
   X(std::string, particle_mode, "auto")  \
   X(std::string, sparse_kernels, "auto") \
   X(double, sparse_density, 0.5)         \
-  X(double, sparse_conv_density, 0.1)
+  X(double, sparse_conv_density, 0.1)    \
+  X(std::string, precision, "fp32")
 
 struct Config {
 #define SWAMP_CONFIG_MEMBER(type, name, value) type name = value;
@@ -134,6 +142,8 @@ struct RoundResult {
   std::vector<std::pair<std::string, double>> layer_density;
   double train_loss = 0.0;  // mean training loss over the last epoch of the particles
   double seconds = 0.0;
+  // fp16: the particle steps skipped because their gradients overflowed (0 otherwise)
+  int64_t skipped_steps = 0;
 };
 
 struct Progress {

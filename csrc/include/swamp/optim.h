@@ -10,6 +10,36 @@
 
 namespace swamp {
 
+// Dynamic loss scaling for fp16 training (torch.amp.GradScaler's rule): the loss is multiplied by
+// scale() before the backward pass; unscale() divides the gradients by it and says whether all
+// are finite; a step with an overflow is skipped by the caller, and update() then multiplies the
+// scale by backoff_factor, while growth_interval clean steps in a row multiply it by
+// growth_factor.
+struct LossScaleOptions {
+  double init_scale = 65536.0;
+  double growth_factor = 2.0;
+  double backoff_factor = 0.5;
+  int64_t growth_interval = 2000;
+};
+
+class SWAMP_API LossScaler {
+ public:
+  explicit LossScaler(LossScaleOptions options = {});
+  double scale() const { return scale_; }
+  int64_t growth_tracker() const { return tracker_; }  // clean steps since the last change
+  // Steps skipped in a row (an overflow every step means divergence, not a large scale).
+  int64_t consecutive_skips() const { return consecutive_; }
+  // Divides every defined gradient by scale() in place; true when all of them are finite.
+  bool unscale(const std::vector<at::Tensor>& grads) const;
+  void update(bool found_inf);
+  void restore(double scale, int64_t growth_tracker, int64_t consecutive_skips);
+
+ private:
+  LossScaleOptions o_;
+  double scale_;
+  int64_t tracker_ = 0, consecutive_ = 0;
+};
+
 struct SgdOptions {
   double momentum = 0.9;
   bool nesterov = false;

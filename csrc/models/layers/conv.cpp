@@ -1,6 +1,7 @@
 // swamp::layers::Conv2d: torch's Conv2d with sparse mode on direct sparse kernels (see
 // swamp/layers.h and conv_kernels.h).
 #include <ATen/Functions.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
 #include <torch/autograd.h>
 #include <torch/types.h>
@@ -103,9 +104,12 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   g.ow = (g.w + 2 * g.pad_w - g.kw) / g.stride_w + 1;
   TORCH_CHECK_VALUE(g.oh > 0 && g.ow > 0, "Conv2d: input ", x.sizes(), " is smaller than the ",
                     g.kh, "x", g.kw, " kernel");
-  if (direct_pays(g))
-    return SparseConvFunction::apply(x, values_, bias.defined() ? bias : values_.new_empty({0}),
-                                     sparse_, g);
+  if (direct_pays(g)) {  // the sparse kernels compute in float32, also under autocast
+    const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const bool low = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+    return SparseConvFunction::apply(low ? x.to(at::kFloat) : x, values_,
+                                     bias.defined() ? bias : values_.new_empty({0}), sparse_, g);
+  }
   // Small planes or strides: the dense kernels on the values scattered into the weight (the
   // weight gradient comes back at the nonzeros only, through the scatter).
   return _conv_forward(x, scattered(values_));

@@ -1,5 +1,6 @@
 // swamp::layers::Linear: dense, stacked (particle-major) and sparse (see swamp/layers.h).
 #include <ATen/Functions.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
 #include <torch/types.h>
 
@@ -28,7 +29,11 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   }
   // The sparse kernels take either layout; they work on activations with the batch contiguous
   // (strides (1, B)) and return that layout, so that a following sparse layer reads it as is.
-  if (sparse_) return sparse_linear(x, values_, bias, sparse_, particles_);
+  if (sparse_) {  // the sparse kernels compute in float32, also under autocast
+    const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const bool low = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+    return sparse_linear(low ? x.to(at::kFloat) : x, values_, bias, sparse_, particles_);
+  }
   if (pm) return stacked_linear(x.contiguous(), weight, bias, particles_);
   if (particles_ == 1) return torch::nn::LinearImpl::forward(x);
   return from_particle_major(forward(to_particle_major(x, particles_)));

@@ -63,16 +63,20 @@ struct StackedLinearFunction : public torch::autograd::Function<StackedLinearFun
     ctx->save_for_backward({x, weight});
     ctx->saved_data["particles"] = particles;
     ctx->saved_data["has_bias"] = bias.defined();
-    return bias.defined() ? at::baddbmm(bias.view({N, 1, out}), x, w3.transpose(1, 2))
-                          : at::bmm(x, w3.transpose(1, 2));
+    at::Tensor y = bias.defined() ? at::baddbmm(bias.view({N, 1, out}), x, w3.transpose(1, 2))
+                                  : at::bmm(x, w3.transpose(1, 2));
+    // under autocast the product ran in a lower precision: the backward runs in it too
+    ctx->saved_data["dtype"] = static_cast<int64_t>(y.scalar_type());
+    return y;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &weight = saved[1];
+    const auto dt = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    const at::Tensor x = saved[0].to(dt), weight = saved[1].to(dt);  // no-ops in fp32
     const int64_t N = ctx->saved_data["particles"].toInt(), in = x.size(2);
     const int64_t out = weight.size(0) / N;
-    const at::Tensor g = grads[0].contiguous();  // [N, B, out]
+    const at::Tensor g = grads[0].to(dt).contiguous();  // [N, B, out]
     at::Tensor dx, dw, db;
     if (ctx->needs_input_grad(0)) dx = at::bmm(g, weight.view({N, out, in}));
     if (ctx->needs_input_grad(1)) dw = at::bmm(g.transpose(1, 2), x).view({N * out, in});
