@@ -23,9 +23,9 @@ namespace swamp::engine {
 struct RunProgress {
   bool ticket_done = false;
   int64_t rounds_done = 0;
-  int64_t masks_round = 0;     // the round the current masks are for
-  int64_t particles_done = 0;  // in round rounds_done
-  std::vector<double> losses;  // last-epoch losses of the finished particles of the round
+  int64_t masks_round = 0;       // the round the current masks are for
+  int64_t particles_done = 0;    // in round rounds_done
+  std::vector<double> losses;    // last-epoch losses of the finished particles of the round
   std::vector<int64_t> skipped;  // their skipped fp16 steps (0 in other precisions)
   std::vector<RoundResult> results;
   double round_seconds = 0.0;  // time spent in the current round before a resume

@@ -236,9 +236,9 @@ void LossScaler::update(bool found_inf) {
 
 void LossScaler::restore(double scale, int64_t growth_tracker, int64_t consecutive_skips) {
   TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0.0, "LossScaler: scale must be > 0");
-  TORCH_CHECK_VALUE(growth_tracker >= 0 && growth_tracker < o_.growth_interval &&
-                        consecutive_skips >= 0,
-                    "LossScaler: growth tracker out of range");
+  TORCH_CHECK_VALUE(
+      growth_tracker >= 0 && growth_tracker < o_.growth_interval && consecutive_skips >= 0,
+      "LossScaler: growth tracker out of range");
   scale_ = scale;
   tracker_ = growth_tracker;
   consecutive_ = consecutive_skips;
