@@ -66,7 +66,7 @@ def table(head: list[str], rows: list[list[Any]]) -> str:
 
 # ---- one SWAMP-4 round vs one IMP round ---------------------------------------------------------
 def bench_rounds(a: argparse.Namespace) -> tuple[dict, str]:
-    n = 256 if a.quick else 5120
+    n = 128 if a.quick else 5120
     data = synthetic(n, 128 if a.quick else 1000)
     model_names = ["resnet20"] if a.quick else ["resnet20", "wrn28_2"]
     modes = ["stacked", "sequential"] + (["threads"] if not a.device.startswith("cuda") else [])
@@ -78,6 +78,10 @@ def bench_rounds(a: argparse.Namespace) -> tuple[dict, str]:
         for mode in modes:
             cfgs[f"swamp-4 {mode}"] = swamp_ext.Config(**base, method="swamp", particles=4,
                                                        particle_mode=mode)
+        for prec in ("bf16",) if a.quick else ("bf16", "fp16"):
+            cfgs[f"imp {prec}"] = swamp_ext.Config(**base, method="imp", precision=prec)
+            cfgs[f"swamp-4 stacked {prec}"] = swamp_ext.Config(
+                **base, method="swamp", particles=4, particle_mode="stacked", precision=prec)
         secs = {}
         for k, cfg in cfgs.items():
             swamp_ext.run_imp(cfg, data, progress=False)  # warm-up (cuDNN plans, allocator)
@@ -87,7 +91,8 @@ def bench_rounds(a: argparse.Namespace) -> tuple[dict, str]:
             rows.append([m, k, s, s / secs["imp"]])
             figures[f"{m}/{k}/seconds"] = s
             figures[f"{m}/{k}/vs_imp"] = s / secs["imp"]
-    text = (f"One dense round, {n} images, batch 128, fp32, augmented on the device\n\n"
+    text = (f"One dense round, {n} images, batch 128 (fp32 unless named), augmented on the "
+            "device\n\n"
             + table(["model", "run", "seconds", "x IMP round"], rows))
     return figures, text
 
@@ -104,14 +109,20 @@ def bench_run(a: argparse.Namespace) -> tuple[dict, str]:
     ours_s, res = timed(lambda: swamp_ext.run_imp(cfg, data, progress=False), a.device)
     rows = [["swamp_ext (fp32)", ours_s, 1.0, res.rounds[-1].test_acc]]
     figures = {"swamp_ext_seconds": ours_s, "swamp_ext_acc": res.rounds[-1].test_acc}
-    peers = [("plain PyTorch fp32", None, False)]
+    bf_s, bf = timed(lambda: swamp_ext.run_imp(
+        swamp_ext.Config(**{**cfg.to_dict(), "precision": "bf16"}), data, progress=False),
+        a.device)
+    rows.append(["swamp_ext (bf16)", bf_s, bf_s / ours_s, bf.rounds[-1].test_acc])
+    figures["swamp_ext_bf16_seconds"], figures["swamp_ext_bf16_acc"] = bf_s, bf.rounds[-1].test_acc
+    peers = [("plain PyTorch fp32", None, False), ("plain PyTorch bf16 autocast", torch.bfloat16,
+                                                     False)]
     if a.device.startswith("cuda"):
         peers += [("plain PyTorch bf16 autocast + channels-last", torch.bfloat16, True)]
     for label, amp, cl in peers:
         s, out = timed(lambda amp=amp, cl=cl: reference_torch.run(
             cfg, data, device=a.device, amp=amp, channels_last=cl), a.device)
         rows.append([label, s, s / ours_s, out[-1][1]])
-        key = "torch_fp32" if amp is None else "torch_bf16_cl"
+        key = "torch_fp32" if amp is None else ("torch_bf16_cl" if cl else "torch_bf16")
         figures[f"{key}_seconds"], figures[f"{key}_acc"] = s, out[-1][1]
         figures[f"{key}_vs_swamp_ext"] = s / ours_s
     text = (f"Whole SWAMP-4 run: resnet20, {cfg.rounds} rounds x {cfg.epochs} epochs, {n} "

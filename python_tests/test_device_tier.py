@@ -57,6 +57,8 @@ def digits():
 def small(device, **kw):
     base = dict(model="lenet_300_100", method="swamp", particles=2, rounds=3, epochs=3,
                 rewind_epochs=1, batch_size=64, lr=0.05, seed=3, device=device)
+    if device == "cpu":  # the dry run: fewer epochs (the GPU runs the full size)
+        base.update(epochs=2)
     base.update(kw)
     return Config(**base)
 
@@ -417,3 +419,24 @@ def test_device_names_resolve_to_the_device_tensors_report(device, digits):
     a = run(small(f"{device}:0", **cfg), digits)  # an explicit index is the same device
     b = run(small(device, **cfg), digits)
     assert a.rounds[0].test_nll == pytest.approx(b.rounds[0].test_nll, rel=1e-4)
+
+
+# ---- mixed precision ---------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:precision='bf16' on a CPU")
+@pytest.mark.filterwarnings("ignore:precision='fp16' on a CPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_keeps_fp32_weights_and_exact_masks_on_the_device(device, digits,
+                                                                          precision):
+    # fp16 convolutions are emulated on CPUs (slow): the CPU dry run takes lenet_300_100 there
+    model = "lenet_300_100" if device == "cpu" and precision == "fp16" else "conv4_small"
+    res = run(small(device, model=model, precision=precision, rounds=3), digits)
+    state = res.state_dict()
+    for name, v in state.items():
+        if v.is_floating_point():
+            assert v.dtype == torch.float32 and torch.isfinite(v).all(), name
+    for name, m in res.masks.items():
+        assert torch.all(state[name][~m] == 0), name
+    assert sum(int(m.sum()) for m in res.masks.values()) == res.rounds[-1].remaining
+    assert res.rounds[-1].test_acc > 0.8
+    if precision == "bf16":
+        assert all(r.skipped_steps == 0 for r in res.rounds)

@@ -458,6 +458,10 @@ def _warn_precision(config: Config) -> None:
             "precision='bf16' on a CPU without bf16 instructions (no amx_bf16 / avx512_bf16; "
             f"torch's CPU capability: {torch.backends.cpu.get_cpu_capability()}): bf16 is "
             "emulated there and usually slower than fp32", RuntimeWarning, stacklevel=3)
+    if config.precision == "fp16" and config.device.startswith("cpu"):
+        warnings.warn("precision='fp16' on a CPU: fp16 convolutions and matrix products are "
+                      "emulated there (many times slower than fp32); bf16 is the CPU's mixed "
+                      "precision", RuntimeWarning, stacklevel=3)
 
 
 def _core_data(data: Union[Dataset, TorchData], device: str) -> tuple[Optional[Any], tuple]:
