@@ -565,7 +565,16 @@ def _batch_size(x: Any) -> int:
 def _check_module_on_data(adapter: _ModuleAdapter, config: Config,
                           data: Union[Dataset, TorchData]) -> None:
     """Runs a copy of the module on a few samples before the run: its errors and its output
-    named here, not deep in training; decides whether its particles can be stacked."""
+    named here, not deep in training; decides whether its particles can be stacked. Random
+    draws of the module (dropout) leave the caller's generators as they were."""
+    dev = torch.device(config.device)
+    cuda = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        _check_module_forward(adapter, config, data)
+
+
+def _check_module_forward(adapter: _ModuleAdapter, config: Config,
+                          data: Union[Dataset, TorchData]) -> None:
     x = _model_inputs(data, 8, config.device)
     m = adapter.copy()
     who = adapter.class_name

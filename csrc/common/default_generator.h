@@ -4,10 +4,14 @@
 #pragma once
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <utility>
+#include <vector>
 
 namespace swamp {
 
@@ -29,6 +33,32 @@ class DefaultGeneratorGuard {
  private:
   at::Generator gen_;
   at::Tensor saved_;
+};
+
+// Keeps torch's default generator of `device` (CPU, and CUDA for a CUDA device: the CPU one too)
+// as the caller left it: a run's forward passes draw from them in the run's own streams.
+class GeneratorStateGuard {
+ public:
+  explicit GeneratorStateGuard(const c10::Device& device) {
+    keep(c10::Device(c10::kCPU));
+    if (!device.is_cpu()) keep(device);
+  }
+  ~GeneratorStateGuard() {
+    for (auto& [gen, state] : saved_) {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(state);
+    }
+  }
+  GeneratorStateGuard(const GeneratorStateGuard&) = delete;
+  GeneratorStateGuard& operator=(const GeneratorStateGuard&) = delete;
+
+ private:
+  void keep(const c10::Device& d) {
+    at::Generator gen = at::globalContext().defaultGenerator(d);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    saved_.emplace_back(gen, gen.get_state());
+  }
+  std::vector<std::pair<at::Generator, at::Tensor>> saved_;
 };
 
 }  // namespace swamp

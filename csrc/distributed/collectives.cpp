@@ -11,7 +11,6 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/csrc/distributed/c10d/control_collectives/StoreCollectives.hpp>
 
 #include "swamp/distributed.h"
 
@@ -95,14 +94,14 @@ int64_t env_int(const char* name, int64_t lo, int64_t hi) {
   return x;
 }
 
-// Tensors as bytes through the store: every process writes its bytes under a fresh key and
-// reads everyone's (c10d::StoreCollectives::allGather).
+// Tensors as bytes through the store: every process writes its bytes under a fresh key, waits
+// for everyone's keys and reads them (the Store API of every supported torch; torch's own
+// StoreCollectives exists from 2.6 on only).
 class StoreCollectivesImpl : public Collectives {
  public:
   StoreCollectivesImpl(c10::intrusive_ptr<c10d::Store> store, int64_t rank, int64_t size,
                        std::string where, std::chrono::milliseconds timeout)
-      : sc_(c10::make_intrusive<c10d::StoreCollectives>(store, static_cast<int>(rank),
-                                                        static_cast<int>(size))),
+      : store_(std::move(store)),
         rank_(rank),
         size_(size),
         where_(std::move(where)),
@@ -116,9 +115,16 @@ class StoreCollectivesImpl : public Collectives {
     const at::Tensor t = mine.detach().to(at::kCPU).contiguous();
     const auto* p = static_cast<const uint8_t*>(t.const_data_ptr());
     const std::vector<uint8_t> bytes(p, p + t.nbytes());
-    const std::string key = "swamp_ext/all_gather/" + std::to_string(calls_++);
-    const auto all = collective(describe(), "all-gather", timeout_,
-                                [&] { return sc_->allGather(key, bytes, timeout_); });
+    const std::string key = "swamp_ext/all_gather/" + std::to_string(calls_++) + "/";
+    const auto all = collective(describe(), "all-gather", timeout_, [&] {
+      store_->set(key + std::to_string(rank_), bytes);
+      std::vector<std::string> keys;
+      for (int64_t r = 0; r < size_; ++r) keys.push_back(key + std::to_string(r));
+      store_->wait(keys, timeout_);
+      std::vector<std::vector<uint8_t>> got;
+      for (const auto& k : keys) got.push_back(store_->get(k));
+      return got;
+    });
     TORCH_CHECK(static_cast<int64_t>(all.size()) == size_, "distributed run: all-gather returned ",
                 all.size(), " parts for ", size_, " processes");
     std::vector<at::Tensor> out;
@@ -134,7 +140,7 @@ class StoreCollectivesImpl : public Collectives {
   }
 
  private:
-  c10::intrusive_ptr<c10d::StoreCollectives> sc_;
+  c10::intrusive_ptr<c10d::Store> store_;
   int64_t rank_, size_;
   std::string where_;
   std::chrono::milliseconds timeout_;

@@ -87,10 +87,21 @@ ParticleModels::ParticleModels(const Config& cfg, const ModelSource& source, Mod
   final_ = make();
 }
 
+std::string threads_refusal(const std::string& identity) {
+  return "Config.particle_mode threads: the model (" + identity +
+         ") draws random numbers in training mode (dropout or another random layer) and the "
+         "threads share torch's default generator, so its draws would depend on thread timing; "
+         "use sequential, stacked or auto";
+}
+
 ParticlePath ParticleModels::path(int64_t n) const {
   ParticlePath p = particle_path(cfg_, *particles_.at(0), n);
   if (cfg_.particle_mode == "auto" && n > 1)
     if (auto own = source_.auto_path(device_, n)) p = *own;
+  if (p == ParticlePath::kThreads && draws_random_) {
+    TORCH_CHECK_VALUE(cfg_.particle_mode != "threads", threads_refusal(source_.identity()));
+    p = ParticlePath::kSequential;
+  }
   if (p != ParticlePath::kStacked || source_.stackable()) return p;
   TORCH_CHECK_VALUE(cfg_.particle_mode != "stacked", "Config.particle_mode stacked: the model (",
                     source_.identity(), ") cannot hold several particles in one module");

@@ -25,6 +25,9 @@ struct Group {
   int64_t particles() const { return static_cast<int64_t>(models.size()) * per_model; }
 };
 
+// Why the threads path is refused for a model that draws random numbers in training.
+std::string threads_refusal(const std::string& identity);
+
 class ParticleModels {
  public:
   // The ticket, `max_particles` particle models and the averaged model, all from `init_seed`.
@@ -37,8 +40,12 @@ class ParticleModels {
   const c10::Device& device() const { return device_; }
 
   // The round's path for n particles: the config's choice, or (auto) the measured rule of
-  // particle_path(); stacked only where the model source can stack.
+  // particle_path(); stacked only where the model source can stack; never threads for a model
+  // that draws random numbers in training (the lanes would share torch's default generator).
   ParticlePath path(int64_t n) const;
+  // Whether the model draws random numbers in training mode (dropout, stochastic depth, noise).
+  void set_draws_random(bool v) { draws_random_ = v; }
+  bool draws_random() const { return draws_random_; }
   // The particles [first, last) of a round of n (last < n: the rest are another process's): all
   // stacked in one model, one model each side by side in threads, or (sequential) only the
   // first of them, alone.
@@ -68,6 +75,7 @@ class ParticleModels {
   std::vector<ModelPtr> particles_;
   // stacked models by (group size, index), made when first needed
   std::map<std::pair<int64_t, int64_t>, ModelPtr> stacked_;
+  bool draws_random_ = false;
 };
 
 }  // namespace swamp::engine

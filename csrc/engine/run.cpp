@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "../common/default_generator.h"
 #include "../common/determinism.h"
 #include "../common/lanes.h"
 #include "checkpoint_codec.h"
@@ -327,6 +328,39 @@ class Run {
         data_.num_classes(), "] (", len, " samples, ", data_.num_classes(), " classes)");
     TORCH_CHECK_TYPE(at::isFloatingType(out.scalar_type()), "the model (", source_.identity(),
                      ") returns ", out.scalar_type(), " logits; expected a floating-point type");
+    // Random numbers in training mode (dropout, stochastic depth, noise layers): one train-mode
+    // forward, the default generator's state compared before and after (the generator and the
+    // model's buffers put back). Such a model's training forwards are seeded per particle and
+    // step (Trainer), and its particles do not share the generator on threads.
+    const bool draws = draws_random(m, b);
+    models_.set_draws_random(draws);
+    trainer_.set_draws_random(draws);
+    TORCH_CHECK_VALUE(!draws || cfg_.particle_mode != "threads",
+                      engine::threads_refusal(source_.identity()));
+  }
+
+  bool draws_random(Model& m, const Batch& b) {
+    at::Generator gen = at::globalContext().defaultGenerator(data_.device());
+    at::Tensor before, after;
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      before = gen.get_state();
+    }
+    std::vector<at::Tensor> buffers;
+    for (const auto& t : m.buffers(true)) buffers.push_back(t.detach().clone());
+    const bool was_training = m.is_training();
+    m.train(true);
+    {
+      torch::NoGradGuard no_grad;
+      forward(m, b);
+      auto now = m.buffers(true);
+      for (size_t i = 0; i < now.size(); ++i) now[i].copy_(buffers[i]);
+    }
+    m.train(was_training);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    after = gen.get_state();
+    gen.set_state(before);
+    return !at::equal(before, after);
   }
 
   // ---- plumbing -----------------------------------------------------------------------------
@@ -408,6 +442,9 @@ RunResult run_checked(const Config& cfg, const c10::Device& dev, const RunParts&
   if (!parts.model) parts.model = std::make_shared<ZooModelSource>(cfg.model);
   if (!parts.averager) parts.averager = std::make_shared<LocalAverager>();
   DeterminismGuard determinism(cfg.deterministic, dev);
+  // the forward passes draw from torch's default generators in the run's own streams; the
+  // caller's streams are as they were afterwards
+  const GeneratorStateGuard callers_streams(dev);
   engine::Run run(cfg, parts, hooks, checkpoint);
   return run.run();
 }

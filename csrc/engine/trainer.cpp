@@ -1,17 +1,24 @@
 #include "trainer.h"
 
+#include <ATen/Context.h>
 #include <ATen/Functions.h>
 #include <c10/util/Exception.h>
 #include <torch/types.h>
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 
 #include "../common/autocast.h"
 #include "../common/lanes.h"
 #include "swamp/layers.h"
 
 namespace swamp::engine {
+
+namespace {
+// hash_seed stream of the training forwards' random draws (dropout ...)
+constexpr uint64_t kForwardStream = 0xd7095;
+}  // namespace
 
 std::vector<at::Tensor> trainable(const Group& grp) {
   std::vector<at::Tensor> all;
@@ -106,6 +113,11 @@ at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t epoc
       const size_t t0 = grp.first[k], t1 = grp.first[k + 1];
       st.opt.zero_grad(t0, t1);
       at::Tensor loss;
+      if (draws_random_) {  // this particle's stream at this step (not the threads path)
+        at::Generator gen = at::globalContext().defaultGenerator(device_);
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        gen.set_current_seed(hash_seed(st.streams[k * grp.per_model], st.step, 0, kForwardStream));
+      }
       {  // the forward pass and the loss under autocast (this thread's); backward outside it
         const AutocastGuard autocast(device_.type(), amp);
         loss = batch_loss(*grp.models[k], st, k * grp.per_model, grp.per_model, epoch, b, perms);

@@ -55,6 +55,11 @@ class Trainer {
   // the optimizer; sparse layers already entered).
   ParticleState start(Group& grp, const std::map<std::string, at::Tensor>& masks, int64_t round,
                       int64_t first, int64_t step);
+  // A model that draws random numbers in training: each training forward first seeds torch's
+  // default generator of the device from (particle, step), so that a run is the same whatever
+  // the caller's generator state, particles draw different streams, and a resumed run draws what
+  // the uninterrupted one drew.
+  void set_draws_random(bool v) { draws_random_ = v; }
   // Trains the group from st.step to `end`, taking SWA snapshots when `swa`.
   void train(const Group& grp, ParticleState& st, int64_t round, int64_t first, int64_t end,
              bool swa, const SavePoints& save);
@@ -70,6 +75,7 @@ class Trainer {
   BatchSource& data_;
   const Hooks& hooks_;
   c10::Device device_;
+  bool draws_random_ = false;
 };
 
 // The tensors the optimizer, SWA and averaging work on (the values of sparse layers instead of
