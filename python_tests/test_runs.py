@@ -92,7 +92,7 @@ def test_damaged_or_missing_run_files_are_named(tmp_path, digits):
     with pytest.raises(FileNotFoundError, match="round 0 was not kept"):
         loaded.round(0)
     (tmp_path / "results.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not a swamp_ext results file"):
+    with pytest.raises(ValueError, match="results.json is not valid JSON"):
         swamp_ext.load_run(tmp_path)
 
 

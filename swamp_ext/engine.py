@@ -479,18 +479,16 @@ def load_run(run_dir: Union[str, os.PathLike],
     DIR``): config, every round's record, and with ``result.round(k)`` the kept round's masks
     and averaged model. A run that pruned your own module needs it back (``model=``) for
     ``to_torch``."""
+    from . import strict
+
     run_dir = os.fspath(run_dir)
     path = os.path.join(run_dir, "results.json")
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-        cfg = dict(saved["config"])
-        rounds = [RoundRecord(**r) for r in saved["rounds"]]
-    except (FileNotFoundError, NotADirectoryError):
-        raise FileNotFoundError(f"{run_dir}: not a swamp_ext run folder (no results.json)") \
-            from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not a swamp_ext results file: {e}") from None
+    if not os.path.isdir(run_dir) or not os.path.lexists(path):
+        raise FileNotFoundError(f"{run_dir}: not a swamp_ext run folder (no results.json)")
+    # a regular file of bounded size, every field checked; one ValueError naming the field
+    saved = strict.check_results(strict.read_json(path), path)
+    cfg = dict(saved["config"])
+    rounds = [RoundRecord(**r) for r in saved["rounds"]]
     if not rounds:
         raise ValueError(f"{path} holds no finished round")
     module_run = "module" in saved
@@ -506,7 +504,10 @@ def load_run(run_dir: Union[str, os.PathLike],
     elif model is not None:
         raise ValueError(f"{run_dir} pruned the zoo model {cfg.get('model')!r}; model= is for "
                          "runs of your own module")
-    config = Config.from_dict(cfg)
+    try:
+        config = Config.from_dict(cfg)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: config: {e}") from None
     res = Result(config=config, dataset=saved.get("dataset", ""), rounds=rounds, masks={},
                  _state={}, input_shape=tuple(saved.get("input_shape", ())),
                  num_classes=int(saved.get("num_classes", 0)), _adapter=adapter,

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import statistics
@@ -116,6 +115,7 @@ def barrier_files(run_dirs: Sequence[str]) -> list[str]:
 
 
 def barrier(files: Sequence[str], fig: Any) -> None:
+    from . import strict
     from .analysis import Path
 
     if not files:
@@ -123,10 +123,13 @@ def barrier(files: Sequence[str], fig: Any) -> None:
                          "RUN_DIR --round K` first")
     axes = fig.subplots(1, len(files), squeeze=False)[0]
     for ax, f in zip(axes, files):
-        with open(f) as fh:
-            saved = json.load(fh)
-        for d in saved["paths"]:
-            p = Path.from_json(d)
+        saved = strict.read_json(f, allow_nan=True)
+        try:
+            paths = [Path.from_json(d) for d in saved["paths"]]
+            run, between = str(saved["run"]), str(saved["between"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{f} is not a barrier analysis: {type(e).__name__}: {e}") from None
+        for p in paths:
             kind = ("BN recomputed" if p.recompute_bn else
                     "no batch norm" if p.label.endswith("(no batch norm)") else "raw")
             if not all(math.isnan(v) for v in p.test_loss):
@@ -135,7 +138,7 @@ def barrier(files: Sequence[str], fig: Any) -> None:
                 ax.plot(p.alpha, p.train_loss, ls="--", label=f"train, {kind}")
         ax.set_xlabel("alpha: (1 - alpha) a + alpha b")
         ax.set_ylabel("loss (cross-entropy)")
-        ax.set_title(f"{saved['run']}\n{saved['between']}", fontsize="small")
+        ax.set_title(f"{run}\n{between}", fontsize="small")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="x-small")
 

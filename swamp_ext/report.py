@@ -51,16 +51,16 @@ def show(result: Any, where: str = "") -> str:
 def _saved_analyses(run_dir: Optional[str]) -> list[str]:
     """One line per analysis saved in the run folder (swamp-ext analyze)."""
     import glob
-    import json
     import os
+
+    from . import strict
 
     if not run_dir:
         return []
     out = []
     for path in sorted(glob.glob(os.path.join(run_dir, "analysis", "*.json"))):
         try:
-            with open(path) as f:
-                a = json.load(f)
+            a = strict.read_json(path, allow_nan=True)
             if "paths" in a:
                 out += [f"  barrier, {p['label']}: test loss {p['test_loss_barrier']:.4g}"
                         for p in a["paths"] if p.get("test_loss_barrier") is not None]

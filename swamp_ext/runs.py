@@ -99,8 +99,17 @@ def decode_round(tensors: dict[str, torch.Tensor], meta: dict[str, str], where: 
     try:
         shapes = json.loads(meta["mask_shapes"])
         n = int(meta["particles"])
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"{where} has malformed metadata ({e})") from None
+    except (KeyError, ValueError, RecursionError) as e:
+        raise ValueError(f"{where} has malformed metadata ({type(e).__name__}: {e})") from None
+    if not isinstance(shapes, dict) or not all(
+            isinstance(v, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                        for d in v) for v in shapes.values()):
+        raise ValueError(f"{where}: metadata mask_shapes must map names to shapes (lists of "
+                         "integers >= 0)")
+    held = {key[9:].partition(".")[0] for key in tensors if key.startswith("particle.")}
+    if not 0 <= n <= len(held):  # a count is bounded by the entries the file holds
+        raise ValueError(f"{where}: metadata claims {n} particles where the file holds "
+                         f"{len(held)}")
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("state.")}
     masks = {}
     for k, shape in shapes.items():

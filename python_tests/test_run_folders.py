@@ -1,0 +1,109 @@
+"""Run folders read as strictly as checkpoints: crafted results.json, round files and analysis
+files give one ValueError (or FileNotFoundError) naming the file and the field, from load_run and
+from the CLI a clean non-zero exit: never a hang, a MemoryError, a RecursionError or a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import swamp_ext
+from swamp_ext import Config, datasets, load_run, run_imp
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    cfg = Config(model="lenet_300_100", method="swamp", particles=2, rounds=2, epochs=2,
+                 batch_size=64, seed=1)
+    run_imp(cfg, datasets.load("digits"), progress=False, checkpoint_dir=d, keep_particles=True)
+    return d
+
+
+def crafted(run_dir, tmp_path, edit):
+    d = tmp_path / "crafted"
+    shutil.copytree(run_dir, d)
+    saved = json.loads((d / "results.json").read_text())
+    edit(saved)
+    (d / "results.json").write_text(json.dumps(saved))
+    return d
+
+
+def test_a_well_formed_folder_loads(run_dir):
+    res = load_run(run_dir)
+    assert len(res.rounds) == 2 and res.round(1).particles
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda s: s["rounds"][0].update(test_acc="high"), "rounds[0].test_acc"),
+    (lambda s: s["rounds"][1].update(test_acc=1.5), "rounds[1].test_acc"),
+    (lambda s: s["rounds"][0].update(sparsity=[0.1]), "rounds[0].sparsity"),
+    (lambda s: s.update(num_classes="ten"), "num_classes"),
+    (lambda s: s["rounds"][1].update(round=5), "rounds[1].round"),
+    (lambda s: s["rounds"][1].update(sparsity=0.0, remaining=1), "rounds[1].sparsity"),
+    (lambda s: s["rounds"][0].update(particles=10**12), "rounds[0].particles"),
+    (lambda s: s["rounds"][0].update(particle_acc=[0.5]), "rounds[0].particle_acc"),
+    (lambda s: s["rounds"][0].pop("train_loss"), "rounds[0]"),
+    (lambda s: s["rounds"][0]["layer_density"].update(fc1=2.0), "layer_density"),
+    (lambda s: s["config"].update(lr="fast"), "config"),
+])
+def test_bad_fields_are_named(run_dir, tmp_path, edit, field):
+    d = crafted(run_dir, tmp_path, edit)
+    with pytest.raises(ValueError) as e:
+        load_run(d)
+    assert "results.json" in str(e.value) and field in str(e.value), str(e.value)
+
+
+def test_nan_deep_and_huge_files_are_refused_by_name(run_dir, tmp_path):
+    d = crafted(run_dir, tmp_path, lambda s: None)
+    text = (d / "results.json").read_text().replace('"train_loss": ', '"train_loss": NaN, "x": ', 1)
+    (d / "results.json").write_text(text)
+    with pytest.raises(ValueError, match="NaN"):
+        load_run(d)
+    (d / "results.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ValueError, match="nests deeper"):
+        load_run(d)
+    with open(d / "results.json", "wb") as f:
+        f.truncate(swamp_ext.strict.MAX_JSON_BYTES + 10)
+    with pytest.raises(ValueError, match="larger than"):
+        load_run(d)
+
+
+def test_a_fifo_or_a_device_is_never_read(run_dir, tmp_path):
+    d = crafted(run_dir, tmp_path, lambda s: None)
+    os.remove(d / "results.json")
+    os.mkfifo(d / "results.json")
+    with pytest.raises(ValueError, match="FIFO"):
+        load_run(d)  # returns at once: a FIFO is refused before it is opened for reading
+    os.remove(d / "results.json")
+    os.symlink("/dev/zero", d / "results.json")
+    with pytest.raises(ValueError, match="device"):
+        load_run(d)
+
+
+def test_a_round_file_claiming_too_many_particles_is_refused(run_dir, tmp_path):
+    from swamp_ext import _C
+    from swamp_ext.runs import round_path
+
+    d = crafted(run_dir, tmp_path, lambda s: None)
+    path = round_path(d, 1)
+    tensors, meta = _C.io.load_safetensors(path)
+    meta = dict(meta)
+    meta["particles"] = str(10**12)
+    _C.io.save_safetensors(path, dict(tensors), meta)
+    with pytest.raises(ValueError, match="claims 1000000000000 particles"):
+        load_run(d).round(1)
+
+
+def test_the_cli_exits_cleanly_on_a_crafted_folder(run_dir, tmp_path):
+    d = crafted(run_dir, tmp_path, lambda s: s.update(num_classes="ten"))
+    for cmd in (["show", str(d)], ["compare", str(d)]):
+        p = subprocess.run([sys.executable, "-m", "swamp_ext", *cmd], capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+        assert "num_classes" in p.stderr + p.stdout
