@@ -107,3 +107,73 @@ def test_the_cli_exits_cleanly_on_a_crafted_folder(run_dir, tmp_path):
                            text=True, timeout=120)
         assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
         assert "num_classes" in p.stderr + p.stdout
+
+
+def test_a_recipe_file_that_is_a_fifo_or_too_deep_is_refused(tmp_path):
+    from swamp_ext import recipes
+
+    fifo = tmp_path / "run.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="FIFO"):
+        recipes.load_file(str(fifo))
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ValueError, match="deep.toml"):
+        recipes.load_file(str(deep))
+
+
+def test_crafted_csr_metadata_is_refused_by_name(run_dir, tmp_path):
+    from swamp_ext import _C, export
+
+    path = tmp_path / "m.csr"
+    export.export(load_run(run_dir), path, fmt="csr")
+    tensors, meta = _C.io.load_safetensors(str(path))
+    for bad, match in (("[" * 100_000 + "]" * 100_000, "malformed metadata"),
+                       ('{"fc1.weight": "big"}', "sparse_shapes"),
+                       ('{"fc1.weight": [300, 1000000000000]}', "fc1.weight")):
+        m = dict(meta)
+        m["sparse_shapes"] = bad
+        _C.io.save_safetensors(str(path), dict(tensors), m)
+        with pytest.raises(ValueError, match=match):
+            export.load_csr(path)
+
+
+def _mutations(saved, rng):
+    """Random edits of a results.json value: values of other types, out of range, deleted."""
+    import copy
+
+    values = [None, True, -1, 0, 2**70, 1e308, -0.5, 1.5, "x", [], {}, [1, 2], {"a": 1}]
+    s = copy.deepcopy(saved)
+    for _ in range(rng.randint(1, 3)):
+        node, path = s, []
+        while isinstance(node, (dict, list)) and node and rng.random() < 0.8:
+            key = rng.choice(list(node)) if isinstance(node, dict) else rng.randrange(len(node))
+            path.append((node, key))
+            node = node[key]
+        if not path:
+            continue
+        parent, key = path[-1]
+        if isinstance(parent, dict) and rng.random() < 0.2:
+            del parent[key]
+        else:
+            parent[key] = rng.choice(values)
+    return s
+
+
+def test_fuzzed_results_files_load_or_are_refused_by_name(run_dir, tmp_path):
+    import random
+
+    rng = random.Random(0)
+    base = json.loads((run_dir / "results.json").read_text())
+    d = crafted(run_dir, tmp_path, lambda s: None)
+    refused = 0
+    for _ in range(300):
+        (d / "results.json").write_text(json.dumps(_mutations(base, rng)))
+        try:
+            load_run(d)
+        except ValueError as e:
+            assert "results.json" in str(e) or "round_" in str(e), str(e)
+            refused += 1
+        except FileNotFoundError as e:  # a mutated round index names a round not kept
+            assert "round" in str(e)
+    assert refused > 150  # most mutations break a field; every refusal names the file

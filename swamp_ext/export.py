@@ -73,8 +73,14 @@ def load_csr(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path} is not a swamp_ext CSR file (format {meta.get('format')!r})")
     try:
         shapes = json.loads(meta["sparse_shapes"])
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"{path} has malformed metadata ({e})") from None
+    except (KeyError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path} has malformed metadata ({type(e).__name__}: {e})") from None
+    if not isinstance(shapes, dict) or not all(
+            isinstance(v, list) and len(v) >= 2 and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v)
+            for v in shapes.values()):
+        raise ValueError(f"{path}: metadata sparse_shapes must map names to shapes (lists of "
+                         "at least two integers >= 0)")
     out = {k: v for k, v in tensors.items()
            if not any(k == f"{n}.{p}" for n in shapes
                       for p in ("values", "col_indices", "crow_indices"))}
@@ -97,7 +103,11 @@ def load_csr(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path}: the CSR entries of {name!r} do not describe a "
                              f"{list(shape)} matrix")
         rows = torch.repeat_interleave(torch.arange(rows_n), crow[1:] - crow[:-1])
-        dense = torch.zeros(rows_n, cols_n, dtype=vals.dtype)
+        try:
+            dense = torch.zeros(rows_n, cols_n, dtype=vals.dtype)
+        except (MemoryError, RuntimeError) as e:
+            raise ValueError(f"{path}: {name!r} claims a {list(shape)} matrix, too large to "
+                             f"rebuild here ({type(e).__name__})") from None
         dense[rows, cols] = vals
         out[name] = dense.reshape(shape)
     return out

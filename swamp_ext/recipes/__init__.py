@@ -42,15 +42,26 @@ def names() -> list[str]:
     return sorted(f[:-5] for f in os.listdir(_HERE) if f.endswith(".toml"))
 
 
+MAX_RECIPE_BYTES = 1 << 20
+
+
 def load_file(path: str) -> Recipe:
     """Reads a recipe / run configuration TOML file, checking its fields."""
+    from ..formats import _open_regular
+
     try:
-        with open(path, "rb") as f:
-            data = _toml.load(f)
+        with _open_regular(path) as f:  # a FIFO or a device is refused, never waited on
+            raw = f.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {path} does not exist") from None
-    except _toml.TOMLDecodeError as e:
-        raise ValueError(f"{path} is not valid TOML: {e}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_RECIPE_BYTES} bytes; it was not parsed")
+    try:
+        data = _toml.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e.reason})") from None
+    except (_toml.TOMLDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid TOML: {type(e).__name__}: {e}") from None
     known = {"description", "source", "expected_cost", "dataset", "config"}
     unknown = sorted(set(data) - known)
     if unknown:
