@@ -23,7 +23,7 @@ CFG = dict(model="conv4_small", method="swamp", particles=2, rounds=3, epochs=4,
 
 CHILD = textwrap.dedent(
     """
-    import json, os, signal, sys
+    import json, os, signal, sys, time
     import torch
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     import swamp_ext
@@ -33,10 +33,16 @@ CHILD = textwrap.dedent(
     if len(sys.argv) > 4:  # fault injection through the documented test seam
         import swamp_ext.testing
         swamp_ext.testing.crash_in_checkpoint_write(int(sys.argv[4]))
+    pause_at = os.environ.get("SWAMP_TEST_PAUSE_AT")
+    def report(line):
+        print(line, flush=True)
+        if pause_at and line.startswith(pause_at):
+            while True:  # the parent acts here (a kill, a Ctrl-C): the child cannot outrun it
+                time.sleep(0.05)
     def prog(p):
-        print(f"EPOCH {p.round} {p.particle} {p.epoch}", flush=True)
+        report(f"EPOCH {p.round} {p.particle} {p.epoch}")
     def rnd(r):
-        print(f"ROUND {r.round}", flush=True)
+        report(f"ROUND {r.round}")
     try:
         res = swamp_ext.run_imp(cfg, data, checkpoint_dir=sys.argv[2], checkpoint_every=1,
                                 progress=prog, on_round=rnd)
@@ -76,9 +82,12 @@ def run_child(tmp_path, cfg, ckpt, out, kill_at=None, sig=signal.SIGKILL, env=No
     if limit is not None:
         def pre():
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    env = dict(env or child_env())
+    if kill_at is not None:  # the child waits at that line until the signal arrives
+        env["SWAMP_TEST_PAUSE_AT"] = kill_at
     p = subprocess.Popen(child_cmd(tmp_path, cfg, ckpt, out, crash_in_write),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=env or child_env(), cwd=tmp_path, preexec_fn=pre)
+                         env=env, cwd=tmp_path, preexec_fn=pre)
     lines = []
     for line in p.stdout:
         lines.append(line.rstrip())

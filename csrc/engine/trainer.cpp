@@ -233,10 +233,6 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
       for (int64_t g = 0; g < G; ++g)
         st.last_loss[g] = st.epoch_loss[g] / static_cast<double>(st.epoch_steps);
       if (b == spe - 1 && swa && epoch >= plan_.swa_start_epoch) st.swa.update(trainable(grp));
-      if (hooks_.on_epoch)
-        for (int64_t g = 0; g < G; ++g)
-          hooks_.on_epoch(
-              Progress{round, first + g, particles, epoch + 1, cfg_.epochs, st.last_loss[g], lr});
       std::fill(st.epoch_loss.begin(), st.epoch_loss.end(), 0.0);
       st.epoch_steps = 0;
       epoch_end = b == spe - 1;
@@ -246,16 +242,21 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
       save.save();
       epochs_since_save = 0;
     }
-    if (hooks_.check_interrupt) {
-      try {
-        hooks_.check_interrupt();
-      } catch (...) {
-        if (save.save) {  // stop cleanly: nothing done is lost
-          flush();
-          save.save();
-        }
-        throw;
+    // The hooks may stop the run (Ctrl-C seen in a Python callback, or check_interrupt): the
+    // state is consistent here, so it is saved first and nothing done is lost. Progress is
+    // reported after the epoch's checkpoint, so what it reports is already saved.
+    try {
+      if (hooks_.on_epoch && (b == spe - 1 || st.step == end))
+        for (int64_t g = 0; g < G; ++g)
+          hooks_.on_epoch(
+              Progress{round, first + g, particles, epoch + 1, cfg_.epochs, st.last_loss[g], lr});
+      if (hooks_.check_interrupt) hooks_.check_interrupt();
+    } catch (...) {
+      if (save.save) {
+        flush();
+        save.save();
       }
+      throw;
     }
   }
 }
