@@ -36,6 +36,28 @@ class Recorder(DropoutMlp):
         return super().forward(x)
 
 
+class DropoutTransformer(nn.Module):
+    """Patch embedding, one attention block with attention and MLP dropout, mean pooling (8x8
+    digits, 2x2 patches)."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, dim, 2, stride=2)
+        self.pos = nn.Parameter(torch.randn(1, 16, dim) * 0.02)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, 2, dropout=0.1, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(0.1),
+                                 nn.Linear(2 * dim, dim))
+        self.out = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        h = self.norm1(t)
+        t = t + self.attn(h, h, h, need_weights=False)[0]
+        t = t + self.mlp(self.norm2(t))
+        return self.out(t.mean(1))
+
+
 def small(**kw):
     base = dict(method="swamp", particles=2, rounds=2, epochs=3, rewind_epochs=1,
                 batch_size=64, lr=0.05, seed=7)
@@ -53,10 +75,12 @@ def same(a, b):
         [r.test_nll for r in a.rounds] == [r.test_nll for r in b.rounds]
 
 
-@pytest.mark.parametrize("mode", ["sequential", "stacked", "auto"])
-def test_the_same_seed_gives_the_same_run_whatever_the_callers_generator(digits, mode):
+@pytest.mark.parametrize("make,mode", [(DropoutMlp, "sequential"), (DropoutMlp, "stacked"),
+                                       (DropoutMlp, "auto"),
+                                       (DropoutTransformer, "sequential")])
+def test_the_same_seed_gives_the_same_run_whatever_the_callers_generator(digits, make, mode):
     torch.manual_seed(0)
-    module = DropoutMlp()
+    module = make()
     torch.manual_seed(123)
     a = run_imp(small(particle_mode=mode), digits, model=module, progress=False)
     torch.manual_seed(456)
@@ -125,3 +149,61 @@ def test_zoo_runs_are_unchanged_by_the_callers_generator(digits):
     torch.manual_seed(2)
     b = run_imp(cfg, digits, progress=False)
     assert same(a, b)
+
+
+CHILD = """
+import json, os, sys, time
+import torch
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+sys.path.insert(0, os.environ["TESTS"])
+from test_randomness import DropoutMlp, small
+from swamp_ext import datasets, run_imp
+torch.manual_seed(0)
+module = DropoutMlp()
+torch.manual_seed(int(sys.argv[3]))  # a different caller state in every process
+pause = sys.argv[4] if len(sys.argv) > 4 else None
+def prog(p):
+    line = f"EPOCH {p.round} {p.particle} {p.epoch}"
+    print(line, flush=True)
+    if line == pause:
+        while True:  # the parent kills us here
+            time.sleep(0.05)
+res = run_imp(small(particle_mode="sequential"), datasets.load("digits"), model=module,
+              progress=prog, checkpoint_dir=sys.argv[1])
+torch.save(res.state_dict(), sys.argv[2])
+print("DONE", flush=True)
+"""
+
+
+def test_a_sigkilled_run_with_dropout_resumes_bitwise(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()),
+               TESTS=os.path.dirname(os.path.abspath(__file__)))
+
+    def child(ckpt, out, seed, pause=None):
+        cmd = [sys.executable, str(script), str(ckpt), str(out), str(seed)]
+        p = subprocess.Popen(cmd + ([pause] if pause else []), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=env)
+        lines = []
+        for line in p.stdout:
+            lines.append(line.rstrip())
+            if pause and line.rstrip() == pause:
+                p.send_signal(signal.SIGKILL)
+        p.wait(timeout=300)
+        return p.returncode, lines
+
+    rc, lines = child(tmp_path / "ref", tmp_path / "ref.pt", 1)
+    assert rc == 0, lines
+    rc, lines = child(tmp_path / "cut", tmp_path / "cut.pt", 2, pause="EPOCH 0 1 2")
+    assert rc == -signal.SIGKILL, lines  # killed inside round 0's second particle
+    rc, lines = child(tmp_path / "cut", tmp_path / "cut.pt", 3)
+    assert rc == 0, lines
+    a = torch.load(tmp_path / "ref.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
