@@ -120,11 +120,12 @@ class _CppNet(torch.nn.Module):
         self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
         self.bn = torch.nn.BatchNorm2d(8)
         self.fc1 = torch.nn.Linear(8 * 7 * 7, 64)
+        self.drop = torch.nn.Dropout(0.1)
         self.fc2 = torch.nn.Linear(64, 10)
 
     def forward(self, x):
         h = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 4)
-        return self.fc2(torch.relu(self.fc1(h.flatten(1))))
+        return self.fc2(self.drop(torch.relu(self.fc1(h.flatten(1)))))
 
 
 def test_cpp_program_prunes_its_own_module_on_data_written_by_python(cpp_examples, tmp_path):
@@ -166,6 +167,13 @@ def test_cpp_program_prunes_its_own_module_on_data_written_by_python(cpp_example
     line = next(ln for ln in run.stdout.splitlines() if ln.startswith("particle barrier"))
     barrier, mid = float(line.split()[4].rstrip(",")), float(line.split()[-1])
     assert 0 <= barrier < 0.05 and mid > 0.7
+    # its dropout draws come from the config's seed, not from the program's generator state
+    again = subprocess.run([str(cpp_examples / "prune_my_net"), str(tmp_path / "data.safetensors"),
+                            str(tmp_path / "again"), "3", "2"], capture_output=True, text=True,
+                           timeout=600, env=dict(os.environ, CALLER_SEED="12345"))
+    assert again.returncode == 0, again.stdout + again.stderr
+    other = load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert all(torch.equal(tensors[k], other[k]) for k in tensors)
     # a damaged data file is an error message and exit code 1, not a crash
     (tmp_path / "bad.safetensors").write_bytes((tmp_path / "data.safetensors").read_bytes()[:100])
     bad = subprocess.run([str(cpp_examples / "prune_my_net"), str(tmp_path / "bad.safetensors"),

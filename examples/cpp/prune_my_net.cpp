@@ -30,16 +30,19 @@ struct NetImpl : torch::nn::Module {
                              torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 8, 3).padding(1)))),
         bn(register_module("bn", torch::nn::BatchNorm2d(8))),
         fc1(register_module("fc1", torch::nn::Linear(8 * 7 * 7, 64))),
+        drop(register_module("drop", torch::nn::Dropout(0.1))),
         fc2(register_module("fc2", torch::nn::Linear(64, 10))) {}
 
   torch::Tensor forward(const torch::Tensor& x) {
     torch::Tensor h = torch::max_pool2d(torch::relu(bn(conv(x))), 4);
-    return fc2(torch::relu(fc1(h.flatten(1))));
+    return fc2(drop(torch::relu(fc1(h.flatten(1)))));
   }
 
   torch::nn::Conv2d conv;
   torch::nn::BatchNorm2d bn;
-  torch::nn::Linear fc1, fc2;
+  torch::nn::Linear fc1;
+  torch::nn::Dropout drop;  // random in training: swamp seeds it per particle and step
+  torch::nn::Linear fc2;
 };
 TORCH_MODULE(Net);
 
@@ -65,6 +68,10 @@ int main(int argc, char** argv) {
     cfg.epochs = 2;
     cfg.rewind_epochs = 1;
     cfg.lr = 0.05;
+
+    // Whatever state the program left torch's generator in (CALLER_SEED moves it), the run
+    // draws its dropout masks from the config's seed: the result is the same.
+    if (const char* caller = std::getenv("CALLER_SEED")) torch::manual_seed(std::atoll(caller));
 
     swamp::RunParts parts;
     parts.model = swamp::module_source("net", [] { return Net(); });
