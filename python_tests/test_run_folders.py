@@ -176,4 +176,103 @@ def test_fuzzed_results_files_load_or_are_refused_by_name(run_dir, tmp_path):
             refused += 1
         except FileNotFoundError as e:  # a mutated round index names a round not kept
             assert "round" in str(e)
+    print(f"\nresults.json fuzz: {refused} of 300 mutations refused, the rest loaded")
     assert refused > 150  # most mutations break a field; every refusal names the file
+
+
+FUZZ_WORKER = """
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+import swamp_ext
+from swamp_ext import export, load_run, report
+from swamp_ext.runs import read_round
+
+out = []
+for job in json.load(open(sys.argv[1])):
+    try:
+        if job["kind"] == "round":
+            read_round(job["dir"], 1)
+        elif job["kind"] == "csr":
+            export.load_csr(job["path"])
+        else:  # an analysis file: show lists it, plot draws it
+            report._saved_analyses(job["dir"])
+            swamp_ext.strict.read_json(job["path"], allow_nan=True)
+        out.append([job["id"], "ok", ""])
+    except (ValueError, FileNotFoundError) as e:
+        out.append([job["id"], type(e).__name__, str(e)[:300]])
+    except Exception as e:  # a finding: any other exception type
+        out.append([job["id"], "BAD " + type(e).__name__, str(e)[:300]])
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
+def _mutate_bytes(raw: bytes, rng) -> bytes:
+    b = bytearray(raw)
+    kind = rng.randrange(3)
+    if kind == 0 and b:  # flip bytes
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+    elif kind == 1:  # truncate
+        b = b[:rng.randrange(len(b) + 1)]
+    else:  # overwrite a header byte (the first kilobyte holds safetensors' JSON header)
+        i = rng.randrange(min(len(b), 1024))
+        b[i] = rng.choice(b'0123456789[]{}",:-e')
+    return bytes(b)
+
+
+def test_fuzzed_round_csr_and_analysis_files_are_refused_by_name(run_dir, tmp_path):
+    import random
+
+    from swamp_ext import analysis, export
+    from swamp_ext.runs import round_path
+
+    rng = random.Random(1)
+    res = load_run(run_dir)
+    export.export(res, tmp_path / "m.csr", fmt="csr")
+    adir = tmp_path / "an"
+    (adir / "analysis").mkdir(parents=True)
+    paths = analysis.barrier(res, datasets.load("digits"), 1, points=3, train=False)
+    saved = {"run": str(run_dir), "between": "particles",
+             "paths": [p.to_json() for p in paths]}
+    (adir / "analysis" / "barrier_r1.json").write_text(json.dumps(saved))
+    with open(round_path(run_dir, 1), "rb") as f:
+        round_raw = f.read()
+    csr_raw = (tmp_path / "m.csr").read_bytes()
+    an_raw = (adir / "analysis" / "barrier_r1.json").read_bytes()
+    jobs = []
+    for i in range(240):
+        kind = ("round", "csr", "analysis")[i % 3]
+        d = tmp_path / f"job{i}"
+        if kind == "round":
+            shutil.copytree(run_dir, d)
+            path = round_path(d, 1)
+            raw = round_raw
+        elif kind == "csr":
+            d.mkdir()
+            path = d / "m.csr"
+            raw = csr_raw
+        else:
+            (d / "analysis").mkdir(parents=True)
+            path = d / "analysis" / "barrier_r1.json"
+            raw = an_raw
+        with open(path, "wb") as f:
+            f.write(_mutate_bytes(raw, rng))
+        jobs.append({"id": i, "kind": kind, "dir": str(d), "path": str(path)})
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    (tmp_path / "worker.py").write_text(FUZZ_WORKER)
+    p = subprocess.run([sys.executable, str(tmp_path / "worker.py"), str(tmp_path / "jobs.json"),
+                        str(tmp_path / "out.json")], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]  # no signal, no hang
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert len(out) == len(jobs)
+    bad = [o for o in out if o[1].startswith("BAD")]
+    assert not bad, bad[:5]
+    kinds = {}
+    for (_i, outcome, msg), job in zip(out, jobs):
+        kinds.setdefault(job["kind"], []).append(outcome)
+        if outcome != "ok":
+            assert os.path.basename(job["path"]) in msg or job["dir"] in msg, (job, msg)
+    print("\nrun-folder fuzz:", {k: {o: v.count(o) for o in set(v)} for k, v in kinds.items()})
+    assert all("ValueError" in v for v in kinds.values())  # every kind was refused sometimes
