@@ -105,7 +105,8 @@ def _wait_for_round(out: Path, job: subprocess.Popen, k: int, limit: float = 300
 @pytest.mark.parametrize("fault", ["kill", "hang"])
 def test_a_rank_that_dies_or_hangs_stops_the_job_and_the_rerun_resumes_bitwise(tmp_path, fault):
     # rounds of a few seconds, so that the fault lands inside the run
-    rounds = ["--rounds", "3", "--epochs", "8", "--dist-timeout", "10"]
+    # five rounds: the kill after round 1 lands well before the end even on a loaded machine
+    rounds = ["--rounds", "5", "--epochs", "8", "--dist-timeout", "10"]
     ref = _cli(_torchrun([*RUN, *rounds, "--out", str(tmp_path / "ref")]))
     assert ref.returncode == 0, ref.stdout + ref.stderr
     out = tmp_path / "cut"
@@ -130,7 +131,7 @@ def test_a_rank_that_dies_or_hangs_stops_the_job_and_the_rerun_resumes_bitwise(t
     if fault == "hang":  # the collective's timeout, not torchrun noticing a dead process
         assert "distributed run: all-gather" in log and "timeout 10" in log, log
     done = len(json.loads((out / "results.json").read_text())["rounds"])
-    assert 1 <= done < 3
+    assert 1 <= done < 5
     again = _cli(cmd)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming from the checkpoint" in again.stdout
