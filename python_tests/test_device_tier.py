@@ -440,3 +440,30 @@ def test_mixed_precision_keeps_fp32_weights_and_exact_masks_on_the_device(device
     assert res.rounds[-1].test_acc > 0.8
     if precision == "bf16":
         assert all(r.skipped_steps == 0 for r in res.rounds)
+
+
+class DropoutMlp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.drop, self.fc2 = nn.Linear(64, 48), nn.Dropout(0.2), nn.Linear(48, 10)
+
+    def forward(self, x):
+        return self.fc2(self.drop(torch.relu(self.fc1(x.flatten(1)))))
+
+
+@pytest.mark.parametrize("mode", ["sequential", "stacked"])
+def test_dropout_is_reproducible_on_the_device_whatever_the_callers_generators(device, digits,
+                                                                               mode):
+    torch.manual_seed(0)
+    module = DropoutMlp()
+    cfg = small(device, particle_mode=mode, rounds=2, deterministic=True)
+    torch.manual_seed(1)
+    a = run(cfg, digits, model=module)
+    torch.manual_seed(2)
+    if device == "cuda":
+        torch.cuda.manual_seed(3)
+        before = torch.cuda.get_rng_state()
+    b = run(cfg, digits, model=module)
+    if device == "cuda":
+        assert torch.equal(torch.cuda.get_rng_state(), before)  # the caller's CUDA stream kept
+    same_run(a, b)
