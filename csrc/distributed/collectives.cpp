@@ -96,7 +96,7 @@ int64_t env_int(const char* name, int64_t lo, int64_t hi) {
 
 // Tensors as bytes through the store: every process writes its bytes under a fresh key, waits
 // for everyone's keys and reads them (the Store API of every supported torch; torch's own
-// StoreCollectives exists from 2.6 on only).
+// StoreCollectives is not in torch 2.4 / 2.5).
 class StoreCollectivesImpl : public Collectives {
  public:
   StoreCollectivesImpl(c10::intrusive_ptr<c10d::Store> store, int64_t rank, int64_t size,
