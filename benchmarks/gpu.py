@@ -28,6 +28,7 @@ import swamp_ext
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference_torch  # noqa: E402
+from data_pipeline import Pairs  # noqa: E402
 from round_cost import synthetic  # noqa: E402
 
 
@@ -178,17 +179,6 @@ def bench_prune(a: argparse.Namespace) -> tuple[dict, str]:
 
 
 # ---- a torch Dataset with workers feeding the device -------------------------------------------
-class Pairs(torch.utils.data.Dataset):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.x[i], int(self.y[i])
-
-
 def bench_dataset(a: argparse.Namespace) -> tuple[dict, str]:
     n = 256 if a.quick else 5120
     mem = synthetic(n, 128 if a.quick else 1000)

@@ -17,6 +17,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from test_randomness import DropoutMlp
+from test_torch_data import Pairs
 from torch import nn
 
 import swamp_ext
@@ -70,8 +72,8 @@ def run(cfg, data, **kw):
 def same_run(a, b):
     assert len(a.rounds) == len(b.rounds)
     for ra, rb in zip(a.rounds, b.rounds):
-        assert (ra.test_acc, ra.test_nll, ra.particle_nll, ra.train_loss) == \
-            (rb.test_acc, rb.test_nll, rb.particle_nll, rb.train_loss)
+        assert (ra.test_acc, ra.test_nll, ra.particle_nll, ra.train_loss, ra.skipped_steps) == \
+            (rb.test_acc, rb.test_nll, rb.particle_nll, rb.train_loss, rb.skipped_steps)
     for k in a.masks:
         assert torch.equal(a.masks[k], b.masks[k]), k
     sa, sb = a.state_dict(), b.state_dict()
@@ -244,17 +246,6 @@ def test_own_module_stacked_with_vmap_agrees_with_sequential(device, digits, exa
     for n in a.masks:
         assert (a.masks[n] == b.masks[n]).double().mean() >= 0.995
     assert all(p.device.type == "cpu" for p in module.parameters())  # the module is untouched
-
-
-class Pairs(torch.utils.data.Dataset):
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return self.x[i], int(self.y[i])
 
 
 def test_torch_dataset_with_workers_and_pinned_memory_feeds_the_device(device, digits):
@@ -440,15 +431,6 @@ def test_mixed_precision_keeps_fp32_weights_and_exact_masks_on_the_device(device
     assert res.rounds[-1].test_acc > 0.8
     if precision == "bf16":
         assert all(r.skipped_steps == 0 for r in res.rounds)
-
-
-class DropoutMlp(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.drop, self.fc2 = nn.Linear(64, 48), nn.Dropout(0.2), nn.Linear(48, 10)
-
-    def forward(self, x):
-        return self.fc2(self.drop(torch.relu(self.fc1(x.flatten(1)))))
 
 
 @pytest.mark.parametrize("mode", ["sequential", "stacked"])

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from test_device_tier import run, same_run
 from torch import nn
 
 import swamp_ext
@@ -27,22 +28,6 @@ def small(**kw):
                 rewind_epochs=1, batch_size=64, lr=0.05, seed=5)
     base.update(kw)
     return Config(**base)
-
-
-def run(cfg, data, **kw):
-    return run_imp(cfg, data, progress=False, **kw)
-
-
-def same_run(a, b):
-    assert len(a.rounds) == len(b.rounds)
-    for ra, rb in zip(a.rounds, b.rounds):
-        assert (ra.test_acc, ra.test_nll, ra.particle_nll, ra.train_loss, ra.skipped_steps) == \
-            (rb.test_acc, rb.test_nll, rb.particle_nll, rb.train_loss, rb.skipped_steps)
-    sa, sb = a.state_dict(), b.state_dict()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), k
-    for k in a.masks:
-        assert torch.equal(a.masks[k], b.masks[k]), k
 
 
 def check_exact(res):

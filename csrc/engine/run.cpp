@@ -181,7 +181,8 @@ class Run {
       loss_sum += losses[p];
     }
     rr.train_loss = loss_sum / static_cast<double>(n);
-    for (double k : gathered_values(p_.skipped, n)) rr.skipped_steps += static_cast<int64_t>(k);
+    if (cfg_.precision == "fp16")  // the only precision that skips steps: no gather otherwise
+      for (double k : gathered_values(p_.skipped, n)) rr.skipped_steps += static_cast<int64_t>(k);
     Model& avg = models_.average();
     std::vector<std::vector<at::Tensor>> particle_params;
     for (int64_t p = first; p < last; ++p)
