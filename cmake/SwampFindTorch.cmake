@@ -14,7 +14,13 @@ if(NOT Torch_DIR)
   endif()
 endif()
 
-find_package(Torch REQUIRED)
+find_package(Torch QUIET)
+if(NOT Torch_FOUND)
+  # The usual cause: pip's build isolation (a fresh environment without torch). One line to copy.
+  message(FATAL_ERROR
+    "swamp_ext builds against the torch you run: install torch first, then build without "
+    "isolation: pip install --no-build-isolation .")
+endif()
 # torch's config leaves CMAKE_CXX_FLAGS alone and puts the ABI define on the `torch` target.
 get_filename_component(SWAMP_TORCH_LIBDIR "${TORCH_LIBRARY}" DIRECTORY)
 message(STATUS "swamp: Torch ${Torch_VERSION} from ${SWAMP_TORCH_LIBDIR}")

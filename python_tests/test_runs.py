@@ -200,3 +200,38 @@ def test_mask_overlap_per_layer_and_overall(run_dirs):
     cli = _cli("analyze", "overlap", run_dirs[0], run_dirs[1], "--round", 2)
     assert cli.returncode == 0, cli.stderr
     assert f"IoU {ov[''].iou:.4f}" in cli.stdout
+
+
+def test_compare_defaults_to_the_sparsities_the_runs_reached(run_dirs):
+    """The runs reach 50 / 75 / 87.5%: the fixed list (50 80 90 95 98 99) would leave most
+    columns empty, so compare shows the reached ones, and every cell has a value."""
+    cli = _cli("compare", *run_dirs)
+    assert cli.returncode == 0, cli.stderr
+    lines = cli.stdout.splitlines()
+    head = lines[1].split()
+    assert head[2:] == ["50%", "75%", "87.5%"], lines[1]
+    for ln in lines[2:4]:
+        assert "—" not in ln, ln
+
+
+def test_default_sparsities_keep_the_fixed_list_when_it_fits_and_stay_few():
+    from types import SimpleNamespace
+
+    from swamp_ext import report
+
+    def run(ratio, rounds):
+        return SimpleNamespace(rounds=[SimpleNamespace(sparsity=1 - (1 - ratio) ** k)
+                                       for k in range(rounds)])
+
+    # 20% a round for 22 rounds passes near every point of the fixed list
+    assert report.default_at([run(0.2, 22)]) == report.DEFAULT_AT
+    # 50% a round, 8 rounds: the reached sparsities, dense left out
+    assert report.default_at([run(0.5, 8)]) == tuple(1 - 0.5 ** k for k in range(1, 8))
+    # two seeds of one schedule count once; a sparsity within 15% (by remaining weights) too
+    twice = report.default_at([run(0.5, 4), run(0.5, 4), run(0.51, 4)])
+    assert twice == (0.5, 0.75, 0.875)
+    # many distinct sparsities: at most MAX_COLUMNS, least and most sparse kept
+    many = report.default_at([run(0.3, 30)])
+    assert len(many) == report.MAX_COLUMNS
+    assert many[0] == pytest.approx(0.3) and many[-1] == pytest.approx(1 - 0.7 ** 29)
+    assert list(many) == sorted(many)

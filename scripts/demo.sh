@@ -4,10 +4,11 @@
 # of the remaining weights a round, 3 epochs each), and end with the side-by-side comparison and
 # the accuracy-against-sparsity picture. About 8 minutes on 2 CPU cores after the build.
 #   OUT=folder bash scripts/demo.sh [extra `swamp-ext run` flags, e.g. --seed 1]
+#   SWAMP_NO_SETUP=1 skips installing and building (use the swamp_ext already installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/python.sh
-bash scripts/setup.sh plot
+if [ "${SWAMP_NO_SETUP:-0}" != 1 ]; then bash scripts/setup.sh plot; fi
 cd "${TMPDIR:-/tmp}" >/dev/null  # import the installed package, not the source folder
 OUT=${OUT:-$OLDPWD/runs/demo}
 for method in imp swamp; do

@@ -44,17 +44,20 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        doc = f.metadata["doc"].replace("``", "").replace("%", "%%")
         # default None everywhere: only flags given on the command line override a recipe / file
         if f.name == "use_swa":
             p.add_argument(flag, choices=["auto", "on", "off"], default=None,
-                           help="force SWA on/off (default: the method's own)")
+                           help="force SWA on or off (default auto: the method's own)")
         elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default: {default})")
+                           help=f"Config.{f.name}: {doc} (default: {default})")
         elif f.name == "rewind_steps":
-            p.add_argument(flag, type=int, default=None, help="overrides --rewind-epochs")
+            p.add_argument(flag, type=int, default=None,
+                           help=f"Config.{f.name}: {doc}; overrides --rewind-epochs")
         else:
-            p.add_argument(flag, type=type(default), default=None, help=f"(default: {default})")
+            p.add_argument(flag, type=type(default), default=None,
+                           help=f"Config.{f.name}: {doc} (default: {default})")
 
 
 def _config_from_args(args: argparse.Namespace) -> tuple[Any, str]:
@@ -262,7 +265,7 @@ def _report(args: argparse.Namespace) -> int:
         elif args.command == "show":
             print("\n\n".join(report.show(r, d) for r, d in zip(runs, args.run_dir)))
         else:
-            at = report.DEFAULT_AT if args.at is None else [a / 100 for a in args.at]
+            at = None if args.at is None else [a / 100 for a in args.at]
             print(report.compare(runs, at, markdown=args.markdown, metric=args.metric))
     except (ValueError, FileNotFoundError, IndexError, ImportError, TypeError) as e:
         print(f"swamp-ext: error: {e}", file=sys.stderr)
@@ -270,7 +273,8 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (the CLI reference is generated from it)."""
     parser = argparse.ArgumentParser(prog="swamp-ext", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -317,15 +321,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     comp.add_argument("run_dir", nargs="+", help="run folders (runs differing only in the seed "
                                                  "are grouped)")
     comp.add_argument("--at", type=float, nargs="+", default=None,
-                      help="sparsities in percent (default 50 80 90 95 98 99)")
+                      help="sparsities in percent (default: 50 80 90 95 98 99 when the runs "
+                           "reached each, else the sparsities they reached)")
     comp.add_argument("--markdown", action="store_true", help="a Markdown table")
     comp.add_argument("--metric", choices=("acc", "ece", "nll"), default="acc",
                       help="test accuracy (default), calibration error or NLL")
     ana = sub.add_parser("analyze", help="analyses of kept rounds")
     kinds = ana.add_subparsers(dest="analysis", required=True)
     ov = kinds.add_parser("overlap", help="IoU of two runs' masks at a round, per layer")
-    ov.add_argument("run_a")
-    ov.add_argument("run_b")
+    ov.add_argument("run_a", help="a run folder")
+    ov.add_argument("run_b", help="another run folder of the same model and data")
     ov.add_argument("--round", type=int, default=None, help="default: the last round of both")
 
     def data_flags(q: argparse.ArgumentParser) -> None:
@@ -335,25 +340,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     ba = kinds.add_parser("barrier", help="loss / accuracy along the line between two solutions "
                                           "and the barrier")
-    ba.add_argument("run_dir")
+    ba.add_argument("run_dir", help="a run folder")
     ba.add_argument("--round", type=int, default=None, help="default: the last round")
     ba.add_argument("--between", choices=("particles", "rounds"), default="particles",
                     help="the round's first two particles (needs --keep-particles) or the round "
                          "and the next")
-    ba.add_argument("--points", type=int, default=11)
+    ba.add_argument("--points", type=int, default=11,
+                    help="evenly spaced points on the line, ends included")
     ba.add_argument("--bn", choices=("raw", "recomputed", "both"), default="both",
                     help="batch-norm statistics interpolated (raw) or recomputed at each point")
     ba.add_argument("--train-samples", type=int, default=0,
                     help="training samples for the train figures (0: all)")
     data_flags(ba)
     he = kinds.add_parser("hessian", help="trace of the training loss's Hessian (Hutchinson)")
-    he.add_argument("run_dir")
+    he.add_argument("run_dir", help="a run folder")
     he.add_argument("--round", type=int, default=None, help="default: the last round")
-    he.add_argument("--train-samples", type=int, default=1000)
-    he.add_argument("--max-samples", type=int, default=200)
+    he.add_argument("--train-samples", type=int, default=1000,
+                    help="the first n training samples define the loss")
+    he.add_argument("--max-samples", type=int, default=200,
+                    help="at most this many Rademacher vectors")
     he.add_argument("--tolerance", type=float, default=0.05,
                     help="stop at a standard error of this fraction of the trace")
-    he.add_argument("--seed", type=int, default=0)
+    he.add_argument("--seed", type=int, default=0, help="seed of the Rademacher vectors")
     data_flags(he)
     en = kinds.add_parser("ensemble", help="the imp_ensemble baseline: the prediction ensemble "
                                            "of independent runs, round by round")
@@ -362,16 +370,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data_flags(en)
     pl = sub.add_parser("plot", help="accuracy against sparsity, layer densities or barrier "
                                      "curves (matplotlib)")
-    pl.add_argument("run_dir", nargs="+")
+    pl.add_argument("run_dir", nargs="+", help="run folders (seeds of a method form a band)")
     pl.add_argument("-o", "--output", required=True, help="image file (png, pdf, svg)")
-    pl.add_argument("--kind", choices=("accuracy", "layers", "barrier"), default="accuracy")
-    pl.add_argument("--title", default="")
+    pl.add_argument("--kind", choices=("accuracy", "layers", "barrier"), default="accuracy",
+                    help="accuracy against remaining weights, per-layer density by round, or "
+                         "saved barrier curves")
+    pl.add_argument("--title", default="", help="title above the plot")
     ex = sub.add_parser("export", help="a round's model as safetensors, torch, onnx or CSR")
-    ex.add_argument("run_dir")
-    ex.add_argument("-o", "--output", required=True)
+    ex.add_argument("run_dir", help="a run folder")
+    ex.add_argument("-o", "--output", required=True, help="file to write")
     ex.add_argument("--format", choices=("safetensors", "torch", "onnx", "csr"),
-                    default="safetensors")
+                    default="safetensors", help="file format (csr: pruned weights in compressed "
+                                                "sparse rows)")
     ex.add_argument("--round", type=int, default=None, help="default: the last round")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.cmake_prefix_path:
         print(cmake_prefix_path())

@@ -13,75 +13,122 @@ from . import _C
 METHODS = ("imp", "imp_swa", "swamp", "swamp_plus")
 SCHEDULES = ("cosine", "step", "constant")
 
-__all__ = ["Config", "METHODS", "SCHEDULES"]
+__all__ = ["Config", "METHODS", "SCHEDULES", "field_docs"]
 
 
 def _fail(name: str, msg: str) -> ValueError:
     return ValueError(f"Config.{name}: {msg}")
 
 
+def _doc(default: Any, doc: str, valid: str, choices: Any = None) -> Any:
+    """A Config field with its documentation: what it means and which values are valid (the
+    reference's Config table is generated from these; ``choices`` is checked against the C++
+    validation by the tests)."""
+    return field(default=default, metadata={"doc": doc, "valid": valid, "choices": choices})
+
+
+def field_docs() -> list[dict[str, Any]]:
+    """Every Config field in order: name, type, default, meaning, valid values."""
+    out = []
+    for f in dataclasses.fields(Config):
+        if f.name == "extra":
+            continue
+        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        out.append({"name": f.name, "type": t, "default": f.default,
+                    "doc": f.metadata.get("doc"), "valid": f.metadata.get("valid"),
+                    "choices": f.metadata.get("choices")})
+    return out
+
 
 @dataclass
 class Config:
-    """Configuration of an IMP / SWAMP run.
+    """Configuration of an IMP / SWAMP run: every field with its default, meaning and valid
+    values is in the reference (``field_docs()`` gives the same table). Values are checked at
+    construction: types here, ranges and combinations by the C++ core's ``validate_config`` (the
+    check C++ users get too); a bad value raises ``ValueError`` / ``TypeError`` naming the field.
 
-    method: ``imp`` (1 particle, no SWA), ``imp_swa`` (1 particle with SWA), ``swamp``
-    (``particles`` particles with SWA, averaged), ``swamp_plus`` (1 particle for the first
-    ``single_particle_rounds`` rounds, then ``particles``).
-    Each round trains from the rewind point (``rewind_epochs`` or ``rewind_steps``) to ``epochs``;
-    SWA methods switch to the constant ``swa_lr`` after ``swa_start`` x epochs and average the
-    weights at the end of every epoch from then on. ``use_swa`` (None = the method's default)
-    forces SWA on or off.
-    pruning: how a round's mask shrinks: ``global`` magnitude over all eligible weights (the
-    method), ``layerwise`` magnitude (each layer loses ``prune_ratio`` of its weights) or
-    ``random`` (the control: each layer loses as many weights as global magnitude would take
-    from it, at random positions).
-    precision: ``fp32`` (default), ``bf16`` or ``fp16`` (torch.amp's mixed precision): the
-    training forward pass and loss run under ``torch.autocast`` in that dtype on the run's
-    device, also around your own module's forward; weights, gradients, momentum, SWA, the
-    average, batch-norm statistics, pruning, evaluation and the batch-norm recompute stay
-    float32. ``fp16`` scales the loss dynamically (GradScaler's rule, the scale in checkpoints):
-    a step whose gradients overflow is skipped and counted in ``RoundRecord.skipped_steps``.
-    particle_mode: how a round's particles train: ``stacked`` (one model holding all of them),
-    ``sequential`` (one after the other), ``threads`` (CPU: side by side, one thread each) or
-    ``auto`` (the faster here; ``swamp_ext._C.models.particle_path`` tells which). All agree to
-    float rounding.
+    ``Config(model="conv4_small", method="swamp", particles=4, rounds=8, prune_ratio=0.5)``
     """
 
-    model: str = "lenet_300_100"
-    method: str = "swamp"
-    particles: int = 4
-    rounds: int = 5
-    prune_ratio: float = 0.2
-    epochs: int = 10
-    rewind_epochs: int = 1
-    rewind_steps: Optional[int] = None
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    swa_start: float = 0.75
-    swa_lr: float = 0.05
-    use_swa: Optional[bool] = None
-    single_particle_rounds: int = 2
-    keep_first_last_dense: bool = False
-    pruning: str = "global"
-    seed: int = 0
-    device: str = "cpu"
-    eval_batch_size: int = 1000
-    bn_batch_size: int = 0
-    deterministic: bool = False
-    augment: bool = False
-    crop_padding: int = 4
-    flip: bool = True
-    particle_mode: str = "auto"
-    sparse_kernels: str = "auto"
-    sparse_density: float = 0.5
-    sparse_conv_density: float = 0.1
-    precision: str = "fp32"
+    model: str = _doc(
+        "lenet_300_100", "a model of the zoo, by name (``swamp_ext.models.names()``); "
+        "``run_imp(model=module)`` trains your own module instead",
+        "a name in ``swamp_ext.models.names()``")
+    method: str = _doc(
+        "swamp", "``imp`` (1 particle, no SWA), ``imp_swa`` (1 particle with SWA), ``swamp`` "
+        "(``particles`` particles with SWA, averaged), ``swamp_plus`` (1 particle for the first "
+        "``single_particle_rounds`` rounds, then ``particles``)", "one of the four",
+        choices=METHODS)
+    particles: int = _doc(4, "particles per round (SWAMP, SWAMP+); IMP methods train one",
+                          ">= 1")
+    rounds: int = _doc(5, "pruning rounds; round 0 trains the dense network, each later round "
+                          "prunes first", ">= 1")
+    prune_ratio: float = _doc(0.2, "fraction of the remaining weights removed each round",
+                              "(0, 1)")
+    epochs: int = _doc(10, "epochs a round trains, counted from the initialisation (a round "
+                           "trains from the rewind point to here)", ">= 1")
+    rewind_epochs: int = _doc(1, "the ticket: the weights after this many epochs of dense "
+                                 "training; every round restarts there", "[0, epochs)")
+    rewind_steps: Optional[int] = _doc(None, "the ticket by steps instead of epochs (None: use "
+                                             "``rewind_epochs``)",
+                                       "None or [0, total steps)")
+    batch_size: int = _doc(128, "training batch size (an epoch is len(train) // batch_size "
+                                "full batches)", ">= 1")
+    lr: float = _doc(0.1, "peak learning rate of the main phase", "> 0")
+    momentum: float = _doc(0.9, "SGD momentum (pruned weights' momentum stays zero)", "[0, 1)")
+    nesterov: bool = _doc(False, "Nesterov momentum", "needs momentum > 0")
+    weight_decay: float = _doc(5e-4, "L2 weight decay (never applied to pruned weights)", ">= 0")
+    schedule: str = _doc("cosine", "learning rate of the main phase: ``cosine`` (to ``swa_lr``, "
+                                   "or 0 without SWA), ``step`` (/10 at 1/2, /100 at 3/4) or "
+                                   "``constant``", "one of the three", choices=SCHEDULES)
+    warmup_epochs: float = _doc(0.0, "linear warm-up to ``lr`` over this many epochs",
+                                "[0, epochs), ends before SWA starts")
+    swa_start: float = _doc(0.75, "SWA starts at epoch floor(swa_start x epochs) and averages "
+                                  "the weights at the end of every epoch from then on",
+                            "(0, 1), at least one epoch before it")
+    swa_lr: float = _doc(0.05, "the constant learning rate of the SWA phase", "> 0")
+    use_swa: Optional[bool] = _doc(None, "force SWA on (True) or off (False); None: the "
+                                         "method's default (off for ``imp`` only)",
+                                   "None, True or False")
+    single_particle_rounds: int = _doc(2, "``swamp_plus``: rounds trained with one particle "
+                                          "before ``particles``", ">= 0")
+    keep_first_last_dense: bool = _doc(False, "keep the first and the last prunable layer dense",
+                                       "bool")
+    pruning: str = _doc("global", "how a round's mask shrinks: ``global`` magnitude over all "
+                                  "prunable weights (the method), ``layerwise`` magnitude, or "
+                                  "``random`` positions at global magnitude's layer densities "
+                                  "(the control)", "one of the three",
+                        choices=("global", "layerwise", "random"))
+    seed: int = _doc(0, "seeds the initialisation, the batch orders (hashed per round and "
+                        "particle), augmentation and your model's dropout", "[0, 2**64)")
+    device: str = _doc("cpu", "where training runs: ``cpu``, ``cuda`` (the current CUDA "
+                              "device) or ``cuda:N``", "cpu, cuda, cuda:N")
+    eval_batch_size: int = _doc(1000, "batch size of evaluation passes", ">= 1")
+    bn_batch_size: int = _doc(0, "batch size of the batch-norm recompute (0: ``batch_size``)",
+                              ">= 0")
+    deterministic: bool = _doc(False, "CUDA: torch's deterministic algorithms for the run "
+                                      "(needs CUBLAS_WORKSPACE_CONFIG); CPU runs are bitwise "
+                                      "reproducible at a fixed thread count anyway", "bool")
+    augment: bool = _doc(False, "random crop (``crop_padding``) and horizontal flip of image "
+                                "batches, per sample, from the particle's generator", "bool")
+    crop_padding: int = _doc(4, "zero padding of the random crop", ">= 0")
+    flip: bool = _doc(True, "``augment`` flips horizontally too", "bool")
+    particle_mode: str = _doc("auto", "how a round's particles train: ``stacked`` (one model "
+                                      "holding all of them), ``sequential``, ``threads`` (CPU: "
+                                      "side by side, one thread each) or ``auto`` (the faster "
+                                      "here); all agree to float rounding", "one of the four",
+                              choices=("auto", "stacked", "sequential", "threads"))
+    sparse_kernels: str = _doc("auto", "CPU sparse kernels for pruned layers: ``auto`` (layers "
+                                       "at or below the densities below), ``on`` or ``off``",
+                               "auto, on, off", choices=("auto", "on", "off"))
+    sparse_density: float = _doc(0.5, "``auto``: linear layers at or below this density run "
+                                      "sparse", "[0, 1]")
+    sparse_conv_density: float = _doc(0.1, "``auto``: convolutions at or below this density run "
+                                           "sparse", "[0, 1]")
+    precision: str = _doc("fp32", "``fp32``, or mixed precision: ``bf16`` / ``fp16`` forward "
+                                  "and loss under autocast, fp32 master weights; ``fp16`` "
+                                  "scales the loss dynamically", "fp32, bf16, fp16",
+                          choices=("fp32", "bf16", "fp16"))
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:

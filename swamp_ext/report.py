@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 DEFAULT_AT = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
+MAX_COLUMNS = 10
 
 
 def _pct(x: Optional[float], digits: int = 2) -> str:
@@ -155,11 +156,33 @@ def group(results: Sequence[Any]) -> list[Group]:
     return groups
 
 
-def compare(results: Sequence[Any], at: Sequence[float] = DEFAULT_AT,
+def default_at(results: Sequence[Any], tol: float = 0.15) -> tuple[float, ...]:
+    """The sparsities ``compare`` shows when none are given: ``DEFAULT_AT`` (50 80 90 95 98 99%)
+    when the runs reached a round near each of them (see `value_at`), else the sparsities the
+    runs reached: every round's sparsity but the dense one, rounds within `tol` of each other by
+    remaining weights counted once (seeds of one schedule reach the same sparsities), at most
+    ``MAX_COLUMNS`` of them spread evenly from the least to the most sparse."""
+    rounds = [r for res in results for r in res.rounds]
+    if not rounds:
+        return DEFAULT_AT
+    if all(min(_off(r, s) for r in rounds) <= math.log1p(tol) for s in DEFAULT_AT):
+        return DEFAULT_AT
+    reached: list[float] = []
+    for s in sorted({r.sparsity for r in rounds if 0.0 < r.sparsity < 1.0}):
+        if not reached or math.log((1 - reached[-1]) / (1 - s)) > math.log1p(tol):
+            reached.append(s)
+    if len(reached) > MAX_COLUMNS:
+        step = (len(reached) - 1) / (MAX_COLUMNS - 1)
+        reached = [reached[round(i * step)] for i in range(MAX_COLUMNS)]
+    return tuple(reached) if reached else DEFAULT_AT
+
+
+def compare(results: Sequence[Any], at: Optional[Sequence[float]] = None,
             markdown: bool = False, metric: str = "acc") -> str:
-    """Accuracy (or ``metric``: ece, nll) as mean ± spread over seeds at each sparsity in `at`,
-    per method, and the difference to IMP, marked * when it is larger than the seeds' spread
-    (sqrt(sd_method² + sd_imp²)); with one seed the spread is unknown (no mark)."""
+    """Accuracy (or ``metric``: ece, nll) as mean ± spread over seeds at each sparsity in `at`
+    (fractions; None: `default_at` of the runs), per method, and the difference to IMP, marked *
+    when it is larger than the seeds' spread (sqrt(sd_method² + sd_imp²)); with one seed the
+    spread is unknown (no mark)."""
     if metric not in METRICS:
         raise ValueError(f"compare: metric must be one of {', '.join(METRICS)}, got {metric!r}")
     _, what, scale = METRICS[metric]
@@ -170,12 +193,14 @@ def compare(results: Sequence[Any], at: Sequence[float] = DEFAULT_AT,
     if len(setups) > 1:
         raise ValueError("compare: the runs prune different models or data: "
                          + ", ".join(f"{m} on {d}" for d, m in sorted(setups)))
+    if at is None:
+        at = default_at(results)
     for s in at:
         if not 0 <= s < 1:
             raise ValueError(f"compare: sparsities are fractions in [0, 1), got {s}")
     groups = group(results)
     imp = next((g for g in groups if g.method == "imp"), None)
-    head = ["method", "seeds"] + [f"{100 * s:g}%" for s in at]
+    head = ["method", "seeds"] + [f"{100 * s:.4g}%" for s in at]
     rows = []
     # per group (by row): its label and (sparsity, difference to IMP) where both have a value
     diffs: dict[int, tuple[str, list[tuple[float, float]]]] = {}
