@@ -7,7 +7,7 @@ source scripts/python.sh
 bash scripts/setup.sh test
 
 echo "[test] ruff"
-"$PY" -m ruff check swamp_ext python_tests benchmarks scripts
+"$PY" -m ruff check swamp_ext python_tests benchmarks scripts docs
 echo "[test] clang-format"
 find csrc examples -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' | sort \
   | xargs clang-format --dry-run --Werror

@@ -98,6 +98,7 @@ class Config:
     sparse_kernels: str
     sparse_density: float
     precision: str
+    diagnostics: bool
     def __init__(self) -> None: ...
 
 def config_fields(config: Config) -> list[tuple[str, str]]: ...

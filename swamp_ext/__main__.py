@@ -84,7 +84,7 @@ def _config_from_args(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def _print_round(r: Any) -> None:
-    ens = f" ens {r.ensemble_acc:.4f}" if r.particles > 1 else ""
+    ens = f" ens {r.ensemble_acc:.4f}" if r.particles > 1 and r.ensemble_acc is not None else ""
     print(f"round {r.round:3d}  sparsity {r.sparsity:7.4f}  acc {r.test_acc:.4f}  "
           f"nll {r.test_nll:.4f}{ens}  particles {r.particles}  {r.seconds:7.1f}s", flush=True)
 

@@ -97,12 +97,14 @@ class Path:
                    p.test_loss_barrier, p.test_error_barrier, recompute_bn, label)
 
     def to_json(self) -> dict[str, Any]:
+        """The path as JSON-ready dict (what ``analysis/barrier_*.json`` holds)."""
         return {k: (None if isinstance(v, float) and math.isnan(v) else
                     [None if math.isnan(x) else x for x in v] if isinstance(v, list) else v)
                 for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Path:
+        """A Path back from ``to_json``'s dict."""
         nan = float("nan")
         fix = {k: (nan if v is None else [nan if x is None else x for x in v]
                    if isinstance(v, list) else v) for k, v in d.items()}
@@ -178,6 +180,7 @@ class Trace:
 
     @property
     def per_parameter(self) -> float:
+        """The trace divided by the number of parameters it is over."""
         return self.trace / self.dimension if self.dimension else float("nan")
 
 

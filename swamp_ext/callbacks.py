@@ -39,6 +39,7 @@ class TensorBoard:
         self._w.flush()
 
     def close(self) -> None:
+        """Flushes and closes the event file."""
         self._w.close()
 
     def __enter__(self) -> TensorBoard:

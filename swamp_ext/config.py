@@ -129,6 +129,11 @@ class Config:
                                   "and loss under autocast, fp32 master weights; ``fp16`` "
                                   "scales the loss dynamically", "fp32, bf16, fp16",
                           choices=("fp32", "bf16", "fp16"))
+    diagnostics: bool = _doc(True, "per-particle figures of every round: each particle's "
+                                   "batch-norm recompute and evaluation and the particles' "
+                                   "prediction ensemble (``RoundRecord.particle_*``, "
+                                   "``ensemble_*``); False skips them: the average, its figures "
+                                   "and the masks are the same, the round is cheaper", "bool")
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -173,7 +178,8 @@ class Config:
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise TypeError(f"Config.{name} must be a string, got {type(v).__name__}")
-        for name in ("nesterov", "keep_first_last_dense", "deterministic", "augment", "flip"):
+        for name in ("nesterov", "keep_first_last_dense", "deterministic", "augment", "flip",
+                     "diagnostics"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Config.{name} must be a bool")
         if self.use_swa is not None and not isinstance(self.use_swa, bool):
@@ -191,22 +197,26 @@ class Config:
 
     # ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (what results.json stores)."""
         d = dataclasses.asdict(self)
         d.pop("extra")
         return d
 
     @classmethod
     def fields(cls) -> list[str]:
+        """The field names, in declaration order."""
         return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
+        """A Config from a dict of fields; unknown keys raise ValueError naming them."""
         unknown = sorted(set(d) - set(cls.fields()))
         if unknown:
             raise ValueError(f"unknown Config field(s): {', '.join(unknown)}")
         return cls(**d)
 
     def to_cpp(self) -> Any:
+        """The same configuration as the C++ core's ``_C.Config``."""
         c = _C.Config()
         for name in self.fields():
             v = getattr(self, name)

@@ -57,6 +57,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input sample, e.g. ``(1, 28, 28)``."""
         return tuple(self.x_train.shape[1:])
 
     def __repr__(self) -> str:

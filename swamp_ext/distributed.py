@@ -37,6 +37,7 @@ class Group:
 
     @property
     def primary(self) -> bool:
+        """Whether this is rank 0 of the group (the process that writes results)."""
         return self.rank == 0
 
 

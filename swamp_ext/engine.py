@@ -43,8 +43,10 @@ class RoundRecord:
     prunable: int
     test_acc: float
     test_nll: float
-    ensemble_acc: float  # prediction ensemble of the round's particles
-    ensemble_nll: float
+    # the particles' prediction ensemble and each particle's own figures; None and [] when
+    # Config.diagnostics is off
+    ensemble_acc: Optional[float]
+    ensemble_nll: Optional[float]
     particle_acc: list[float]
     particle_nll: list[float]
     layer_density: dict[str, float]
@@ -68,8 +70,8 @@ class RoundRecord:
             prunable=r.prunable,
             test_acc=r.test_acc,
             test_nll=r.test_nll,
-            ensemble_acc=r.ensemble_acc,
-            ensemble_nll=r.ensemble_nll,
+            ensemble_acc=None if math.isnan(r.ensemble_acc) else r.ensemble_acc,
+            ensemble_nll=None if math.isnan(r.ensemble_nll) else r.ensemble_nll,
             particle_acc=list(r.particle_acc),
             particle_nll=list(r.particle_nll),
             layer_density=dict(r.layer_density),
@@ -176,6 +178,7 @@ class Result:
         return dict(self._state)
 
     def to_json(self) -> dict[str, Any]:
+        """The content of ``results.json``: config, data, versions and every round record."""
         out = _results_json(self.config, self.dataset, self.rounds, self._adapter,
                             self.input_shape, self.num_classes)
         if self.ensemble_of:

@@ -33,6 +33,7 @@ class Exported:
 
     @property
     def ratio(self) -> float:
+        """The file's size as a fraction of the dense tensors' size."""
         return self.bytes / self.dense_bytes if self.dense_bytes else float("nan")
 
 

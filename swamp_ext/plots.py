@@ -90,6 +90,7 @@ def accuracy(results: Sequence[Any], ax: Any, controls: bool = True) -> None:
 
 
 def layers(results: Sequence[Any], fig: Any) -> None:
+    """Draws every prunable layer's density by round onto ``fig``."""
     groups = report.group(results)
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     for ax, g in zip(axes, groups):
@@ -108,6 +109,7 @@ def layers(results: Sequence[Any], fig: Any) -> None:
 
 
 def barrier_files(run_dirs: Sequence[str]) -> list[str]:
+    """The saved barrier analyses (``analysis/barrier_*.json``) of the run folders."""
     out = []
     for d in run_dirs:
         out += sorted(glob.glob(os.path.join(d, "analysis", "barrier_*.json")))
@@ -115,6 +117,7 @@ def barrier_files(run_dirs: Sequence[str]) -> list[str]:
 
 
 def barrier(files: Sequence[str], fig: Any) -> None:
+    """Draws saved barrier paths (test loss along the line) onto ``fig``."""
     from . import strict
     from .analysis import Path
 

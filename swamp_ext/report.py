@@ -99,7 +99,7 @@ def accuracy_at(result: Any, s: float, tol: float = 0.15) -> Optional[float]:
 
 # fields that say how a run executes, not what it computes (up to float rounding)
 _EXECUTION = ("device", "particle_mode", "sparse_kernels", "sparse_density",
-              "sparse_conv_density", "eval_batch_size", "deterministic")
+              "sparse_conv_density", "eval_batch_size", "deterministic", "diagnostics")
 
 
 def setup_of(config: Any) -> dict[str, Any]:
@@ -124,6 +124,7 @@ class Group:
     runs: list
 
     def at(self, s: float, metric: str = "acc") -> tuple[Optional[float], Optional[float], int]:
+        """Mean, spread (None for one seed) and count of the runs' ``metric`` near ``s``."""
         accs = [a for a in (value_at(r, s, metric) for r in self.runs) if a is not None]
         if not accs:
             return None, None, 0

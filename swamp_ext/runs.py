@@ -28,6 +28,7 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_bits(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """The bool tensor of ``shape`` that ``pack_bits`` packed."""
     n = 1
     for d in shape:
         n *= int(d)
@@ -39,6 +40,7 @@ def unpack_bits(packed: torch.Tensor, shape: list[int]) -> torch.Tensor:
 
 
 def round_path(run_dir: Union[str, os.PathLike], k: int) -> str:
+    """The path of round ``k``'s file in a run folder."""
     return os.path.join(os.fspath(run_dir), "rounds", f"round_{k:03d}.safetensors")
 
 
@@ -57,6 +59,7 @@ def round_tensors(models: Any, keep_particles: bool) -> tuple[dict[str, torch.Te
 
 
 def write_round(run_dir: Union[str, os.PathLike], models: Any, keep_particles: bool) -> None:
+    """Writes round ``models.round``'s file into ``run_dir/rounds`` (atomically)."""
     folder = os.path.join(os.fspath(run_dir), "rounds")
     os.makedirs(folder, exist_ok=True)
     tensors, meta = round_tensors(models, keep_particles)
@@ -76,10 +79,12 @@ class RoundModel:
 
     @property
     def round(self) -> int:
+        """The round number."""
         return self.record.round
 
     @property
     def sparsity(self) -> float:
+        """The round's sparsity over the prunable weights."""
         return self.record.sparsity
 
     def to_torch(self, state: Optional[dict[str, torch.Tensor]] = None) -> torch.nn.Module:
@@ -93,6 +98,7 @@ class RoundModel:
 
 def decode_round(tensors: dict[str, torch.Tensor], meta: dict[str, str], where: str,
                  ) -> tuple[dict, dict, list]:
+    """Checks and decodes a round file's tensors: (masks, averaged state, particles)."""
     if meta.get("format") != FORMAT:
         raise ValueError(f"{where} is not a swamp_ext round file (format "
                          f"{meta.get('format')!r}, expected {FORMAT!r})")
@@ -134,6 +140,7 @@ def decode_round(tensors: dict[str, torch.Tensor], meta: dict[str, str], where: 
 
 
 def read_round(run_dir: Union[str, os.PathLike], k: int) -> tuple[dict, dict, list]:
+    """Reads round ``k``'s file of a run folder strictly: (masks, averaged state, particles)."""
     path = round_path(run_dir, k)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: round {k} was not kept (keep_rounds=False, or the run "

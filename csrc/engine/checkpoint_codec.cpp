@@ -685,14 +685,21 @@ void RunCheckpoint::check_round(Entries& e, const std::string& key, const RoundR
   auto nonneg = [](double v) { return std::isfinite(v) && v >= 0.0; };
   if (r.sparsity != 1.0 - static_cast<double>(r.remaining) / static_cast<double>(r.prunable))
     bad("has a sparsity that does not follow from its weight counts");
-  if (!unit(r.sparsity_all) || !unit(r.test_acc) || !unit(r.ensemble_acc) || !nonneg(r.test_nll) ||
-      !nonneg(r.ensemble_nll) || !std::isfinite(r.train_loss) || !nonneg(r.seconds) ||
-      !(std::isnan(r.test_ece) || unit(r.test_ece)) ||
+  // without diagnostics a round has no particle figures and NaN ensemble figures
+  const bool diag = cfg_.diagnostics;
+  auto ens = [&](double v, bool is_unit) {
+    return diag ? (is_unit ? unit(v) : nonneg(v)) : std::isnan(v);
+  };
+  if (!unit(r.sparsity_all) || !unit(r.test_acc) || !ens(r.ensemble_acc, true) ||
+      !nonneg(r.test_nll) || !ens(r.ensemble_nll, false) || !std::isfinite(r.train_loss) ||
+      !nonneg(r.seconds) || !(std::isnan(r.test_ece) || unit(r.test_ece)) ||
       !(std::isnan(r.ensemble_ece) || unit(r.ensemble_ece)))
     bad("has a figure out of its range (accuracy in [0, 1], losses finite)");
-  if (static_cast<int64_t>(r.particle_acc.size()) != r.particles ||
-      static_cast<int64_t>(r.particle_nll.size()) != r.particles)
-    bad("does not have one accuracy and loss per particle");
+  const int64_t figures = diag ? r.particles : 0;
+  if (static_cast<int64_t>(r.particle_acc.size()) != figures ||
+      static_cast<int64_t>(r.particle_nll.size()) != figures)
+    bad(diag ? "does not have one accuracy and loss per particle"
+             : "has particle figures in a run without diagnostics");
   for (size_t k = 0; k < r.particle_acc.size(); ++k)
     if (!unit(r.particle_acc[k]) || !nonneg(r.particle_nll[k]))
       bad("has a particle figure out of its range");

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "../common/default_generator.h"
 #include "../common/determinism.h"
@@ -139,7 +140,7 @@ class Run {
       p_.losses.push_back(st->last_loss[g]);
       p_.skipped.push_back(st->scaler ? st->skipped[g] : 0);
     }
-    if (plan_.swa) {  // the SWA solutions' batch-norm statistics, side by side on threads
+    if (plan_.swa && cfg_.diagnostics) {  // the SWA solutions' BN statistics, side by side
       const int64_t lanes = post_lanes(n);
       run_lanes(lanes, [&](int64_t lane) {
         for (int64_t g = lane; g < group; g += lanes) {
@@ -163,23 +164,27 @@ class Run {
     rr.particles = n;
     const std::pair<int64_t, int64_t> share = averager_.share(n);
     const int64_t first = share.first, last = share.second;  // captured below (C++17)
-    std::vector<at::Tensor> mine(static_cast<size_t>(last - first));
-    const int64_t lanes = post_lanes(n);
-    run_lanes(lanes, [&](int64_t lane) {
-      for (int64_t p = first + lane; p < last; p += lanes) {
-        const layers::SparseScope sparse = sparse_passes(models_.particle(p));
-        mine[p - first] = eval_.log_probs(models_.particle(p));
+    // diagnostics: every particle evaluated (its figures, the prediction ensemble)
+    std::vector<at::Tensor> logp;
+    if (cfg_.diagnostics) {
+      std::vector<at::Tensor> mine(static_cast<size_t>(last - first));
+      const int64_t lanes = post_lanes(n);
+      run_lanes(lanes, [&](int64_t lane) {
+        for (int64_t p = first + lane; p < last; p += lanes) {
+          const layers::SparseScope sparse = sparse_passes(models_.particle(p));
+          mine[p - first] = eval_.log_probs(models_.particle(p));
+        }
+      });
+      logp = averager_.gather(mine, n);
+      for (int64_t p = 0; p < n; ++p) {
+        const Metrics m = eval_.metrics(logp[p]);
+        rr.particle_acc.push_back(m.acc);
+        rr.particle_nll.push_back(m.nll);
       }
-    });
-    const std::vector<at::Tensor> logp = averager_.gather(mine, n);
+    }
     const std::vector<double> losses = gathered_losses(n);
     double loss_sum = 0.0;
-    for (int64_t p = 0; p < n; ++p) {
-      const Metrics m = eval_.metrics(logp[p]);
-      rr.particle_acc.push_back(m.acc);
-      rr.particle_nll.push_back(m.nll);
-      loss_sum += losses[p];
-    }
+    for (int64_t p = 0; p < n; ++p) loss_sum += losses[p];
     rr.train_loss = loss_sum / static_cast<double>(n);
     if (cfg_.precision == "fp16")  // the only precision that skips steps: no gather otherwise
       for (double k : gathered_values(p_.skipped, n)) rr.skipped_steps += static_cast<int64_t>(k);
@@ -201,16 +206,23 @@ class Run {
       const layers::SparseScope sparse = sparse_passes(avg);
       eval_.recompute_bn(avg);
       fm = eval_.metrics(eval_.log_probs(avg));
-    } else {  // one particle without SWA: the average is that particle, already evaluated
+    } else if (!logp.empty()) {  // one particle without SWA: the average is that particle
       fm = eval_.metrics(logp[0]);
+    } else {  // the same model, not yet evaluated (its training batch-norm statistics kept)
+      const layers::SparseScope sparse = sparse_passes(avg);
+      fm = eval_.metrics(eval_.log_probs(avg));
     }
     rr.test_acc = fm.acc;
     rr.test_nll = fm.nll;
     rr.test_ece = fm.ece;
-    const Metrics em = eval_.ensemble_metrics(logp);
-    rr.ensemble_acc = em.acc;
-    rr.ensemble_nll = em.nll;
-    rr.ensemble_ece = em.ece;
+    if (cfg_.diagnostics) {
+      const Metrics em = eval_.ensemble_metrics(logp);
+      rr.ensemble_acc = em.acc;
+      rr.ensemble_nll = em.nll;
+      rr.ensemble_ece = em.ece;
+    } else {
+      rr.ensemble_acc = rr.ensemble_nll = rr.ensemble_ece = std::nan("");
+    }
     masks_.fill_sparsity(avg, rr);
     rr.seconds = p_.round_seconds + std::chrono::duration<double>(Clock::now() - round_t0_).count();
     p_.round_seconds = 0.0;

@@ -130,6 +130,25 @@ def cli_page() -> tuple[str, list[str]]:
 _DECL = re.compile(r"^\s*SWAMP_API\b")
 
 
+def _commented(src: list[str], i: int) -> bool:
+    """Whether declaration line i has a comment: on its line, or above it, where the lines
+    between are declarations of the same group (SWAMP_API lines, their indented continuation
+    lines, template heads)."""
+    if "//" in src[i]:
+        return True
+    j = i - 1
+    while j >= 0:
+        line = src[j]
+        if line.strip().startswith("//"):
+            return True
+        if not line.strip():
+            return False
+        if not (_DECL.match(line) or line.startswith(" ") or line.startswith("template")):
+            return False
+        j -= 1
+    return False
+
+
 def cpp_page() -> tuple[str, list[str]]:
     problems = []
     include = ROOT / "csrc" / "include" / "swamp"
@@ -148,13 +167,9 @@ def cpp_page() -> tuple[str, list[str]]:
         if not head:
             problems.append(f"{h.name}: no leading comment saying what it holds")
         for i, ln in enumerate(src):
-            if _DECL.match(ln):
-                j = i - 1
-                while j >= 0 and src[j].strip().startswith("template"):
-                    j -= 1
-                if j < 0 or not (src[j].strip().startswith("//") or "//" in ln):
-                    problems.append(f"{h.name}:{i + 1}: SWAMP_API declaration without a comment: "
-                                    f"{ln.strip()}")
+            if _DECL.match(ln) and not _commented(src, i):
+                problems.append(f"{h.name}:{i + 1}: SWAMP_API declaration without a comment: "
+                                f"{ln.strip()}")
         body = "\n".join(ln for ln in src[len(head):]
                          if not ln.startswith("#include") and not ln.startswith("#pragma"))
         body = re.sub(r"\n{3,}", "\n\n", body).strip("\n")

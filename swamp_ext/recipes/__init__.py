@@ -33,12 +33,14 @@ class Recipe:
     path: str = field(default="", compare=False)
 
     def make_config(self, **overrides: Any) -> Any:
+        """The recipe's Config, with ``overrides`` applied on top."""
         from ..config import Config
 
         return Config.from_dict({**self.config, **overrides})
 
 
 def names() -> list[str]:
+    """The names of the built-in recipes, sorted."""
     return sorted(f[:-5] for f in os.listdir(_HERE) if f.endswith(".toml"))
 
 

@@ -75,6 +75,7 @@ SWAMP_API void average_in_order(const std::vector<std::vector<at::Tensor>>& part
 // when the model has no batch-norm layer (nothing to do).
 SWAMP_API bool recompute_batchnorm(torch::nn::Module& model,
                                    const std::function<void()>& forward_batches);
+// Whether `model` holds a batch-norm layer (whose statistics recompute_batchnorm recomputes).
 SWAMP_API bool has_batchnorm(const torch::nn::Module& model);
 
 }  // namespace swamp

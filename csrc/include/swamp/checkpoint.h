@@ -31,6 +31,7 @@ SWAMP_API TensorMap load_tensors_verified(const std::string& path);
 // intact to the checksum, and only the checks of its content stand between it and a run. For
 // tests of those checks; never called by the engine.
 SWAMP_API void reseal_checkpoint(const std::string& path);
+// Whether `path` exists (any kind of file).
 SWAMP_API bool file_exists(const std::string& path);
 // Creates `dir` (and its parents) if needed and checks that files can be written in it; throws
 // c10::ValueError naming `what` and the folder otherwise. The one writability check of the
@@ -43,6 +44,7 @@ SWAMP_API void ensure_writable_dir(const std::string& dir, const std::string& wh
 // written so far and the total. Process-wide; an empty function removes it.
 using WriteObserver =
     std::function<void(const std::string& tmp_path, size_t written, size_t total)>;
+// Installs `observer` for every later checkpoint write of the process.
 SWAMP_API void set_checkpoint_write_observer(WriteObserver observer);
 
 // Strings and scalars stored as tensors.

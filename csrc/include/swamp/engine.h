@@ -50,6 +50,10 @@ namespace swamp {
 //                   the batch-norm recompute stay float32. fp16 scales the loss dynamically
 //                   (LossScaler, swamp/optim.h): a step whose gradients overflow is skipped and
 //                   counted (RoundResult::skipped_steps). The sparse kernels compute in float32.
+//   diagnostics     per-particle figures of a round: each particle's batch-norm recompute and
+//                   evaluation and the particles' prediction ensemble (RoundResult particle_*,
+//                   ensemble_*). false skips them (particle lists empty, ensemble figures NaN):
+//                   the average, its figures and the masks are unchanged.
 //   sparse_kernels  sparse kernels for pruned linear and conv layers (CPU): "auto" (linear
 //                   layers at or below sparse_density, convolutions at or below
 //                   sparse_conv_density), "on" (every pruned layer) or "off"
@@ -87,7 +91,8 @@ namespace swamp {
   X(std::string, sparse_kernels, "auto") \
   X(double, sparse_density, 0.5)         \
   X(double, sparse_conv_density, 0.1)    \
-  X(std::string, precision, "fp32")
+  X(std::string, precision, "fp32")      \
+  X(bool, diagnostics, true)
 
 struct Config {
 #define SWAMP_CONFIG_MEMBER(type, name, value) type name = value;
@@ -108,11 +113,13 @@ SWAMP_API c10::Device resolve_device(const std::string& device, const char* who 
 SWAMP_API uint64_t initial_weights_seed(uint64_t run_seed);
 // Particles and SWA used in round `round` by the configured method.
 SWAMP_API int64_t particles_in_round(const Config& cfg, int64_t round);
+// Whether round training uses SWA: Config::use_swa, or the method's default (off for imp).
 SWAMP_API bool swa_enabled(const Config& cfg);
 // How `particles` particles of a round train: config.particle_mode, or the auto rule for the
 // device, `model` (one particle of the architecture) and the intra-op thread count.
 SWAMP_API ParticlePath particle_path(const Config& cfg, const torch::nn::Module& model,
                                      int64_t particles);
+// "stacked", "sequential" or "threads".
 SWAMP_API const char* particle_path_name(ParticlePath path);
 // The threads path: how many particles train at once (one thread each): the intra-op thread
 // count, at most `particles`; 1 where this build cannot run particles concurrently.
@@ -131,13 +138,13 @@ struct RoundResult {
   int64_t prunable = 0;       // eligible weights
   double test_acc = 0.0;      // the round's final (averaged) model
   double test_nll = 0.0;
-  double ensemble_acc = 0.0;  // prediction ensemble of the particles
+  double ensemble_acc = 0.0;  // prediction ensemble of the particles (NaN: diagnostics off)
   double ensemble_nll = 0.0;
   // Expected calibration error (15 equal-width confidence bins) of the final model and of the
   // ensemble; NaN in rounds recorded by a swamp_ext that did not compute it (resumed runs).
   double test_ece = 0.0;
   double ensemble_ece = 0.0;
-  std::vector<double> particle_acc;
+  std::vector<double> particle_acc;  // one per particle (empty: diagnostics off)
   std::vector<double> particle_nll;
   std::vector<std::pair<std::string, double>> layer_density;
   double train_loss = 0.0;  // mean training loss over the last epoch of the particles
@@ -254,6 +261,8 @@ struct StepBenchOptions {
   // "layerwise": every prunable tensor pruned to `sparsity` by its own magnitudes.
   std::string prune = "global";
 };
+// Seconds of one training step (forward, backward, masked SGD) of the model `options` names:
+// the median over `repeats` timings of `steps` steps each.
 SWAMP_API double train_step_seconds(const StepBenchOptions& options);
 
 // The configuration as (field, value) text pairs, in declaration order.

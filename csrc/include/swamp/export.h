@@ -1,3 +1,4 @@
+// SWAMP_API: marks the core library's exported symbols (the library hides the rest).
 #pragma once
 
 #if defined(_WIN32)

@@ -154,6 +154,7 @@ SWAMP_API std::vector<at::Tensor> trainable_masks(torch::nn::Module& model, cons
 // Conv2d with `particles` groups (no bias unless asked), see above.
 SWAMP_API Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding,
                         int64_t particles = 1, bool bias = false);
+// BatchNorm2d over `particles` x `channels` channels (the stacked layout).
 SWAMP_API torch::nn::BatchNorm2d batchnorm(int64_t channels, int64_t particles = 1);
 
 // Stacked layout helpers. Per-particle inputs [N, B, ...] -> the stacked [B, N*C, ...] layout.

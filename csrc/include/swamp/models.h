@@ -52,12 +52,16 @@ class SWAMP_API Model : public torch::nn::Module {
 using ModelPtr = std::shared_ptr<Model>;
 using ModelFactory = std::function<ModelPtr(const ModelSpec&)>;
 
+// Registers a model under `name` (SWAMP_REGISTER_MODEL does it at load time); a second
+// registration of a name replaces the first.
 SWAMP_API void register_model(const std::string& name, ModelFactory factory);
 // A family of models named by pattern (e.g. "wrn<depth>_<width>"): `resolve` returns a factory for
 // names it understands and nullptr otherwise. `prefix` is how the family is listed in
 // model_names().
 using ModelResolver = std::function<ModelFactory(const std::string& name)>;
 SWAMP_API void register_model_family(const std::string& prefix, ModelResolver resolve);
+// The registered names, sorted (families are not listed); whether `name` resolves to a model
+// (a registered name or a member of a family).
 SWAMP_API std::vector<std::string> model_names();
 SWAMP_API bool has_model(const std::string& name);
 // Builds the model and initialises it from `seed` (kaiming normal for conv, PyTorch's default

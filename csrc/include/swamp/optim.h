@@ -92,6 +92,7 @@ struct ScheduleOptions {
   double swa_lr = 0.05;
 };
 
+// The learning rate of `step` (0-based, counted from the initialisation) under `s`.
 SWAMP_API double learning_rate(const ScheduleOptions& s, int64_t step);
 
 }  // namespace swamp

@@ -23,6 +23,8 @@ struct SafetensorsFile {
 SWAMP_API void save_safetensors(const std::string& path,
                                 const std::map<std::string, at::Tensor>& tensors,
                                 const std::map<std::string, std::string>& metadata = {});
+// Reads a safetensors file, every size and offset checked against the file first; a damaged
+// file is a c10::ValueError naming it. Tensors are loaded on the CPU.
 SWAMP_API SafetensorsFile load_safetensors(const std::string& path);
 
 }  // namespace swamp
