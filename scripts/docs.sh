@@ -11,4 +11,4 @@ if ! "$PY" -c "import sphinx, myst_parser, furo" 2>/dev/null; then
 fi
 cd docs
 # from docs/, with the source folder off sys.path: the reference documents the installed package
-exec "$PY" -m sphinx -W --keep-going -q -b html -d _build/doctrees . _build/html
+exec "$PY" -m sphinx -E -W --keep-going -q -b html -d _build/doctrees . _build/html

@@ -191,7 +191,7 @@ def hessian_trace(result: Any, data: Any, round: Optional[int] = None, *,
                   seed: int = 0, device: Optional[str] = None) -> Trace:
     """Trace of the Hessian of the mean training loss (first ``train_samples`` samples, eval
     mode) at round ``round``'s averaged model (or ``state`` under ``masks``), over its unpruned
-    weights: Rademacher vectors until the standard error is at most ``tolerance`` x |trace|
+    weights: Rademacher vectors until the standard error is at most ``tolerance`` x ``|trace|``
     (at least ``min_samples``, at most ``max_samples``)."""
     if state is None:
         if round is None:

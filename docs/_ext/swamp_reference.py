@@ -133,7 +133,7 @@ _DECL = re.compile(r"^\s*SWAMP_API\b")
 def _commented(src: list[str], i: int) -> bool:
     """Whether declaration line i has a comment: on its line, or above it, where the lines
     between are declarations of the same group (SWAMP_API lines, their indented continuation
-    lines, template heads)."""
+    lines, template heads, the type aliases they take)."""
     if "//" in src[i]:
         return True
     j = i - 1
@@ -143,7 +143,7 @@ def _commented(src: list[str], i: int) -> bool:
             return True
         if not line.strip():
             return False
-        if not (_DECL.match(line) or line.startswith(" ") or line.startswith("template")):
+        if not (_DECL.match(line) or line.startswith((" ", "template", "using "))):
             return False
         j -= 1
     return False
@@ -237,6 +237,36 @@ def python_page() -> tuple[str, list[str]]:
     return "\n".join(lines), problems
 
 
+_ARG = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*): (\S.*)$")
+
+
+def arguments_as_fields(app, what, name, obj, options, lines) -> None:
+    """Our docstrings describe arguments as ``name: text`` lines (continuation lines indented),
+    readable in ``help()``; in the reference they become a field list."""
+    if what not in ("function", "method", "class"):
+        return
+    out: list[str] = []
+    state = "blank"  # blank | field | text
+    for line in lines:
+        m = _ARG.match(line)
+        if m:
+            if state == "text":
+                out.append("")
+            out.append(f":{m.group(1)}: {m.group(2)}")
+            state = "field"
+        elif not line.strip():
+            out.append(line)
+            state = "blank"
+        elif line.startswith(" ") and state == "field":
+            out.append(line)
+        else:
+            if state == "field":
+                out.append("")
+            out.append(line)
+            state = "text"
+    lines[:] = out
+
+
 def generate(app) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
@@ -253,4 +283,5 @@ def generate(app) -> None:
 
 def setup(app):
     app.connect("builder-inited", generate)
+    app.connect("autodoc-process-docstring", arguments_as_fields)
     return {"version": "1", "parallel_read_safe": True}
