@@ -43,6 +43,10 @@ class _Ops:
     MaskedSGD: type[_MaskedSGD]
     LossScaler: type[_LossScaler]
     @staticmethod
+    def prepare_inputs(x: torch.Tensor, mean: list[float], std: list[float],
+                       crop_padding: int = 0, flip: bool = False,
+                       seed: Optional[int] = None) -> torch.Tensor: ...
+    @staticmethod
     def global_magnitude_prune(
         weights: list[torch.Tensor], masks: list[torch.Tensor], ratio: float,
         backend: _PruneBackend = ...,
@@ -214,6 +218,12 @@ class _EnsembleScores:
 
 class _Analysis:
     Setup: type[_Setup]
+    PathPoint: type[_PathPoint]
+    LinearPath: type[_LinearPath]
+    HessianTrace: type[_HessianTrace]
+    Scores: type[_Scores]
+    EnsembleScores: type[_EnsembleScores]
+    Overlap: type[_Overlap]
     @staticmethod
     def linear_path(setup: _Setup, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
                     points: int = 11, recompute_bn: bool = False, train: bool = True,
@@ -235,6 +245,11 @@ analysis: _Analysis
 class _Models:
     @staticmethod
     def names() -> list[str]: ...
+    @staticmethod
+    def has(name: str) -> bool: ...
+    @staticmethod
+    def train_throughput(name: str, input_shape: list[int], num_classes: int, batch_size: int,
+                         steps: int, device: str = "cpu") -> float: ...
     @staticmethod
     def create(name: str, input_shape: list[int], num_classes: int,
                seed: int = 0) -> tuple[dict[str, torch.Tensor], list[str]]: ...
