@@ -143,6 +143,7 @@ def test_cpp_program_prunes_its_own_module_on_data_written_by_python(cpp_example
     run = subprocess.run([str(cpp_examples / "prune_my_net"), str(tmp_path / "data.safetensors"),
                           str(out), "3", "2"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert "precision fp32, channels-last no" in run.stdout  # auto: fp32 stays contiguous
     line = next(ln for ln in run.stdout.splitlines() if ln.startswith("final accuracy"))
     acc, sparsity = float(line.split()[2]), float(line.split()[4])
     tensors = load_file(str(out / "model.safetensors"))
@@ -174,6 +175,22 @@ def test_cpp_program_prunes_its_own_module_on_data_written_by_python(cpp_example
     assert again.returncode == 0, again.stdout + again.stderr
     other = load_file(str(tmp_path / "again" / "model.safetensors"))
     assert all(torch.equal(tensors[k], other[k]) for k in tensors)
+    # mixed precision from C++: bf16 autocast, fp32 weights and exact masks written; channels-last
+    # as auto decides it for this CPU
+    from swamp_ext.engine import cpu_has_native_bf16
+
+    mixed = subprocess.run([str(cpp_examples / "prune_my_net"), str(tmp_path / "data.safetensors"),
+                            str(tmp_path / "bf16"), "2", "2", "bf16"], capture_output=True,
+                           text=True, timeout=600)
+    assert mixed.returncode == 0, mixed.stdout + mixed.stderr
+    picked = "yes" if cpu_has_native_bf16() else "no"
+    assert f"precision bf16, channels-last {picked}" in mixed.stdout
+    written = load_file(str(tmp_path / "bf16" / "model.safetensors"))
+    for k, m in written.items():
+        if k.startswith("mask."):
+            assert not written[k[5:]][~m].any(), k
+        else:
+            assert m.dtype in (torch.float32, torch.int64), k
     # a damaged data file is an error message and exit code 1, not a crash
     (tmp_path / "bad.safetensors").write_bytes((tmp_path / "data.safetensors").read_bytes()[:100])
     bad = subprocess.run([str(cpp_examples / "prune_my_net"), str(tmp_path / "bad.safetensors"),

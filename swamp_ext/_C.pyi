@@ -60,6 +60,8 @@ class _Ops:
     @staticmethod
     def lanes_concurrent() -> bool: ...
     @staticmethod
+    def channels_last_enabled() -> bool: ...
+    @staticmethod
     def learning_rate(kind: str, lr: float, total_steps: int, warmup_steps: int,
                       swa_start_step: int, swa_lr: float, step: int) -> float: ...
     @staticmethod
@@ -101,8 +103,10 @@ class Config:
     particle_mode: str
     sparse_kernels: str
     sparse_density: float
+    sparse_conv_density: float
     precision: str
     diagnostics: bool
+    channels_last: str
     def __init__(self) -> None: ...
 
 def config_fields(config: Config) -> list[tuple[str, str]]: ...
@@ -156,7 +160,10 @@ def run_imp(
     feeder: Optional[Any] = None,
     process_group: str = "",
     dist_timeout_s: float = 1800.0,
-) -> tuple[list[RoundResult], dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
+    models_with_particles: bool = True,
+) -> tuple[list[RoundResult], dict[str, torch.Tensor], dict[str, torch.Tensor], bool]: ...
+def channels_last_on(config: Config, input_shape: list[int], num_classes: int,
+                     model: Optional[Any] = None) -> bool: ...
 def particles_in_round(config: Config, round: int) -> int: ...
 
 class _Io:
@@ -285,6 +292,10 @@ class _Testing:
         name: str, input_shape: list[int], num_classes: int,
         states: list[dict[str, torch.Tensor]], x: torch.Tensor, y: torch.Tensor, stacked: bool,
         masks: dict[str, torch.Tensor] = ..., sparse_kernels: str = "off",
+        channels_last: bool = False,
     ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]: ...
+    @staticmethod
+    def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                       channels_last: bool) -> torch.Tensor: ...
 
 testing: _Testing

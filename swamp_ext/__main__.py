@@ -49,6 +49,10 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         if f.name == "use_swa":
             p.add_argument(flag, choices=["auto", "on", "off"], default=None,
                            help="force SWA on or off (default auto: the method's own)")
+        elif f.name == "channels_last":
+            p.add_argument(flag, choices=["auto", "on", "off"], nargs="?", const="on",
+                           default=None, help=f"Config.{f.name}: {doc} (default: auto; the flag "
+                                              "alone: on)")
         elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                            help=f"Config.{f.name}: {doc} (default: {default})")
@@ -79,6 +83,8 @@ def _config_from_args(args: argparse.Namespace) -> tuple[Any, str]:
             continue
         if name == "use_swa":
             v = {"auto": None, "on": True, "off": False}[v]
+        elif name == "channels_last":
+            v = {"auto": "auto", "on": True, "off": False}[v]
         values[name] = v
     return Config.from_dict(values), (args.dataset or dataset)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from . import _C
 
@@ -134,6 +134,13 @@ class Config:
                                    "prediction ensemble (``RoundRecord.particle_*``, "
                                    "``ensemble_*``); False skips them: the average, its figures "
                                    "and the masks are the same, the round is cheaper", "bool")
+    channels_last: Union[str, bool] = _doc(
+        "auto", "training forwards compute convolutions in the channels-last (NHWC) memory "
+                "order: 4-D inputs and conv weights are NHWC copies inside the forward, while "
+                "the weights, masks and everything stored keep the contiguous (logical) order; "
+                "``auto`` turns it on for conv models in mixed precision on a GPU or on a CPU "
+                "with bf16 instructions (``Result.channels_last`` says what the run picked)",
+        "auto, True, False", choices=("auto", True, False))
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -182,6 +189,9 @@ class Config:
                      "diagnostics"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Config.{name} must be a bool")
+        if not (isinstance(self.channels_last, bool) or self.channels_last == "auto"):
+            raise _fail("channels_last", f"must be 'auto', True or False, got "
+                                         f"{self.channels_last!r}")
         if self.use_swa is not None and not isinstance(self.use_swa, bool):
             raise TypeError("Config.use_swa must be None, True or False")
         if self.rewind_steps is not None and (
@@ -224,5 +234,7 @@ class Config:
                 v = -1 if v is None else v
             elif name == "use_swa":
                 v = -1 if v is None else int(v)
+            elif name == "channels_last":
+                v = v if v == "auto" else ("true" if v else "false")
             setattr(c, name, v)
         return c

@@ -112,6 +112,9 @@ class Result:
     # the imp_ensemble baseline (analysis.imp_ensemble): the member runs; its records hold the
     # ensemble's figures and it has no models of its own
     ensemble_of: list[str] = field(default_factory=list)
+    # whether the run trained channels-last (Config.channels_last resolved; None: a run folder
+    # written before swamp_ext recorded it)
+    channels_last: Optional[bool] = None
 
     @property
     def label(self) -> str:
@@ -180,7 +183,7 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         """The content of ``results.json``: config, data, versions and every round record."""
         out = _results_json(self.config, self.dataset, self.rounds, self._adapter,
-                            self.input_shape, self.num_classes)
+                            self.input_shape, self.num_classes, self.channels_last)
         if self.ensemble_of:
             out["ensemble_of"] = list(self.ensemble_of)
         return out
@@ -383,6 +386,8 @@ def run_imp(
 
     records: list[RoundRecord] = []
     kept: dict[int, Any] = {}
+    channels_last = bool(_C.channels_last_on(cfg, list(data.input_shape), data.num_classes,
+                                             adapter))
 
     def keep_cb(rm: RoundModels) -> None:
         if keep_rounds:
@@ -399,7 +404,7 @@ def run_imp(
         if ckpt and primary:
             path = os.path.join(ckpt, "results.json")
             write_json(path, _results_json(config, data.name, records, adapter,
-                                           data.input_shape, data.num_classes))
+                                           data.input_shape, data.num_classes, channels_last))
 
     def restore_cb(rounds: Any) -> None:
         records.extend(RoundRecord._from_cpp(r) for r in rounds)
@@ -418,7 +423,7 @@ def run_imp(
     try:
         if feeder is not None:
             feeder.start()  # worker processes start before the core's threads
-        _, masks, state = _C.run_imp(
+        _, masks, state, channels_last = _C.run_imp(
             cfg, *tensors, data.num_classes, list(data.mean or ()), list(data.std or ()),
             round_cb, on_epoch, restore_cb, ckpt, checkpoint_every, fresh, loss_sync_every,
             on_ticket, None if models_cb is None else
@@ -439,6 +444,7 @@ def run_imp(
         config=config, dataset=data.name, rounds=records, masks=dict(masks), _state=dict(state),
         input_shape=data.input_shape, num_classes=data.num_classes, _adapter=adapter,
         _run_dir=ckpt if keep_rounds and ckpt else None, _kept=kept,
+        channels_last=bool(channels_last),
     )
 
 
@@ -515,7 +521,8 @@ def load_run(run_dir: Union[str, os.PathLike],
                  _state={}, input_shape=tuple(saved.get("input_shape", ())),
                  num_classes=int(saved.get("num_classes", 0)), _adapter=adapter,
                  _run_dir=run_dir, _identity=identity,
-                 ensemble_of=[str(x) for x in saved.get("ensemble_of", [])])
+                 ensemble_of=[str(x) for x in saved.get("ensemble_of", [])],
+                 channels_last=saved.get("channels_last"))
     if res.ensemble_of:  # the imp_ensemble baseline: figures only
         return res
     last = res.round(rounds[-1].round)  # the final model is the last round's average
@@ -525,7 +532,8 @@ def load_run(run_dir: Union[str, os.PathLike],
 
 def _results_json(config: Config, dataset: str, rounds: list[RoundRecord],
                   adapter: Optional[_ModuleAdapter] = None, input_shape: Any = (),
-                  num_classes: int = 0) -> dict[str, Any]:
+                  num_classes: int = 0, channels_last: Optional[bool] = None
+                  ) -> dict[str, Any]:
     cfg = config.to_dict()
     if adapter is not None:
         cfg["model"] = adapter.identity
@@ -536,6 +544,8 @@ def _results_json(config: Config, dataset: str, rounds: list[RoundRecord],
         # what the test figures were computed in: evaluation never runs under autocast
         "evaluation_precision": "fp32",
     }
+    if channels_last is not None:  # what Config.channels_last resolved to
+        out["channels_last"] = channels_last
     if adapter is not None:
         out["module"] = adapter.describe()
     out["rounds"] = [asdict(r) for r in rounds]
@@ -615,7 +625,7 @@ def _check_module_forward(adapter: _ModuleAdapter, config: Config,
     wants_stacked = config.particle_mode == "stacked" or (
         config.particle_mode in ("auto", "threads") and torch.device(config.device).type != "cpu")
     if most > 1 and wants_stacked:
-        reason = adapter.check_stacking(x, config.precision)
+        reason = adapter.check_stacking(x, config.precision, config.channels_last)
         if reason is not None and config.particle_mode == "stacked":
             raise ValueError(f"Config.particle_mode 'stacked': the particles of {who} cannot be "
                              f"stacked: {reason}; use 'sequential' or 'auto'")

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from . import _C
+
 __all__ = ["Prunable", "default_prunable"]
 
 Prunable = Union[None, Sequence[str], Callable[[str, torch.Tensor], bool]]
@@ -91,11 +93,16 @@ class _Single:
         self.loss = self._loss if adapter.loss_fn is not None else None
         self._loss_fn = adapter.loss_fn
 
+    def _call(self, x: Any) -> Any:
+        if _C.ops.channels_last_enabled():  # the core's Config.channels_last, this thread
+            return call_channels_last(self.module, x)
+        return call_module(self.module, x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _logits(call_module(self.module, x))
+        return _logits(self._call(x))
 
     def _loss(self, x: Any, y: torch.Tensor, particles: int) -> torch.Tensor:
-        return _scalar_loss(self._loss_fn(call_module(self.module, x), y)).reshape(1)
+        return _scalar_loss(self._loss_fn(self._call(x), y)).reshape(1)
 
     def train(self, on: bool) -> None:
         self.module.train(on)
@@ -128,6 +135,26 @@ def call_module(module: nn.Module, x: Any) -> Any:
     if isinstance(x, (tuple, list)):
         return module(*x)
     return module(x)
+
+
+def _nhwc(t: Any) -> Any:
+    if isinstance(t, torch.Tensor) and t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def call_channels_last(module: nn.Module, x: Any) -> Any:
+    """The module on a batch in the channels-last memory order: its 4-D inputs and 4-D
+    parameters (convolution weights) as NHWC copies, through ``functional_call``, so that the
+    parameters themselves keep their layout (the gradients reach them through the copies)."""
+    from torch.func import functional_call
+
+    params = {n: _nhwc(p) for n, p in module.named_parameters() if p.dim() == 4}
+    if isinstance(x, dict):
+        return functional_call(module, params, (), {k: _nhwc(v) for k, v in x.items()})
+    if isinstance(x, (tuple, list)):
+        return functional_call(module, params, tuple(_nhwc(v) for v in x))
+    return functional_call(module, params, (_nhwc(x),))
 
 
 def _flat(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -182,12 +209,19 @@ class _Stacked:
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # stacked [B, N*C, ...] -> [N, B, C, ...]
         return x.reshape(x.shape[0], self.n, x.shape[1] // self.n, *x.shape[2:]).transpose(0, 1)
 
+    def _refuse_channels_last(self) -> None:
+        if _C.ops.channels_last_enabled():  # refused before the run (check_stacking)
+            raise RuntimeError("channels_last: stacked (vmap) particles of a Python module run "
+                               "in the contiguous layout")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._refuse_channels_last()
         p, b = self._views()
         out = self._call(p, b, self._split(x))  # [N, B, K]
         return out.transpose(0, 1).reshape(out.shape[1], -1)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, particles: int) -> torch.Tensor:
+        self._refuse_channels_last()
         p, b = self._views()
         return self._vloss(p, b, self._split(x), y.view(self.n, -1))
 
@@ -258,13 +292,19 @@ class _ModuleAdapter:
         return "stacked"
 
     # ---- checked before the run -----------------------------------------------------------
-    def check_stacking(self, x: torch.Tensor, precision: str = "fp32") -> Optional[str]:
+    def check_stacking(self, x: torch.Tensor, precision: str = "fp32",
+                       channels_last: Any = "auto") -> Optional[str]:
         """Whether vmap runs this module exactly as the module itself: two particles with
         different weights, stacked, against each alone, in eval and (when deterministic) in train
         mode, forward and backward. Returns the reason it cannot, None when it can."""
         if self._stack_checked:
             return self._stack_reason
         self._stack_checked = True
+        if channels_last is True:
+            self._stack_reason = ("channels_last=True: torch.func.vmap runs the particles in the "
+                                  "contiguous layout")
+            self.stackable = False
+            return self._stack_reason
         if precision != "fp32":
             # torch's vmap batching rules for linear layers with a bias and for convolutions run
             # before autocast: stacked particles would silently train in float32

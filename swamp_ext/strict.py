@@ -124,6 +124,8 @@ def check_results(saved: Any, path: str) -> dict:
     if "input_shape" in top:
         for i, d in enumerate(c.list(top["input_shape"], "input_shape", 8)):
             c.int(d, f"input_shape[{i}]", 1, 1 << 31)
+    if "channels_last" in top and not isinstance(top["channels_last"], bool):
+        raise c.fail("channels_last", f"must be true or false, got {top['channels_last']!r}")
     if "ensemble_of" in top:
         for i, x in enumerate(c.list(top["ensemble_of"], "ensemble_of", MAX_PARTICLES)):
             c.str(x, f"ensemble_of[{i}]")

@@ -9,7 +9,10 @@
 * ``read_checkpoint(path)`` / ``write_checkpoint(path, tensors)``: a checkpoint's named tensors,
   and a checkpoint made of given tensors (with a valid checksum).
 * ``particles_forward_backward(...)``: one training-mode forward and backward of N particles of
-  a zoo model, stacked or one model each, dense or on the sparse kernels (exactness tests).
+  a zoo model, stacked or one model each, dense or on the sparse kernels, contiguous or
+  channels-last (exactness tests).
+* ``conv2d_forward(x, weight, stride, padding, channels_last)``: the zoo's Conv2d layer on x,
+  inside a channels-last scope or not (its output's memory order shows what it computed in).
 * ``lanes_probe(lanes, fail_lane=-1)``: runs the threads path's lanes and reports what each saw.
 """
 
@@ -17,12 +20,13 @@ from __future__ import annotations
 
 from . import _C
 
-__all__ = ["crash_in_checkpoint_write", "lanes_probe", "particles_forward_backward",
+__all__ = ["conv2d_forward", "crash_in_checkpoint_write", "lanes_probe", "particles_forward_backward",
            "read_checkpoint", "reseal_checkpoint", "write_checkpoint"]
 
 crash_in_checkpoint_write = _C.testing.crash_in_checkpoint_write
 particles_forward_backward = _C.testing.particles_forward_backward
 lanes_probe = _C.testing.lanes_probe
+conv2d_forward = _C.testing.conv2d_forward
 reseal_checkpoint = _C.testing.reseal_checkpoint
 read_checkpoint = _C.io.load_checkpoint_tensors
 write_checkpoint = _C.io.save_checkpoint_tensors

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <string>
 
 #include "../common/exact_text.h"
 #include "plan.h"
@@ -73,6 +75,9 @@ void validate_config(const Config& c, bool check_model) {
       "Config.sparse_density must be in [0, 1], got ", c.sparse_density);
   TORCH_CHECK_VALUE(c.precision == "fp32" || c.precision == "bf16" || c.precision == "fp16",
                     "Config.precision must be fp32, bf16 or fp16; got '", c.precision, "'");
+  TORCH_CHECK_VALUE(
+      c.channels_last == "auto" || c.channels_last == "true" || c.channels_last == "false",
+      "Config.channels_last must be auto, true or false; got '", c.channels_last, "'");
   TORCH_CHECK_VALUE(std::isfinite(c.sparse_conv_density) && c.sparse_conv_density >= 0.0 &&
                         c.sparse_conv_density <= 1.0,
                     "Config.sparse_conv_density must be in [0, 1], got ", c.sparse_conv_density);
@@ -89,6 +94,35 @@ void validate_config(const Config& c, bool check_model) {
     TORCH_CHECK_VALUE(false, "Config.device: cannot parse '", c.device,
                       "' (expected cpu, cuda or cuda:N)");
   }
+}
+
+namespace {
+// Whether the CPU has bf16 instructions (the flags Linux reports in /proc/cpuinfo; false where
+// there is no such file).
+bool cpu_has_native_bf16() {
+  static const bool has = [] {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("flags", 0) != 0) continue;
+      line += ' ';
+      return line.find(" amx_bf16 ") != std::string::npos ||
+             line.find(" avx512_bf16 ") != std::string::npos;
+    }
+    return false;
+  }();
+  return has;
+}
+}  // namespace
+
+bool channels_last_on(const Config& cfg, const torch::nn::Module& model,
+                      const c10::Device& device) {
+  if (cfg.channels_last != "auto") return cfg.channels_last == "true";
+  bool conv = false;
+  for (const auto& p : model.parameters(true)) conv = conv || p.dim() == 4;
+  if (!conv || cfg.precision == "fp32") return false;
+  if (device.is_cuda()) return true;
+  return cfg.precision == "bf16" && cpu_has_native_bf16();
 }
 
 c10::Device resolve_device(const std::string& device, const char* who) {

@@ -345,6 +345,8 @@ class Run {
     // forward, the default generator's state compared before and after (the generator and the
     // model's buffers put back). Such a model's training forwards are seeded per particle and
     // step (Trainer), and its particles do not share the generator on threads.
+    channels_last_ = channels_last_on(cfg_, m, data_.device());
+    trainer_.set_channels_last(channels_last_);
     const bool draws = draws_random(m, b);
     models_.set_draws_random(draws);
     trainer_.set_draws_random(draws);
@@ -409,6 +411,7 @@ class Run {
   RunResult result() {
     RunResult r;
     r.config = cfg_;
+    r.channels_last = channels_last_;
     r.rounds = p_.results;
     // A run restored from a finished checkpoint (or cut to fewer rounds) returns what it has.
     if (static_cast<int64_t>(r.rounds.size()) > cfg_.rounds) r.rounds.resize(cfg_.rounds);
@@ -432,6 +435,7 @@ class Run {
   RunCheckpoint checkpoint_;
   const Hooks& hooks_;
   const bool fresh_;
+  bool channels_last_ = false;
   RunProgress p_;
   Clock::time_point round_t0_ = Clock::now();
 };

@@ -82,8 +82,9 @@ at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int6
   };
   if (G == 1) {
     const Batch batch = data_.train_batch(request(g0));
-    return batch.x.defined() ? model.training_loss(batch.x, batch.y, 1)
-                             : model.training_loss_inputs(batch.inputs, batch.y);
+    return batch.x.defined()
+               ? model.training_loss(layers::channels_last_if_enabled(batch.x), batch.y, 1)
+               : model.training_loss_inputs(batch.inputs, batch.y);
   }
   std::vector<at::Tensor> xs, ys;
   for (int64_t g = g0; g < g0 + G; ++g) {
@@ -95,7 +96,8 @@ at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int6
     xs.push_back(std::move(batch.x));
     ys.push_back(std::move(batch.y));
   }
-  return model.training_loss(layers::stack_inputs(at::stack(xs)), at::cat(ys), G);
+  return model.training_loss(layers::channels_last_if_enabled(layers::stack_inputs(at::stack(xs))),
+                             at::cat(ys), G);
 }
 
 // One SGD step of every particle of the group on batch b; returns the losses (one per
@@ -120,6 +122,7 @@ at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t epoc
       }
       {  // the forward pass and the loss under autocast (this thread's); backward outside it
         const AutocastGuard autocast(device_.type(), amp);
+        const layers::ChannelsLastGuard channels_last(channels_last_);
         loss = batch_loss(*grp.models[k], st, k * grp.per_model, grp.per_model, epoch, b, perms);
       }
       if (st.scaler) {

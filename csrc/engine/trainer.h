@@ -60,6 +60,8 @@ class Trainer {
   // the caller's generator state, particles draw different streams, and a resumed run draws what
   // the uninterrupted one drew.
   void set_draws_random(bool v) { draws_random_ = v; }
+  // Training forwards in the channels-last memory order (Config::channels_last, resolved).
+  void set_channels_last(bool v) { channels_last_ = v; }
   // Trains the group from st.step to `end`, taking SWA snapshots when `swa`.
   void train(const Group& grp, ParticleState& st, int64_t round, int64_t first, int64_t end,
              bool swa, const SavePoints& save);
@@ -76,6 +78,7 @@ class Trainer {
   const Hooks& hooks_;
   c10::Device device_;
   bool draws_random_ = false;
+  bool channels_last_ = false;
 };
 
 // The tensors the optimizer, SWA and averaging work on (the values of sparse layers instead of

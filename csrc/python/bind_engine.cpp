@@ -8,6 +8,7 @@
 #include "swamp/distributed.h"
 #include "swamp/engine.h"
 #include "swamp/layers.h"
+#include "swamp/model_source.h"
 #include "swamp/models.h"
 
 namespace swamp::python {
@@ -143,7 +144,7 @@ void bind_engine(py::module_& m) {
           py::gil_scoped_release nogil;
           r = parts.data ? run_imp(cfg, parts, hooks, ck) : run_imp(cfg, data, hooks, ck);
         }
-        return py::make_tuple(r.rounds, r.masks, r.state);
+        return py::make_tuple(r.rounds, r.masks, r.state, r.channels_last);
       },
       py::arg("config"), py::arg("x_train"), py::arg("y_train"), py::arg("x_test"),
       py::arg("y_test"), py::arg("num_classes"), py::arg("mean"), py::arg("std"),
@@ -153,6 +154,24 @@ void bind_engine(py::module_& m) {
       py::arg("on_models") = nullptr, py::arg("model") = py::none(), py::arg("feeder") = py::none(),
       py::arg("process_group") = "", py::arg("dist_timeout_s") = 1800.0,
       py::arg("models_with_particles") = true);
+
+  m.def(
+      "channels_last_on",
+      [](const Config& cfg, const std::vector<int64_t>& input_shape, int64_t num_classes,
+         const py::object& model) {
+        validate_config(cfg, /*check_model=*/model.is_none());
+        std::shared_ptr<const ModelSource> source;
+        if (model.is_none())
+          source = std::make_shared<ZooModelSource>(cfg.model);
+        else
+          source = std::make_shared<PyModuleSource>(model);
+        const ModelPtr one = source->create(ModelSpec{input_shape, num_classes}, 0);
+        return channels_last_on(cfg, *one, resolve_device(cfg.device));
+      },
+      py::arg("config"), py::arg("input_shape"), py::arg("num_classes"),
+      py::arg("model") = py::none(),
+      "What Config.channels_last resolves to for this model (the zoo's config.model, or a "
+      "Python module's adapter) on config.device.");
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);

@@ -3,6 +3,7 @@
 #include "../common/lanes.h"
 #include "bindings.h"
 #include "swamp/data.h"
+#include "swamp/layers.h"
 #include "swamp/optim.h"
 #include "swamp/pruning.h"
 
@@ -39,6 +40,8 @@ void bind_ops(py::module_& m) {
   m.def("prune_count", &prune_count, py::arg("ratio"), py::arg("remaining"));
 
   m.def("lanes_concurrent", &lanes_concurrent);
+  m.def("channels_last_enabled", &layers::channels_last_enabled,
+        "Whether this thread's training forward runs channels-last (Config.channels_last).");
 
   py::class_<MaskedSGD>(m, "MaskedSGD")
       .def(py::init([](std::vector<at::Tensor> params, std::vector<at::Tensor> masks,

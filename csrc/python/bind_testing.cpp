@@ -22,7 +22,7 @@ void bind_testing(py::module_& m) {
       [](const std::string& name, const std::vector<int64_t>& input_shape, int64_t num_classes,
          const std::vector<std::map<std::string, at::Tensor>>& states, const at::Tensor& x,
          const at::Tensor& y, bool stacked, const std::map<std::string, at::Tensor>& masks,
-         const std::string& sparse_kernels) {
+         const std::string& sparse_kernels, bool channels_last) {
         const int64_t N = static_cast<int64_t>(states.size());
         TORCH_CHECK_VALUE(N >= 1, "particles_forward_backward: no particle states");
         TORCH_CHECK_VALUE(
@@ -82,13 +82,15 @@ void bind_testing(py::module_& m) {
         std::vector<std::map<std::string, at::Tensor>> grads;
         at::Tensor logits;
         py::gil_scoped_release nogil;
+        const layers::ChannelsLastGuard layout(channels_last);  // as the trainer holds it
         if (stacked) {
           ModelPtr model = create_model(name, ModelSpec{input_shape, num_classes, N}, 0);
           model->to(x.scalar_type());
           for (int64_t n = 0; n < N; ++n) load(*model, states[n], N, n, n);
           prune(*model, N);
           model->train(true);
-          logits = layers::split_outputs(model->forward(layers::stack_inputs(x)), N);
+          logits = layers::split_outputs(
+              model->forward(layers::channels_last_if_enabled(layers::stack_inputs(x))), N);
           at::cross_entropy_loss(logits.reshape({-1, logits.size(2)}), y.reshape(-1))
               .mul(static_cast<double>(N))
               .backward();
@@ -101,7 +103,7 @@ void bind_testing(py::module_& m) {
             load(*model, states[n], 1, 0, n);
             prune(*model, 1);
             model->train(true);
-            outs.push_back(model->forward(x[n]));
+            outs.push_back(model->forward(layers::channels_last_if_enabled(x[n])));
             at::cross_entropy_loss(outs.back(), y[n]).backward();
             grads.push_back(grads_of(*model, 1, 0));
           }
@@ -112,11 +114,34 @@ void bind_testing(py::module_& m) {
       py::arg("name"), py::arg("input_shape"), py::arg("num_classes"), py::arg("states"),
       py::arg("x"), py::arg("y"), py::arg("stacked"),
       py::arg("masks") = std::map<std::string, at::Tensor>{}, py::arg("sparse_kernels") = "off",
+      py::arg("channels_last") = false,
       "One training-mode forward and backward of N particles (states), each on its own batch, in "
       "the dtype of x: stacked in one model or one model each, with the weights pruned by `masks` "
       "(single-particle bool masks by parameter name) and the linear layers `sparse_kernels` "
       "picks (off / on / auto at density 1) on the sparse kernels. Returns (logits [N, B, K], "
       "per-particle grads).");
+  m.def(
+      "conv2d_forward",
+      [](const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding,
+         bool channels_last) {
+        TORCH_CHECK_VALUE(x.dim() == 4 && weight.dim() == 4 && weight.size(2) == weight.size(3),
+                          "conv2d_forward: expected x [B, C, H, W] and a square weight "
+                          "[O, C, k, k]");
+        layers::Conv2d conv =
+            layers::conv2d(weight.size(1), weight.size(0), weight.size(2), stride, padding);
+        conv->to(weight.scalar_type());
+        {
+          torch::NoGradGuard no_grad;
+          conv->weight.copy_(weight);
+        }
+        py::gil_scoped_release nogil;
+        const layers::ChannelsLastGuard layout(channels_last);
+        return conv->forward(x);
+      },
+      py::arg("x"), py::arg("weight"), py::arg("stride"), py::arg("padding"),
+      py::arg("channels_last"),
+      "The zoo's Conv2d layer (dense, no bias) on x with this weight, under a channels-last "
+      "scope or not: the output's memory order shows what the layer computed in.");
   // The threads path's mechanism, observable: what each lane sees, and its errors.
   m.def(
       "lanes_probe",

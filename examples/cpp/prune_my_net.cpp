@@ -1,7 +1,10 @@
 // Prune your own network from C++, no Python: a torch::nn::Module defined here, trained and
 // pruned with SWAMP on data read from disk, final weights and masks written as safetensors.
 //
-//   prune_my_net <data.safetensors> <out_dir> [rounds] [particles]
+//   prune_my_net <data.safetensors> <out_dir> [rounds] [particles] [precision]
+//
+// precision: fp32 (default), bf16 or fp16 (mixed precision: autocast forward, fp32 master
+// weights); the run picks channels-last for itself (Config::channels_last "auto") and says so.
 //
 // data.safetensors holds x_train [N, 1, 28, 28] float, y_train [N] int64, x_test, y_test (e.g.
 // written from Python with safetensors.torch.save_file). out_dir/model.safetensors gets the final
@@ -68,6 +71,7 @@ int main(int argc, char** argv) {
     cfg.epochs = 2;
     cfg.rewind_epochs = 1;
     cfg.lr = 0.05;
+    if (argc > 5) cfg.precision = argv[5];
 
     // Whatever state the program left torch's generator in (CALLER_SEED moves it), the run
     // draws its dropout masks from the config's seed: the result is the same.
@@ -96,6 +100,8 @@ int main(int argc, char** argv) {
     hooks.on_models = [&](const swamp::RoundModels& m) { last = m.particles; };
     const swamp::RunResult res = swamp::run_imp(cfg, parts, hooks);
     if (!primary) return 0;  // every process holds the same result; rank 0 writes it
+    std::printf("precision %s, channels-last %s\n", cfg.precision.c_str(),
+                res.channels_last ? "yes" : "no");
 
     if (last.size() >= 2) {
       swamp::PathOptions along;

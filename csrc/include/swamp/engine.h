@@ -54,6 +54,12 @@ namespace swamp {
 //                   evaluation and the particles' prediction ensemble (RoundResult particle_*,
 //                   ensemble_*). false skips them (particle lists empty, ensemble figures NaN):
 //                   the average, its figures and the masks are unchanged.
+//   channels_last   "auto", "true" or "false": training forwards compute convolutions in the
+//                   channels-last (NHWC) memory order (layers::ChannelsLastGuard, swamp/layers.h:
+//                   4-D inputs and the zoo's conv weights are NHWC copies inside the forward; the
+//                   parameters, masks and everything stored stay in the contiguous order).
+//                   "auto": channels_last_on below. Evaluation and the batch-norm recompute run
+//                   in the contiguous order.
 //   sparse_kernels  sparse kernels for pruned linear and conv layers (CPU): "auto" (linear
 //                   layers at or below sparse_density, convolutions at or below
 //                   sparse_conv_density), "on" (every pruned layer) or "off"
@@ -92,7 +98,8 @@ namespace swamp {
   X(double, sparse_density, 0.5)         \
   X(double, sparse_conv_density, 0.1)    \
   X(std::string, precision, "fp32")      \
-  X(bool, diagnostics, true)
+  X(bool, diagnostics, true)             \
+  X(std::string, channels_last, "auto")
 
 struct Config {
 #define SWAMP_CONFIG_MEMBER(type, name, value) type name = value;
@@ -128,6 +135,13 @@ SWAMP_API int64_t particle_lanes(int64_t particles);
 // stacked model each: models made of linear layers only, when the particles divide evenly over
 // the lanes), else 1 (one model per particle).
 SWAMP_API int64_t lane_stack(const torch::nn::Module& model, int64_t particles);
+
+// Whether a run of `cfg` trains channels-last (Config::channels_last): "true" / "false" as given;
+// "auto" on where it was measured to pay (benchmarks/precision.py, docs/guides/precision.md):
+// models with a convolution (a 4-D parameter) in mixed precision, on a GPU or on a CPU with bf16
+// instructions (AMX-BF16 / AVX512-BF16); off in fp32 and for models without convolutions.
+SWAMP_API bool channels_last_on(const Config& cfg, const torch::nn::Module& model,
+                                const c10::Device& device);
 
 struct RoundResult {
   int64_t round = 0;
@@ -211,6 +225,7 @@ struct CheckpointOptions {
 
 struct RunResult {
   Config config;
+  bool channels_last = false;  // what Config::channels_last resolved to (channels_last_on)
   std::vector<RoundResult> rounds;
   std::map<std::string, at::Tensor> masks;  // eligible parameters only (bool)
   std::map<std::string, at::Tensor>

@@ -115,6 +115,28 @@ class SWAMP_API Conv2dImpl : public torch::nn::Conv2dImpl, public SparseWeightLa
 };
 TORCH_MODULE(Conv2d);
 
+// ---- channels-last compute ----------------------------------------------------------------
+// Channels-last (NHWC) compute for a scope (Config::channels_last), in the calling thread: every
+// dense Conv2d forward runs on channels-last copies of its input and weight, so its output (and
+// the activations after it) are NHWC. The parameters themselves stay in the contiguous layout:
+// masks, pruning, optimizer state, averages, checkpoints and exports see one memory order, the
+// logical one; the copies are part of the autograd graph (the weight gradient comes back NCHW).
+// The sparse kernels compute NCHW whatever the scope says. Like autocast it is thread-local:
+// each lane of the threads path holds its own guard.
+SWAMP_API bool channels_last_enabled();
+class SWAMP_API ChannelsLastGuard {
+ public:
+  explicit ChannelsLastGuard(bool on);
+  ~ChannelsLastGuard();
+  ChannelsLastGuard(const ChannelsLastGuard&) = delete;
+  ChannelsLastGuard& operator=(const ChannelsLastGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+// `t` in channels-last memory order where the scope is on and `t` is 4-D, else `t` itself.
+SWAMP_API at::Tensor channels_last_if_enabled(const at::Tensor& t);
+
 // ---- sparse mode over a whole model ----------------------------------------------------------
 // Single-particle masks by parameter name ("<module>.weight"), as the pruning code keeps them.
 using MaskMap = std::map<std::string, at::Tensor>;

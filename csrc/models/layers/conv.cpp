@@ -53,7 +53,22 @@ bool direct_pays(const ConvGeometry& g) {
   return g.stride_h == 1 && g.stride_w == 1 && g.oh * (g.w + 2 * g.pad_w) >= 256;
 }
 
+thread_local bool tls_channels_last = false;
+
 }  // namespace
+
+bool channels_last_enabled() { return tls_channels_last; }
+
+ChannelsLastGuard::ChannelsLastGuard(bool on) : previous_(tls_channels_last) {
+  tls_channels_last = on;
+}
+
+ChannelsLastGuard::~ChannelsLastGuard() { tls_channels_last = previous_; }
+
+at::Tensor channels_last_if_enabled(const at::Tensor& t) {
+  if (!tls_channels_last || !t.defined() || t.dim() != 4) return t;
+  return t.contiguous(at::MemoryFormat::ChannelsLast);
+}
 
 Conv2dImpl::Conv2dImpl(const torch::nn::Conv2dOptions& options, int64_t particles)
     : torch::nn::Conv2dImpl(options), particles_(particles) {
@@ -82,7 +97,10 @@ void Conv2dImpl::set_sparse(const at::Tensor& mask) {
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
-  if (!sparse_) return torch::nn::Conv2dImpl::forward(x);
+  if (!sparse_) {
+    if (!tls_channels_last) return torch::nn::Conv2dImpl::forward(x);
+    return _conv_forward(channels_last_if_enabled(x), channels_last_if_enabled(weight));
+  }
   TORCH_CHECK_VALUE(x.dim() == 4 && x.size(1) == weight.size(1) * particles_,
                     "Conv2d: expected input [B, ", weight.size(1) * particles_, ", H, W], got ",
                     x.sizes());
@@ -112,7 +130,7 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   }
   // Small planes or strides: the dense kernels on the values scattered into the weight (the
   // weight gradient comes back at the nonzeros only, through the scatter).
-  return _conv_forward(x, scattered(values_));
+  return _conv_forward(channels_last_if_enabled(x), channels_last_if_enabled(scattered(values_)));
 }
 
 }  // namespace swamp::layers
