@@ -15,7 +15,7 @@ from test_speed_paths import _CONV_MODELS, states_for
 from torch import nn
 
 import swamp_ext
-from swamp_ext import Config, _C, datasets, models, run_imp, testing
+from swamp_ext import _C, Config, datasets, models, run_imp, testing
 from swamp_ext.engine import cpu_has_native_bf16
 
 CL = torch.channels_last

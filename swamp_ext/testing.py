@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from . import _C
 
-__all__ = ["conv2d_forward", "crash_in_checkpoint_write", "lanes_probe", "particles_forward_backward",
-           "read_checkpoint", "reseal_checkpoint", "write_checkpoint"]
+__all__ = ["conv2d_forward", "crash_in_checkpoint_write", "lanes_probe",
+           "particles_forward_backward", "read_checkpoint", "reseal_checkpoint",
+           "write_checkpoint"]
 
 crash_in_checkpoint_write = _C.testing.crash_in_checkpoint_write
 particles_forward_backward = _C.testing.particles_forward_backward
