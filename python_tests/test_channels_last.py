@@ -233,3 +233,27 @@ def test_the_cli_flag_reaches_the_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "swamp_ext", "run", "--channels-last", "maybe"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--channels-last" in bad.stderr
+
+
+def test_a_torch_dataset_pipeline_trains_channels_last(digits):
+    from torch.utils.data import TensorDataset
+
+    train = TensorDataset(digits.x_train, digits.y_train)
+    test = TensorDataset(digits.x_test, digits.y_test)
+    data = datasets.from_torch(train, test, num_classes=10)
+    off = run_imp(small(particle_mode="sequential", channels_last=False), data, progress=False)
+    on = run_imp(small(particle_mode="sequential", channels_last=True), data, progress=False)
+    assert on.channels_last is True
+    check_stored_in_logical_order(on)
+    assert agreement(on, off) >= 0.98  # float32 rounding, as above
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' on a CPU")
+def test_your_bn_cnn_trains_under_bf16_autocast_channels_last(digits):
+    torch.manual_seed(0)
+    res = run_imp(small(precision="bf16", channels_last=True), digits, model=BnCnn(),
+                  progress=False)
+    check_stored_in_logical_order(res)
+    assert all(v.dtype == torch.float32 for v in res.state_dict().values()
+               if v.is_floating_point())
+    assert res.rounds[-1].test_acc > 0.5

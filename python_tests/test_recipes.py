@@ -79,3 +79,19 @@ def test_edited_config_file(tmp_path):
 def test_recipes_listing(tmp_path):
     p = cli(tmp_path, "recipes")
     assert p.returncode == 0 and "cifar10_wrn28_2" in p.stdout and "source:" in p.stdout
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' on a CPU")
+def test_a_mixed_precision_recipe_reaches_the_run(tmp_path):
+    r = recipes.get("cifar10_resnet20_bf16")
+    assert r.config["precision"] == "bf16" and r.config["channels_last"] == "auto"
+    p = cli(tmp_path, "run", "--recipe", "cifar10_resnet20_bf16", "--dataset", "digits",
+            "--model", "conv2", "--rounds", "1", "--epochs", "2", "--rewind-epochs", "1",
+            "--particles", "2",
+            "--out", "r")
+    assert p.returncode == 0, p.stderr
+    saved = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert saved["config"]["precision"] == "bf16" and saved["config"]["channels_last"] == "auto"
+    assert saved["channels_last"] is swamp_ext.engine.cpu_has_native_bf16()  # auto, conv model
+    state = swamp_ext.load_run(tmp_path / "r").state_dict()
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
