@@ -433,6 +433,26 @@ def test_mixed_precision_keeps_fp32_weights_and_exact_masks_on_the_device(device
         assert all(r.skipped_steps == 0 for r in res.rounds)
 
 
+@pytest.mark.filterwarnings("ignore:precision='bf16' on a CPU")
+def test_channels_last_on_the_device_keeps_the_logical_order(device, digits):
+    # bf16 + channels-last, as auto picks it (on a GPU: on), against the contiguous run: the
+    # same masks up to float rounding, everything stored contiguous and exact
+    cfg = dict(model="conv4_small", precision="bf16", rounds=2)
+    auto = run(small(device, **cfg), digits)
+    want = device == "cuda" or swamp_ext.engine.cpu_has_native_bf16()
+    assert auto.channels_last is want
+    on = auto if want else run(small(device, channels_last=True, **cfg), digits)
+    off = run(small(device, channels_last=False, **cfg), digits)
+    state = on.state_dict()
+    for name, v in state.items():
+        assert v.is_contiguous() and v.device.type == "cpu", name
+    for name, m in on.masks.items():
+        assert m.is_contiguous() and torch.all(state[name][~m] == 0), name
+    same = sum(int((on.masks[k] == off.masks[k]).sum()) for k in on.masks)
+    assert same / sum(m.numel() for m in on.masks.values()) >= 0.97
+    assert on.rounds[-1].test_acc > 0.8
+
+
 @pytest.mark.parametrize("mode", ["sequential", "stacked"])
 def test_dropout_is_reproducible_on_the_device_whatever_the_callers_generators(device, digits,
                                                                                mode):
