@@ -230,6 +230,7 @@ def test_the_cli_flag_reaches_the_run(tmp_path):
     assert r.returncode == 0, r.stderr
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["channels_last"] is True and saved["channels_last"] is True
+    assert "fp32, channels-last" in r.stdout.splitlines()[0]  # the run says what it picked
     bad = subprocess.run([sys.executable, "-m", "swamp_ext", "run", "--channels-last", "maybe"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--channels-last" in bad.stderr

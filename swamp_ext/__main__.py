@@ -123,8 +123,16 @@ def _run(args: argparse.Namespace) -> int:
     say = print if primary else (lambda *a, **k: None)
     spread = f", particles spread over {os.environ.get('WORLD_SIZE')} processes" \
         if distributed.launched_by_torchrun() else ""
+    try:
+        layout = swamp_ext._C.channels_last_on(cfg.to_cpp(), list(data.input_shape),
+                                               data.num_classes)
+    except ValueError as e:
+        print(f"swamp-ext: error: {e}", file=sys.stderr)
+        return 2
+    numerics = "" if cfg.precision == "fp32" and not layout else \
+        f", {cfg.precision}" + (", channels-last" if layout else "")
     say(f"swamp_ext {swamp_ext.__version__}: {cfg.method} on {data.name} with {cfg.model}, "
-        f"{cfg.rounds} rounds x {cfg.epochs} epochs{spread}", flush=True)
+        f"{cfg.rounds} rounds x {cfg.epochs} epochs{numerics}{spread}", flush=True)
     if args.out and not args.fresh and os.path.exists(os.path.join(args.out, "checkpoint.swamp")):
         say(f"resuming from the checkpoint in {args.out}", flush=True)
     board = None

@@ -99,7 +99,8 @@ def accuracy_at(result: Any, s: float, tol: float = 0.15) -> Optional[float]:
 
 # fields that say how a run executes, not what it computes (up to float rounding)
 _EXECUTION = ("device", "particle_mode", "sparse_kernels", "sparse_density",
-              "sparse_conv_density", "eval_batch_size", "deterministic", "diagnostics")
+              "sparse_conv_density", "eval_batch_size", "deterministic", "diagnostics",
+              "channels_last")
 
 
 def setup_of(config: Any) -> dict[str, Any]:
