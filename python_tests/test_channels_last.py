@@ -11,11 +11,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from test_speed_paths import _CONV_MODELS, states_for
+from test_speed_paths import _CONV_MODELS, pruned_step_case
 from torch import nn
 
 import swamp_ext
-from swamp_ext import _C, Config, datasets, models, run_imp, testing
+from swamp_ext import _C, Config, datasets, run_imp, testing
 from swamp_ext.engine import cpu_has_native_bf16
 
 CL = torch.channels_last
@@ -53,13 +53,8 @@ def test_the_layer_computes_channels_last_only_inside_the_scope():
 def test_a_float64_step_is_the_same_channels_last(name, shape, stacked, sparse):
     # every conv model of the zoo, one model per particle and stacked, dense and on the sparse
     # kernels (which compute NCHW): logits and weight gradients of one pruned float64 step
-    torch.manual_seed(2)
-    n, b = 2, 3
-    states = states_for(name, shape, n)
-    _, prunable = models.create(name, shape, 10)
-    masks = {k: torch.rand(states[0][k].shape) > 0.7 for k in prunable}
-    x = torch.randn(n, b, *shape, dtype=torch.float64)
-    y = torch.randint(0, 10, (n, b))
+    n = 2
+    states, _, masks, x, y = pruned_step_case(name, shape, n, 3, seed=2, pruned=0.7)
     ref_logits, ref_grads = testing.particles_forward_backward(
         name, shape, 10, states, x, y, stacked=stacked, masks=masks, sparse_kernels=sparse)
     logits, grads = testing.particles_forward_backward(

@@ -34,6 +34,18 @@ def states_for(name, shape, n):
     return out
 
 
+def pruned_step_case(name, shape, n, b, seed, pruned):
+    """Particle states, prunable names, random masks (each weight pruned with probability
+    `pruned`), float64 inputs [n, b, ...] and labels for one step, drawn from `seed`."""
+    torch.manual_seed(seed)
+    states = states_for(name, shape, n)
+    _, prunable = models.create(name, shape, 10)
+    masks = {k: torch.rand(states[0][k].shape) > pruned for k in prunable}
+    x = torch.randn(n, b, *shape, dtype=torch.float64)
+    y = torch.randint(0, 10, (n, b))
+    return states, prunable, masks, x, y
+
+
 @pytest.mark.parametrize("name,shape", model_cases())
 def test_stacked_forward_backward_equals_per_particle(name, shape):
     torch.manual_seed(0)
@@ -108,13 +120,8 @@ def test_sparse_convolutions_equal_the_dense_masked_step(name, shape, stacked):
     # sparse mode against the dense masked ones; the direct kernels (stride 1, large planes,
     # padded or not, with and without bias) and the scattered values (strided, small planes, 1x1
     # shortcuts)
-    torch.manual_seed(1)
     n, b = 2, 3
-    states = states_for(name, shape, n)
-    _, prunable = models.create(name, shape, 10)
-    masks = {k: torch.rand(states[0][k].shape) > 0.8 for k in prunable}
-    x = torch.randn(n, b, *shape, dtype=torch.float64)
-    y = torch.randint(0, 10, (n, b))
+    states, prunable, masks, x, y = pruned_step_case(name, shape, n, b, seed=1, pruned=0.8)
     ref_logits, ref_grads = testing.particles_forward_backward(
         name, shape, 10, states, x, y, stacked=False, masks=masks, sparse_kernels="off")
     logits, grads = testing.particles_forward_backward(

@@ -127,14 +127,21 @@ class _Single:
         return True
 
 
+def _call_args(x: Any) -> tuple[tuple, dict]:
+    """A batch of inputs as call arguments: a dict is keyword arguments, a tuple / list
+    positional ones, anything else the one argument."""
+    if isinstance(x, dict):
+        return (), dict(x)
+    if isinstance(x, (tuple, list)):
+        return tuple(x), {}
+    return (x,), {}
+
+
 def call_module(module: nn.Module, x: Any) -> Any:
     """The module on a batch of inputs: a tensor, a tuple / list (positional arguments) or a dict
     (keyword arguments)."""
-    if isinstance(x, dict):
-        return module(**x)
-    if isinstance(x, (tuple, list)):
-        return module(*x)
-    return module(x)
+    args, kwargs = _call_args(x)
+    return module(*args, **kwargs)
 
 
 def _nhwc(t: Any) -> Any:
@@ -150,11 +157,9 @@ def call_channels_last(module: nn.Module, x: Any) -> Any:
     from torch.func import functional_call
 
     params = {n: _nhwc(p) for n, p in module.named_parameters() if p.dim() == 4}
-    if isinstance(x, dict):
-        return functional_call(module, params, (), {k: _nhwc(v) for k, v in x.items()})
-    if isinstance(x, (tuple, list)):
-        return functional_call(module, params, tuple(_nhwc(v) for v in x))
-    return functional_call(module, params, (_nhwc(x),))
+    args, kwargs = _call_args(x)
+    return functional_call(module, params, tuple(_nhwc(a) for a in args),
+                           {k: _nhwc(v) for k, v in kwargs.items()})
 
 
 def _flat(t: torch.Tensor, n: int) -> torch.Tensor:

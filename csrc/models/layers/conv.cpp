@@ -97,10 +97,8 @@ void Conv2dImpl::set_sparse(const at::Tensor& mask) {
 }
 
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
-  if (!sparse_) {
-    if (!tls_channels_last) return torch::nn::Conv2dImpl::forward(x);
-    return _conv_forward(channels_last_if_enabled(x), channels_last_if_enabled(weight));
-  }
+  // dense: torch's Conv2d forward, on NHWC copies inside a channels-last scope
+  if (!sparse_) return _conv_forward(channels_last_if_enabled(x), channels_last_if_enabled(weight));
   TORCH_CHECK_VALUE(x.dim() == 4 && x.size(1) == weight.size(1) * particles_,
                     "Conv2d: expected input [B, ", weight.size(1) * particles_, ", H, W], got ",
                     x.sizes());
