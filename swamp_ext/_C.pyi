@@ -135,6 +135,8 @@ class RoundResult:
     train_loss: float
     seconds: float
     skipped_steps: int
+    processes: int
+    processes_per_particle: int
 
 class Progress:
     round: int
@@ -161,10 +163,12 @@ def run_imp(
     process_group: str = "",
     dist_timeout_s: float = 1800.0,
     models_with_particles: bool = True,
+    subgroups: list[tuple[list[int], str]] = ...,
 ) -> tuple[list[RoundResult], dict[str, torch.Tensor], dict[str, torch.Tensor], bool]: ...
 def channels_last_on(config: Config, input_shape: list[int], num_classes: int,
                      model: Optional[Any] = None) -> bool: ...
 def particles_in_round(config: Config, round: int) -> int: ...
+def data_parallel_groups(world: int, particles: int) -> list[list[int]]: ...
 
 class _Io:
     @staticmethod

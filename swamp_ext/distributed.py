@@ -1,6 +1,10 @@
 """Particles spread over processes with torch.distributed (launched by ``torchrun``).
 
-Each process trains a contiguous share of every round's particles; the C++ core all-gathers the
+Each process trains a contiguous share of every round's particles. With more processes than a
+round has particles, each particle is trained data-parallel by a group of P // n processes (IMP's
+single particle, and the ticket, by all of them): each computes its shard of every batch, the
+group sums the gradients every step (gloo on CPU, NCCL on CUDA) and every member makes the same
+masked step. The C++ core all-gathers the
 particles' solutions, evaluation outputs and losses through the process group and sums them in
 particle order, so every process computes the same average, figures and next mask as one process
 holding all particles. Only rank 0 writes results and checkpoints; every rank resumes from them
@@ -18,7 +22,7 @@ its own device in ``cfg.device`` (``cuda:LOCAL_RANK``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Optional
 
@@ -34,6 +38,9 @@ class Group:
     name: str  # as registered in c10d (the C++ core resolves it by this name)
     rank: int
     size: int
+    # the ProcessGroup itself (subgroups are made from it), and whether it is the default group
+    group: Any = field(default=None, compare=False, repr=False)
+    world: bool = True
 
     @property
     def primary(self) -> bool:
@@ -101,7 +108,50 @@ def resolve(process_group: Any) -> Optional[Group]:
     size = dist.get_world_size(process_group)
     if size == 1:
         return None
+    return Group(name=_name(process_group), rank=dist.get_rank(process_group), size=size,
+                 group=process_group,
+                 world=dist.get_world_size() == size)
+
+
+def _name(process_group: Any) -> str:
+    import torch.distributed as dist
+
     name = getattr(process_group, "group_name", None)
-    if not name:
-        name = dist.distributed_c10d._get_process_group_name(process_group)
-    return Group(name=name, rank=dist.get_rank(process_group), size=size)
+    return name or dist.distributed_c10d._get_process_group_name(process_group)
+
+
+def data_parallel_subgroups(group: Group, config: Any,
+                            timeout_s: float = DEFAULT_TIMEOUT_S) -> list[tuple[list[int], str]]:
+    """The process groups of the processes that train one particle together (data parallel
+    inside a particle: a round of n < P particles on P processes, groups of P // n; see
+    ``_C.data_parallel_groups``), made with ``torch.distributed.new_group`` by every process
+    (as c10d wants) for every particle count the run's rounds have. Returns the (ranks, name) of
+    those this process is in, for the C++ core. A group of one process, or of all of them, needs
+    none (the run's own group serves)."""
+    import torch.distributed as dist
+
+    from . import _C
+
+    cfg = config.to_cpp()
+    counts = sorted({1} | {_C.particles_in_round(cfg, r) for r in range(config.rounds)})
+    wanted = []
+    for n in counts:
+        if n >= group.size:
+            continue
+        for ranks in _C.data_parallel_groups(group.size, n):
+            if 1 < len(ranks) < group.size and ranks not in wanted:
+                wanted.append(ranks)
+    if not wanted:
+        return []
+    if not group.world:
+        raise ValueError(
+            f"process_group: a round of fewer particles than its {group.size} processes trains "
+            "each particle on a group of them, and torch.distributed makes such groups only "
+            "with every process of the default group; pass the default group (or None), or "
+            "run as many processes as the rounds have particles")
+    out = []
+    for ranks in wanted:  # the same calls in the same order in every process
+        sub = dist.new_group(ranks, timeout=timedelta(seconds=float(timeout_s)))
+        if group.rank in ranks:
+            out.append((list(ranks), _name(sub)))
+    return out

@@ -58,6 +58,10 @@ class RoundRecord:
     ensemble_ece: Optional[float] = None
     # precision="fp16": particle steps skipped because their gradients overflowed
     skipped_steps: int = 0
+    # the round's process layout: the processes of the run, and how many trained each particle
+    # together (data parallel inside a particle; 1: each process its own particles)
+    processes: int = 1
+    processes_per_particle: int = 1
 
     @classmethod
     def _from_cpp(cls, r: Any) -> RoundRecord:
@@ -80,6 +84,8 @@ class RoundRecord:
             test_ece=None if math.isnan(r.test_ece) else r.test_ece,
             ensemble_ece=None if math.isnan(r.ensemble_ece) else r.ensemble_ece,
             skipped_steps=r.skipped_steps,
+            processes=r.processes,
+            processes_per_particle=r.processes_per_particle,
         )
 
 
@@ -430,6 +436,8 @@ def run_imp(
             (lambda r, parts, avg, masks: models_cb(RoundModels(r, parts, avg, masks))),
             adapter, feeder, "" if group is None else group.name, float(dist_timeout),
             on_models is not None or keep_particles,
+            [] if group is None else
+            _distributed.data_parallel_subgroups(group, config, float(dist_timeout)),
         )
     except RuntimeError as e:
         if str(e).startswith("training diverged"):

@@ -8,11 +8,12 @@ one ``DataLoader`` whose batch sampler yields the announced batches, so that its
 (persistent, started before training) fetch ahead while the core steps, with pinned memory for a
 GPU. Requests that were not announced are served directly.
 
-Random transforms are reproducible: each batch is fetched with torch's CPU generator, Python's
+Random transforms are reproducible: each sample is fetched with torch's CPU generator, Python's
 ``random`` and numpy's global generator seeded from the batch's key (the particle's order stream,
-i.e. (seed, round, particle), the epoch and the batch), and the caller's generator states are put
-back afterwards. So a run gives the same batches with 0, 1 or more workers, and a resumed run the
-same as an uninterrupted one.
+i.e. (seed, round, particle), the epoch and the batch) and the sample's place in the batch, and
+the caller's generator states are put back afterwards. So a run gives the same batches with 0, 1
+or more workers, a resumed run the same as an uninterrupted one, and a process that fetches only
+its shard of a batch (data parallel inside a particle) the samples the whole batch holds.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class _Task:
     split: str  # "train" | "bn" | "test"
     seed: int
     indices: tuple[int, ...]
+    offset: int = 0  # the place of indices[0] in its batch (a shard of it: data parallel)
 
 
 def _describe(x: Any) -> str:
@@ -85,13 +87,14 @@ class _Samples(torch.utils.data.Dataset):
 
     def __getitems__(self, task: _Task) -> tuple[torch.Tensor, torch.Tensor]:
         states = (torch.get_rng_state(), random.getstate(), np.random.get_state())
-        torch.default_generator.manual_seed(task.seed)
-        random.seed(task.seed)
-        np.random.seed(task.seed & 0xFFFFFFFF)
         try:
             data = self.splits[task.split]
             xs, ys = [], []
-            for i in task.indices:
+            for k, i in enumerate(task.indices):
+                seed = _mix(task.seed, task.offset + k)
+                torch.default_generator.manual_seed(seed)
+                random.seed(seed)
+                np.random.seed(seed & 0xFFFFFFFF)
                 x, y = self.check(task.split, i, data[i])
                 xs.append(x)
                 ys.append(y)
@@ -306,13 +309,16 @@ class _Feeder:
                 self.it = iter(self.loader)
 
     def expect(self, stream: int, epoch: int, first: int, end: int, perm: torch.Tensor,
-               batch_size: int) -> None:
+               batch_size: int, shard_begin: int = 0, shard_end: int = -1) -> None:
+        """Batches [first, end) of the epoch; of each, samples [shard_begin, shard_end) (all when
+        shard_end < 0), the part this process computes in a data-parallel group."""
         order = perm.tolist()
+        stop = batch_size if shard_end < 0 else shard_end
         with self.lock:
             for b in range(first, end):
-                idx = tuple(order[b * batch_size:(b + 1) * batch_size])
-                self.announce((b, self.next_seq()), ("train", stream, epoch, b),
-                              _Task("train", _mix(stream, epoch, b), idx))
+                idx = tuple(order[b * batch_size + shard_begin:b * batch_size + stop])
+                self.announce((b, self.next_seq()), ("train", stream, epoch, b, shard_begin),
+                              _Task("train", _mix(stream, epoch, b), idx, shard_begin))
 
     def begin_scan(self, split: str, batch_size: int, end: int) -> None:
         which = "bn" if split == "train" else "test"
@@ -331,14 +337,15 @@ class _Feeder:
         self.announced.append((order, key, task))
 
     # ---- requests --------------------------------------------------------------------------
-    def train_batch(self, stream: int, epoch: int, batch: int,
-                    indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_batch(self, stream: int, epoch: int, batch: int, indices: torch.Tensor,
+                    offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples `indices`, at `offset` in their batch (a shard of it, or all)."""
         t0 = time.perf_counter()
-        key = ("train", stream, epoch, batch)
+        key = ("train", stream, epoch, batch, offset)
         got = self.take(key)
         if got is None:
             got = self.direct(_Task("train", _mix(stream, epoch, batch),
-                                    tuple(indices.cpu().tolist())))
+                                    tuple(indices.cpu().tolist()), offset))
         self.stats["train_wait_s"] += time.perf_counter() - t0
         self.stats["train_batches"] += 1
         return got

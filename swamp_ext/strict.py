@@ -106,7 +106,8 @@ MAX_WEIGHTS = 1 << 50
 ROUND_FIELDS = {"round", "particles", "sparsity", "sparsity_all", "remaining", "prunable",
                 "test_acc", "test_nll", "ensemble_acc", "ensemble_nll", "particle_acc",
                 "particle_nll", "layer_density", "train_loss", "seconds"}
-OPTIONAL_ROUND_FIELDS = {"test_ece", "ensemble_ece", "skipped_steps"}
+OPTIONAL_ROUND_FIELDS = {"test_ece", "ensemble_ece", "skipped_steps", "processes",
+                         "processes_per_particle"}
 
 
 def check_results(saved: Any, path: str) -> dict:
@@ -168,6 +169,8 @@ def check_results(saved: Any, path: str) -> dict:
         for k in ("test_ece", "ensemble_ece"):
             c.real(r.get(k), f"{f}.{k}", 0.0, 1.0, none=True)
         c.int(r.get("skipped_steps", 0), f"{f}.skipped_steps", 0, 1 << 62)
+        procs = c.int(r.get("processes", 1), f"{f}.processes", 1, 1 << 30)
+        c.int(r.get("processes_per_particle", 1), f"{f}.processes_per_particle", 1, procs)
         for k, lo, hi in (("particle_acc", 0.0, 1.0), ("particle_nll", 0.0, math.inf)):
             vals = c.list(r[k], f"{f}.{k}", n)
             if len(vals) != (n if diag else 0):

@@ -114,22 +114,28 @@ InputPipeline::InputPipeline(const Dataset& d, Augment augment) : aug_(augment) 
   }
 }
 
-at::Tensor InputPipeline::operator()(const at::Tensor& in, at::Generator* gen) const {
+at::Tensor InputPipeline::operator()(const at::Tensor& in, at::Generator* gen, int64_t batch,
+                                     int64_t offset) const {
   at::Tensor x = in.scalar_type() == at::kByte ? in.to(at::kFloat).div_(255.0) : in;
   if (gen != nullptr && x.dim() == 4 && (aug_.crop_padding > 0 || aug_.flip)) {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+    const int64_t drawn = batch < 0 ? b : batch;
+    TORCH_CHECK(offset >= 0 && offset + b <= drawn, "InputPipeline: samples [", offset, ", ",
+                offset + b, ") of a batch of ", drawn);
     const auto cpu_long = at::TensorOptions().dtype(at::kLong);
+    // draws for the whole batch, this part's kept
+    auto mine = [&](const at::Tensor& t) { return drawn == b ? t : t.narrow(0, offset, b); };
     if (aug_.crop_padding > 0) {
       const int64_t p = aug_.crop_padding;
       at::Tensor padded = at::constant_pad_nd(x, {p, p, p, p}, 0.0);
-      at::Tensor dy = at::randint(0, 2 * p + 1, {b}, *gen, cpu_long).to(x.device());
-      at::Tensor dx = at::randint(0, 2 * p + 1, {b}, *gen, cpu_long).to(x.device());
+      at::Tensor dy = mine(at::randint(0, 2 * p + 1, {drawn}, *gen, cpu_long)).to(x.device());
+      at::Tensor dx = mine(at::randint(0, 2 * p + 1, {drawn}, *gen, cpu_long)).to(x.device());
       at::Tensor rows = (dy.view({b, 1}) + at::arange(h, dy.options())).view({b, 1, h, 1});
       at::Tensor cols = (dx.view({b, 1}) + at::arange(w, dx.options())).view({b, 1, 1, w});
       x = padded.gather(2, rows.expand({b, c, h, w + 2 * p})).gather(3, cols.expand({b, c, h, w}));
     }
     if (aug_.flip) {
-      at::Tensor f = at::rand({b}, *gen, at::TensorOptions().dtype(at::kFloat)).lt(0.5);
+      at::Tensor f = mine(at::rand({drawn}, *gen, at::TensorOptions().dtype(at::kFloat))).lt(0.5);
       x = at::where(f.to(x.device()).view({b, 1, 1, 1}), x.flip({3}), x);
     }
   }

@@ -23,8 +23,9 @@ TensorBatchSource::TensorBatchSource(const Dataset& data, const c10::Device& dev
 
 Batch TensorBatchSource::train_batch(const TrainRequest& r) {
   Batch b;
-  b.x = (*inputs_)(data_.x_train.index_select(0, r.indices), r.gen);
-  b.y = data_.y_train.index_select(0, r.indices);
+  const at::Tensor idx = r.shard_indices();
+  b.x = (*inputs_)(data_.x_train.index_select(0, idx), r.gen, r.indices.size(0), r.shard_begin);
+  b.y = data_.y_train.index_select(0, idx);
   return b;
 }
 

@@ -3,10 +3,12 @@
 #include <ATen/Functions.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <torch/csrc/distributed/c10d/GroupRegistry.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
@@ -42,13 +44,95 @@ auto collective(const std::string& who, const char* what, std::chrono::milliseco
   }
 }
 
+// Gradients are summed in buckets of about this many bytes (as DistributedDataParallel does):
+// one flat buffer each, sent while the next is filled.
+constexpr int64_t kBucketBytes = 25 << 20;
+
+// `tensors` grouped into flat buckets of one dtype and device, at most kBucketBytes each (a larger
+// tensor is a bucket of its own): the indices of the tensors in each bucket.
+std::vector<std::vector<size_t>> buckets_of(const std::vector<at::Tensor>& tensors) {
+  std::vector<std::vector<size_t>> out;
+  std::map<std::pair<int, std::string>, size_t> open;  // (dtype, device) -> bucket being filled
+  std::vector<int64_t> bytes;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const at::Tensor& t = tensors[i];
+    const auto key = std::make_pair(static_cast<int>(t.scalar_type()), t.device().str());
+    auto it = open.find(key);
+    const int64_t b = static_cast<int64_t>(t.nbytes());
+    if (it == open.end() || bytes[it->second] + b > kBucketBytes) {
+      out.emplace_back();
+      bytes.push_back(0);
+      it = open.insert_or_assign(key, out.size() - 1).first;
+    }
+    out[it->second].push_back(i);
+    bytes[it->second] += b;
+  }
+  return out;
+}
+
+at::Tensor flat(const std::vector<at::Tensor>& tensors, const std::vector<size_t>& which) {
+  std::vector<at::Tensor> parts;
+  for (size_t i : which) parts.push_back(tensors[i].reshape({-1}));
+  return parts.size() == 1 ? parts[0].clone() : at::cat(parts);
+}
+
+void unflat(const at::Tensor& sum, std::vector<at::Tensor>& tensors,
+            const std::vector<size_t>& which) {
+  int64_t at = 0;
+  for (size_t i : which) {
+    const int64_t n = tensors[i].numel();
+    tensors[i].copy_(sum.narrow(0, at, n).view(tensors[i].sizes()));
+    at += n;
+  }
+}
+
 class ProcessGroupCollectives : public Collectives {
  public:
+  using Subgroups =
+      std::vector<std::pair<std::vector<int64_t>, c10::intrusive_ptr<c10d::ProcessGroup>>>;
   ProcessGroupCollectives(c10::intrusive_ptr<c10d::ProcessGroup> group,
-                          std::chrono::milliseconds timeout)
-      : group_(std::move(group)), timeout_(timeout) {
+                          std::chrono::milliseconds timeout, Subgroups subgroups)
+      : group_(std::move(group)), timeout_(timeout), subgroups_(std::move(subgroups)) {
     TORCH_CHECK_VALUE(group_, "distributed run: no process group");
     TORCH_CHECK_VALUE(timeout_.count() > 0, "distributed run: the timeout must be > 0");
+    for (const auto& [ranks, pg] : subgroups_) {
+      TORCH_CHECK_VALUE(pg, "distributed run: no process group given for ranks ", ranks);
+      TORCH_CHECK_VALUE(static_cast<int64_t>(ranks.size()) == pg->getSize(),
+                        "distributed run: the process group for ranks ", ranks, " has ",
+                        pg->getSize(), " processes");
+    }
+  }
+  void all_reduce_sum(std::vector<at::Tensor>& tensors) override {
+    std::vector<std::vector<size_t>> buckets = buckets_of(tensors);
+    std::vector<std::vector<at::Tensor>> flats(buckets.size());
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.timeout = timeout_;
+    collective(describe(), "gradient all-reduce", timeout_, [&] {
+      for (size_t k = 0; k < buckets.size(); ++k) {  // each bucket sent as soon as it is filled
+        flats[k] = {flat(tensors, buckets[k])};
+        works.push_back(group_->allreduce(flats[k], opts));
+      }
+      for (auto& w : works) w->wait(timeout_);
+      return 0;
+    });
+    for (size_t k = 0; k < buckets.size(); ++k) unflat(flats[k][0], tensors, buckets[k]);
+  }
+  std::shared_ptr<Collectives> subgroup(const std::vector<int64_t>& ranks) override {
+    for (const auto& [r, pg] : subgroups_)
+      if (r == ranks) {
+        TORCH_CHECK(pg->getRank() >= 0 && pg->getRank() < pg->getSize(),
+                    "distributed run: rank ", rank(), " is not in the process group for ranks ",
+                    ranks);
+        return std::make_shared<ProcessGroupCollectives>(pg, timeout_, Subgroups{});
+      }
+    TORCH_CHECK_VALUE(false, "distributed run: no process group for the ranks ", ranks,
+                      " that train one particle together (", describe(),
+                      "); create one per group of swamp::data_parallel_groups with "
+                      "torch.distributed.new_group and pass them to process_group_collectives "
+                      "(swamp_ext.run_imp does)");
+    return nullptr;
   }
   int64_t rank() const override { return group_->getRank(); }
   int64_t size() const override { return group_->getSize(); }
@@ -73,6 +157,7 @@ class ProcessGroupCollectives : public Collectives {
  private:
   c10::intrusive_ptr<c10d::ProcessGroup> group_;
   std::chrono::milliseconds timeout_;
+  Subgroups subgroups_;
 };
 
 std::string env(const char* name, bool required = true) {
@@ -123,6 +208,10 @@ class StoreCollectivesImpl : public Collectives {
       store_->wait(keys, timeout_);
       std::vector<std::vector<uint8_t>> got;
       for (const auto& k : keys) got.push_back(store_->get(k));
+      // Everyone wrote this call's key, so everyone has read the call before: this process's
+      // bytes of it go (the store holds at most two calls, not every step of a run).
+      if (!last_key_.empty()) store_->deleteKey(last_key_);
+      last_key_ = key + std::to_string(rank_);
       return got;
     });
     TORCH_CHECK(static_cast<int64_t>(all.size()) == size_, "distributed run: all-gather returned ",
@@ -138,6 +227,16 @@ class StoreCollectivesImpl : public Collectives {
     }
     return out;
   }
+  std::shared_ptr<Collectives> subgroup(const std::vector<int64_t>& ranks) override {
+    const auto it = std::find(ranks.begin(), ranks.end(), rank_);
+    TORCH_CHECK_VALUE(it != ranks.end(), "distributed run: rank ", rank_,
+                      " asked for the collectives of ranks ", ranks, " without being one of them");
+    std::string name = "group";
+    for (int64_t r : ranks) name += "_" + std::to_string(r);
+    return std::make_shared<StoreCollectivesImpl>(
+        c10::make_intrusive<c10d::PrefixStore>(name, store_), it - ranks.begin(),
+        static_cast<int64_t>(ranks.size()), where_ + " (" + name + ")", timeout_);
+  }
 
  private:
   c10::intrusive_ptr<c10d::Store> store_;
@@ -145,24 +244,65 @@ class StoreCollectivesImpl : public Collectives {
   std::string where_;
   std::chrono::milliseconds timeout_;
   int64_t calls_ = 0;
+  std::string last_key_;
 };
 
-}  // namespace
-
-std::shared_ptr<Collectives> process_group_collectives(c10::intrusive_ptr<c10d::ProcessGroup> group,
-                                                       std::chrono::milliseconds timeout) {
-  return std::make_shared<ProcessGroupCollectives>(std::move(group), timeout);
-}
-
-std::shared_ptr<Collectives> process_group_collectives(const std::string& name,
-                                                       std::chrono::milliseconds timeout) {
-  c10::intrusive_ptr<c10d::ProcessGroup> group;
+c10::intrusive_ptr<c10d::ProcessGroup> resolved(const std::string& name) {
   try {
-    group = c10d::resolve_process_group(name);
+    return c10d::resolve_process_group(name);
   } catch (const std::exception& e) {
     TORCH_CHECK_VALUE(false, "distributed run: no process group named '", name, "': ", e.what());
   }
-  return process_group_collectives(std::move(group), timeout);
+  return {};
+}
+
+}  // namespace
+
+void Collectives::all_reduce_sum(std::vector<at::Tensor>& tensors) {
+  for (const auto& which : buckets_of(tensors)) {
+    const std::vector<at::Tensor> all = all_gather(flat(tensors, which));
+    at::Tensor sum = all[0].clone();
+    for (size_t r = 1; r < all.size(); ++r) sum.add_(all[r]);  // in rank order, everywhere
+    unflat(sum, tensors, which);
+  }
+}
+
+std::shared_ptr<Collectives> Collectives::subgroup(const std::vector<int64_t>& ranks) {
+  TORCH_CHECK_NOT_IMPLEMENTED(false, "distributed run: ", describe(),
+                              " cannot make the collectives of the ranks ", ranks,
+                              " (needed to train one particle on several processes)");
+  return nullptr;
+}
+
+std::vector<std::vector<int64_t>> data_parallel_groups(int64_t world, int64_t n) {
+  TORCH_CHECK_VALUE(world >= 1 && n >= 1, "data_parallel_groups: ", world, " processes, ", n,
+                    " particles");
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(n));
+  if (n >= world) {
+    for (int64_t r = 0; r < world; ++r)
+      for (int64_t p = r * n / world; p < (r + 1) * n / world; ++p) out[p] = {r};
+    return out;
+  }
+  const int64_t g = world / n;
+  for (int64_t p = 0; p < n; ++p)
+    for (int64_t r = p * g; r < (p + 1) * g; ++r) out[p].push_back(r);
+  return out;
+}
+
+std::shared_ptr<Collectives> process_group_collectives(
+    c10::intrusive_ptr<c10d::ProcessGroup> group, std::chrono::milliseconds timeout,
+    std::vector<std::pair<std::vector<int64_t>, c10::intrusive_ptr<c10d::ProcessGroup>>>
+        subgroups) {
+  return std::make_shared<ProcessGroupCollectives>(std::move(group), timeout,
+                                                   std::move(subgroups));
+}
+
+std::shared_ptr<Collectives> process_group_collectives(
+    const std::string& name, std::chrono::milliseconds timeout,
+    const std::vector<std::pair<std::vector<int64_t>, std::string>>& subgroups) {
+  std::vector<std::pair<std::vector<int64_t>, c10::intrusive_ptr<c10d::ProcessGroup>>> groups;
+  for (const auto& [ranks, sub] : subgroups) groups.emplace_back(ranks, resolved(sub));
+  return process_group_collectives(resolved(name), timeout, std::move(groups));
 }
 
 std::shared_ptr<Collectives> store_collectives_from_env(std::chrono::milliseconds timeout) {

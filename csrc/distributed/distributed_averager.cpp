@@ -62,26 +62,50 @@ DistributedAverager::DistributedAverager(std::shared_ptr<Collectives> collective
                     "DistributedAverager: rank ", c_->rank(), " of ", c_->size());
 }
 
-std::pair<int64_t, int64_t> DistributedAverager::share_of(int64_t rank, int64_t n) const {
-  return {rank * n / c_->size(), (rank + 1) * n / c_->size()};
+ProcessLayout DistributedAverager::layout_of(int64_t rank, int64_t n) const {
+  TORCH_CHECK_VALUE(n >= 1, "distributed run: a round of ", n, " particles");
+  const int64_t world = c_->size();
+  if (n >= world) return ProcessLayout{world, 1, rank * n / world, (rank + 1) * n / world, 0};
+  const int64_t g = world / n;  // as data_parallel_groups
+  const int64_t p = rank / g;
+  if (p >= n) return ProcessLayout{world, g, n, n, 0};  // left over: sits the round out
+  return ProcessLayout{world, g, p, p + 1, rank % g};
 }
 
+ProcessLayout DistributedAverager::layout(int64_t n) const { return layout_of(c_->rank(), n); }
+
 std::pair<int64_t, int64_t> DistributedAverager::share(int64_t n) const {
-  return share_of(c_->rank(), n);
+  const ProcessLayout l = layout(n);
+  return {l.first, l.last};
+}
+
+void DistributedAverager::sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) {
+  const ProcessLayout l = layout(n);
+  if (l.per_particle == 1 || l.first == l.last) return;
+  if (l.per_particle == c_->size()) {  // one particle trained by every process
+    c_->all_reduce_sum(tensors);
+    return;
+  }
+  std::vector<int64_t> ranks;
+  for (int64_t r = l.first * l.per_particle; r < (l.first + 1) * l.per_particle; ++r)
+    ranks.push_back(r);
+  auto it = groups_.find(ranks);
+  if (it == groups_.end()) it = groups_.emplace(ranks, c_->subgroup(ranks)).first;
+  it->second->all_reduce_sum(tensors);
 }
 
 std::vector<at::Tensor> DistributedAverager::gather(const std::vector<at::Tensor>& local,
                                                     int64_t n) {
   torch::NoGradGuard no_grad;
-  const auto [first, last] = share(n);
+  const auto [first, last] = layout(n).contributes();
   TORCH_CHECK_VALUE(static_cast<int64_t>(local.size()) == last - first, "gather: ", local.size(),
-                    " particles given, this process holds ", last - first, " of ", n);
+                    " particles given, this process contributes ", last - first, " of ", n);
   // every process's count, dtype and shape (a process holding no particle learns them here)
   const std::vector<at::Tensor> heads = c_->all_gather(header(local));
   const int64_t* like = nullptr;
   for (int64_t r = 0; r < c_->size(); ++r) {
     const int64_t* h = heads[r].const_data_ptr<int64_t>();
-    const auto [f, l] = share_of(r, n);
+    const auto [f, l] = layout_of(r, n).contributes();
     TORCH_CHECK(h[0] == l - f, "distributed run: rank ", r, " holds ", h[0],
                 " particles of this round where ", l - f, " were expected (different configs?)");
     if (h[0] == 0) continue;
@@ -98,7 +122,7 @@ std::vector<at::Tensor> DistributedAverager::gather(const std::vector<at::Tensor
   std::vector<int64_t> shape(like + 3, like + 3 + like[2]);
   const at::Device dev = local.empty() ? at::Device(at::kCPU) : local[0].device();
   // this process's particles, padded to the largest share
-  const int64_t most = (n + c_->size() - 1) / c_->size();
+  const int64_t most = (n + c_->size() - 1) / c_->size();  // 1 with more processes than particles
   std::vector<int64_t> padded_shape{most};
   padded_shape.insert(padded_shape.end(), shape.begin(), shape.end());
   at::Tensor mine = at::zeros(padded_shape, at::TensorOptions().dtype(dtype).device(dev));
@@ -106,7 +130,7 @@ std::vector<at::Tensor> DistributedAverager::gather(const std::vector<at::Tensor
   const std::vector<at::Tensor> all = c_->all_gather(mine);
   std::vector<at::Tensor> out;
   for (int64_t r = 0; r < c_->size(); ++r) {
-    const auto [f, l] = share_of(r, n);
+    const auto [f, l] = layout_of(r, n).contributes();
     for (int64_t i = 0; i < l - f; ++i) out.push_back(all[r].select(0, i));
   }
   return out;

@@ -360,7 +360,8 @@ std::string check_of(const std::string& body) {
 std::string encode_round(const RoundResult& r) {
   std::ostringstream o;
   o << "round=" << r.round << "\nparticles=" << r.particles << "\nremaining=" << r.remaining
-    << "\nprunable=" << r.prunable << "\nskipped_steps=" << r.skipped_steps;
+    << "\nprunable=" << r.prunable << "\nskipped_steps=" << r.skipped_steps
+    << "\nprocesses=" << r.processes << "\nprocesses_per_particle=" << r.processes_per_particle;
   const std::pair<const char*, double> ds[] = {
       {"sparsity", r.sparsity},         {"sparsity_all", r.sparsity_all},
       {"test_acc", r.test_acc},         {"test_nll", r.test_nll},
@@ -388,7 +389,9 @@ RoundResult decode_round(const std::string& s) {
       {"particles", &RoundResult::particles},
       {"remaining", &RoundResult::remaining},
       {"prunable", &RoundResult::prunable},
-      {"skipped_steps", &RoundResult::skipped_steps}};
+      {"skipped_steps", &RoundResult::skipped_steps},
+      {"processes", &RoundResult::processes},
+      {"processes_per_particle", &RoundResult::processes_per_particle}};
   const std::map<std::string, double RoundResult::*> doubles = {
       {"sparsity", &RoundResult::sparsity},         {"sparsity_all", &RoundResult::sparsity_all},
       {"test_acc", &RoundResult::test_acc},         {"test_nll", &RoundResult::test_nll},
@@ -396,7 +399,8 @@ RoundResult decode_round(const std::string& s) {
       {"train_loss", &RoundResult::train_loss},     {"seconds", &RoundResult::seconds},
       {"test_ece", &RoundResult::test_ece},         {"ensemble_ece", &RoundResult::ensemble_ece}};
   // fields a record of an earlier swamp_ext lacks (its figures were not computed then)
-  const std::set<std::string> later = {"test_ece", "ensemble_ece", "skipped_steps"};
+  const std::set<std::string> later = {"test_ece", "ensemble_ece", "skipped_steps", "processes",
+                                        "processes_per_particle"};
   r.test_ece = r.ensemble_ece = std::numeric_limits<double>::quiet_NaN();
   auto number = [](const std::string& k, const std::string& v) {
     char* end = nullptr;
@@ -438,6 +442,10 @@ RoundResult decode_round(const std::string& s) {
   size_t required = 0;
   for (const auto& k : seen) required += later.count(k) == 0 ? 1 : 0;
   TORCH_CHECK(required == ints.size() + doubles.size() - later.size(), "lacks some of its fields");
+  TORCH_CHECK(r.processes >= 1 && r.processes_per_particle >= 1 &&
+                  r.processes_per_particle <= r.processes,
+              "has processes=", r.processes, " and processes_per_particle=",
+              r.processes_per_particle, " (expected 1 <= processes_per_particle <= processes)");
   return r;
 }
 

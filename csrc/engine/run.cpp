@@ -75,9 +75,9 @@ class Run {
       if (p_.masks_round < round) prune_for(round);  // a finished run extended with more rounds
       const int64_t n = particles_in_round(cfg_, round);
       // this process's particles of the round (all of them unless spread over processes)
-      const auto [first, last] = averager_.share(n);
-      p_.particles_done = std::max(p_.particles_done, first);
-      while (p_.particles_done < last) train_particles(round, n, last, resumed);
+      const ProcessLayout layout = averager_.layout(n);
+      p_.particles_done = std::max(p_.particles_done, layout.first);
+      while (p_.particles_done < layout.last) train_particles(round, n, layout.last, resumed);
       RoundResult rr = average_and_evaluate(round, n);
       if (hooks_.on_models) report_models(round, n);
       p_.results.push_back(rr);
@@ -100,12 +100,20 @@ class Run {
   }
 
   // ---- the steps of the algorithm -------------------------------------------------------------
+  // The ticket is one particle: with several processes they all train it, data-parallel.
   void train_ticket() {
     Group g = ParticleModels::single_group(models_.ticket());
     ParticleState t = trainer_.start(g, masks_.map(), -1, 0, 0);
-    trainer_.train(g, t, -1, 0, plan_.rewind_step, false, SavePoints{});
+    trainer_.train(g, t, -1, 0, plan_.rewind_step, false, SavePoints{}, data_parallel(1));
     p_.ticket_done = true;
     save();
+  }
+
+  // How this process trains its particle of a round of n together with others (if it does).
+  DataParallel data_parallel(int64_t n) {
+    DataParallel dp{averager_.layout(n), {}};
+    if (dp.on()) dp.sum = [this, n](std::vector<at::Tensor>& t) { averager_.sum_in_group(n, t); };
+    return dp;
   }
 
   // The particles still to train in a round of n, up to `last`, as one group (a resumed group keeps
@@ -126,7 +134,8 @@ class Run {
     trainer_.train(grp, *st, round, first, plan_.total_steps, plan_.swa,
                    averager_.spread()
                        ? SavePoints{}
-                       : SavePoints{[&] { save(st.get(), &grp); }, checkpoint_.every_epochs()});
+                       : SavePoints{[&] { save(st.get(), &grp); }, checkpoint_.every_epochs()},
+                   data_parallel(n));
     // The particles' SWA solutions (or last weights) into their own models.
     const int64_t group = grp.particles();
     for (size_t k = 0; k < grp.models.size(); ++k) {
@@ -140,7 +149,8 @@ class Run {
       p_.losses.push_back(st->last_loss[g]);
       p_.skipped.push_back(st->scaler ? st->skipped[g] : 0);
     }
-    if (plan_.swa && cfg_.diagnostics) {  // the SWA solutions' BN statistics, side by side
+    // the SWA solutions' BN statistics, side by side (a group's first process speaks for it)
+    if (plan_.swa && cfg_.diagnostics && averager_.layout(n).group_rank == 0) {
       const int64_t lanes = post_lanes(n);
       run_lanes(lanes, [&](int64_t lane) {
         for (int64_t g = lane; g < group; g += lanes) {
@@ -162,8 +172,13 @@ class Run {
     RoundResult rr;
     rr.round = round;
     rr.particles = n;
-    const std::pair<int64_t, int64_t> share = averager_.share(n);
-    const int64_t first = share.first, last = share.second;  // captured below (C++17)
+    const ProcessLayout layout = averager_.layout(n);
+    rr.processes = layout.world;
+    rr.processes_per_particle = layout.per_particle;
+    // the particles this process speaks for (its own, or none where another member of its
+    // data-parallel group does)
+    const std::pair<int64_t, int64_t> mine_range = layout.contributes();
+    const int64_t first = mine_range.first, last = mine_range.second;  // captured below (C++17)
     // diagnostics: every particle evaluated (its figures, the prediction ensemble)
     std::vector<at::Tensor> logp;
     if (cfg_.diagnostics) {
@@ -234,7 +249,7 @@ class Run {
   // tensors_of(model) (gathered from the others when spread over processes).
   template <typename F>
   std::vector<std::vector<at::Tensor>> gathered(int64_t n, F&& tensors_of) {
-    const auto [first, last] = averager_.share(n);
+    const auto [first, last] = averager_.layout(n).contributes();
     std::vector<std::vector<at::Tensor>> mine;
     for (int64_t p = first; p < last; ++p) mine.push_back(tensors_of(models_.particle(p)));
     // the same for every particle (one architecture); a process without particles asks the average
@@ -251,11 +266,15 @@ class Run {
   // The last-epoch training loss of every particle of the round (this process holds its own).
   std::vector<double> gathered_losses(int64_t n) { return gathered_values(p_.losses, n); }
 
-  // Every particle's value, from the processes that trained them (`mine`: this process's).
+  // Every particle's value, from the processes that trained them (`values`: of the particles
+  // this process trained, of which it gives those it speaks for).
   template <typename T>
   std::vector<double> gathered_values(const std::vector<T>& values, int64_t n) {
+    const ProcessLayout l = averager_.layout(n);
+    const auto [first, last] = l.contributes();
     std::vector<at::Tensor> mine;
-    for (T l : values) mine.push_back(at::full({}, static_cast<double>(l), at::kDouble));
+    for (int64_t p = first; p < last; ++p)
+      mine.push_back(at::full({}, static_cast<double>(values.at(p - l.first)), at::kDouble));
     std::vector<double> out;
     for (const auto& t : averager_.gather(mine, n)) out.push_back(t.item<double>());
     return out;

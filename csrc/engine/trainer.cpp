@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <tuple>
 
 #include "../common/autocast.h"
 #include "../common/lanes.h"
@@ -81,10 +82,17 @@ at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int6
                         epoch, b};
   };
   if (G == 1) {
-    const Batch batch = data_.train_batch(request(g0));
-    return batch.x.defined()
-               ? model.training_loss(layers::channels_last_if_enabled(batch.x), batch.y, 1)
-               : model.training_loss_inputs(batch.inputs, batch.y);
+    TrainRequest r = request(g0);
+    if (dp_.on()) std::tie(r.shard_begin, r.shard_end) = dp_.layout.shard(B);  // its share
+    const Batch batch = data_.train_batch(r);
+    const at::Tensor loss =
+        batch.x.defined()
+            ? model.training_loss(layers::channels_last_if_enabled(batch.x), batch.y, 1)
+            : model.training_loss_inputs(batch.inputs, batch.y);
+    // the shard's mean loss, weighted by its part of the batch: the group's sum is the batch's mean
+    return dp_.on() ? loss * (static_cast<double>(r.shard_end - r.shard_begin) /
+                                  static_cast<double>(B))
+                        : loss;
   }
   std::vector<at::Tensor> xs, ys;
   for (int64_t g = g0; g < g0 + G; ++g) {
@@ -115,17 +123,39 @@ at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t epoc
       const size_t t0 = grp.first[k], t1 = grp.first[k + 1];
       st.opt.zero_grad(t0, t1);
       at::Tensor loss;
-      if (draws_random_) {  // this particle's stream at this step (not the threads path)
+      if (draws_random_) {  // this particle's stream at this step (not the threads path), and
+        // in a data-parallel group this process's own draws for its shard
         at::Generator gen = at::globalContext().defaultGenerator(device_);
         std::lock_guard<std::mutex> lock(gen.mutex());
-        gen.set_current_seed(hash_seed(st.streams[k * grp.per_model], st.step, 0, kForwardStream));
+        gen.set_current_seed(
+            hash_seed(st.streams[k * grp.per_model], st.step, dp_.layout.group_rank, kForwardStream));
       }
       {  // the forward pass and the loss under autocast (this thread's); backward outside it
         const AutocastGuard autocast(device_.type(), amp);
         const layers::ChannelsLastGuard channels_last(channels_last_);
         loss = batch_loss(*grp.models[k], st, k * grp.per_model, grp.per_model, epoch, b, perms);
       }
-      if (st.scaler) {
+      if (dp_.on()) {
+        // the group's gradients and loss summed before the step (the same in every member, so
+        // an fp16 overflow skips the step everywhere)
+        (st.scaler ? loss.sum() * scale : loss.sum()).backward();
+        std::vector<at::Tensor> sums;
+        for (size_t i = t0; i < t1; ++i) {
+          at::Tensor p = st.opt.params()[i];
+          if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+          sums.push_back(p.grad());
+        }
+        sums.push_back(loss.detach().to(at::kFloat).reshape({-1}).clone());
+        dp_.sum(sums);
+        loss = sums.back();
+        if (st.scaler) {
+          sums.pop_back();
+          overflow[k] = st.scaler->unscale(sums) ? 0 : 1;
+          if (!overflow[k]) st.opt.step(lr, t0, t1);
+        } else {
+          st.opt.step(lr, t0, t1);
+        }
+      } else if (st.scaler) {
         (loss.sum() * scale).backward();
         std::vector<at::Tensor> grads;
         for (size_t i = t0; i < t1; ++i) grads.push_back(st.opt.params()[i].grad());
@@ -165,7 +195,20 @@ void check_finite(double loss, int64_t round, int64_t particle, int64_t step) {
 }  // namespace
 
 void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t first, int64_t end,
-                    bool swa, const SavePoints& save) {
+                    bool swa, const SavePoints& save, const DataParallel& dp) {
+  const int64_t procs = dp.layout.per_particle;
+  TORCH_CHECK(!dp.on() || (grp.particles() == 1 && dp.sum),
+              "data parallel: a group of ", procs, " processes trains one particle, got ",
+              grp.particles());
+  TORCH_CHECK_VALUE(procs <= cfg_.batch_size, "data parallel: a batch of ", cfg_.batch_size,
+                    " samples cannot be split over the ", procs,
+                    " processes that train one particle (each needs at least one); raise "
+                    "Config.batch_size or start fewer processes");
+  dp_ = dp;
+  struct Reset {
+    DataParallel& dp;
+    ~Reset() { dp = DataParallel{}; }
+  } reset{dp_};
   for (Model* m : grp.models) m->train(true);
   const int64_t spe = plan_.steps_per_epoch;
   const int64_t particles = particles_in_round(cfg_, std::max<int64_t>(round, 0));
@@ -214,7 +257,9 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
       const int64_t last = std::min(spe, b + (end - step));
       for (int64_t g = 0; g < G; ++g) {
         const at::Tensor& perm = st.orders[g].epoch(epoch);
-        data_.expect(EpochPlan{st.streams[g], epoch, b, last, perm, cfg_.batch_size});
+        EpochPlan plan{st.streams[g], epoch, b, last, perm, cfg_.batch_size};
+        if (dp_.on()) std::tie(plan.shard_begin, plan.shard_end) = dp_.layout.shard(cfg_.batch_size);
+        data_.expect(plan);
         perms[g] = perm.to(device_);
       }
       perm_epoch = epoch;

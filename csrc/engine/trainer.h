@@ -46,6 +46,16 @@ struct SavePoints {
   int64_t every_epochs = 0;
 };
 
+// Data parallel inside a particle: layout.per_particle processes train one particle together,
+// this one computes its shard of every batch (ProcessLayout::shard), and `sum` adds the group's
+// gradients (and losses) up before every step, so that every member makes the same step. The
+// default: one process trains its particles alone.
+struct DataParallel {
+  ProcessLayout layout;  // group_rank of per_particle processes
+  std::function<void(std::vector<at::Tensor>&)> sum;
+  bool on() const { return layout.per_particle > 1; }
+};
+
 class Trainer {
  public:
   Trainer(const Config& cfg, const Plan& plan, BatchSource& data, const Hooks& hooks);
@@ -62,9 +72,10 @@ class Trainer {
   void set_draws_random(bool v) { draws_random_ = v; }
   // Training forwards in the channels-last memory order (Config::channels_last, resolved).
   void set_channels_last(bool v) { channels_last_ = v; }
-  // Trains the group from st.step to `end`, taking SWA snapshots when `swa`.
+  // Trains the group from st.step to `end`, taking SWA snapshots when `swa`; `dp`: with other
+  // processes (then the group is one particle).
   void train(const Group& grp, ParticleState& st, int64_t round, int64_t first, int64_t end,
-             bool swa, const SavePoints& save);
+             bool swa, const SavePoints& save, const DataParallel& dp = {});
 
  private:
   at::Tensor batch_loss(Model& model, ParticleState& st, int64_t g0, int64_t G, int64_t epoch,
@@ -79,6 +90,7 @@ class Trainer {
   c10::Device device_;
   bool draws_random_ = false;
   bool channels_last_ = false;
+  DataParallel dp_;  // of the current train() call
 };
 
 // The tensors the optimizer, SWA and averaging work on (the values of sparse layers instead of

@@ -64,6 +64,8 @@ void bind_engine(py::module_& m) {
 
   m.def("particles_in_round", &particles_in_round, py::arg("config"), py::arg("round"),
         "Particles the configured method trains in `round`.");
+  m.def("data_parallel_groups", &data_parallel_groups, py::arg("world"), py::arg("particles"),
+        "The ranks that train each particle of a round of `particles` on `world` processes.");
 
   py::class_<RoundResult>(m, "RoundResult")
       .def_readonly("round", &RoundResult::round)
@@ -83,6 +85,8 @@ void bind_engine(py::module_& m) {
       .def_readonly("layer_density", &RoundResult::layer_density)
       .def_readonly("train_loss", &RoundResult::train_loss)
       .def_readonly("skipped_steps", &RoundResult::skipped_steps)
+      .def_readonly("processes", &RoundResult::processes)
+      .def_readonly("processes_per_particle", &RoundResult::processes_per_particle)
       .def_readonly("seconds", &RoundResult::seconds);
 
   py::class_<Progress>(m, "Progress")
@@ -110,7 +114,8 @@ void bind_engine(py::module_& m) {
                             const std::map<std::string, at::Tensor>&)>
              on_models,
          const py::object& model, const py::object& feeder, const std::string& process_group,
-         double dist_timeout_s, bool models_with_particles) {
+         double dist_timeout_s, bool models_with_particles,
+         const std::vector<std::pair<std::vector<int64_t>, std::string>>& subgroups) {
         Dataset data{x_train,     y_train,         x_test,        y_test,
                      num_classes, std::move(mean), std::move(std)};
         RunParts parts;
@@ -121,7 +126,8 @@ void bind_engine(py::module_& m) {
                             dist_timeout_s);
           parts.averager = std::make_shared<DistributedAverager>(process_group_collectives(
               process_group,
-              std::chrono::milliseconds(static_cast<int64_t>(dist_timeout_s * 1000.0))));
+              std::chrono::milliseconds(static_cast<int64_t>(dist_timeout_s * 1000.0)),
+              subgroups));
         }
         Hooks hooks;
         hooks.on_round = std::move(on_round);
@@ -153,7 +159,8 @@ void bind_engine(py::module_& m) {
       py::arg("loss_sync_every") = 0, py::arg("on_ticket") = nullptr,
       py::arg("on_models") = nullptr, py::arg("model") = py::none(), py::arg("feeder") = py::none(),
       py::arg("process_group") = "", py::arg("dist_timeout_s") = 1800.0,
-      py::arg("models_with_particles") = true);
+      py::arg("models_with_particles") = true,
+      py::arg("subgroups") = std::vector<std::pair<std::vector<int64_t>, std::string>>{});
 
   m.def(
       "channels_last_on",

@@ -42,7 +42,8 @@ at::Tensor PyBatchSource::to_device(const at::Tensor& t) const {
 }
 
 // (x, y) from Python (GIL held by the caller) into a Batch on the device, through the pipeline.
-Batch PyBatchSource::pair_to_device(const py::object& pair, at::Generator* gen) const {
+Batch PyBatchSource::pair_to_device(const py::object& pair, at::Generator* gen, int64_t batch,
+                                    int64_t offset) const {
   auto t = pair.cast<py::tuple>();
   TORCH_CHECK(t.size() == 2, "data: the feeder returned ", t.size(), " items, expected (x, y)");
   at::Tensor y = t[1].is_none() ? at::Tensor() : t[1].cast<at::Tensor>();
@@ -52,18 +53,22 @@ Batch PyBatchSource::pair_to_device(const py::object& pair, at::Generator* gen) 
   }
   at::Tensor x = t[0].cast<at::Tensor>();
   py::gil_scoped_release nogil;
-  return Batch{(*inputs_)(to_device(x), gen), y.defined() ? to_device(y) : y, {}};
+  return Batch{(*inputs_)(to_device(x), gen, batch, offset), y.defined() ? to_device(y) : y, {}};
 }
 
+// A shard (data parallel): the feeder fetches the shard's samples only, their random transforms
+// seeded by their place in the whole batch; Config.augment draws for the whole batch.
 Batch PyBatchSource::train_batch(const TrainRequest& r) {
   py::gil_scoped_acquire gil;
-  py::object pair = feeder_.attr("train_batch")(r.stream, r.epoch, r.batch, r.indices);
-  return pair_to_device(pair, r.gen);
+  py::object pair = feeder_.attr("train_batch")(r.stream, r.epoch, r.batch, r.shard_indices(),
+                                                r.shard_begin);
+  return pair_to_device(pair, r.gen, r.indices.size(0), r.shard_begin);
 }
 
 void PyBatchSource::expect(const EpochPlan& plan) {
   py::gil_scoped_acquire gil;
-  feeder_.attr("expect")(plan.stream, plan.epoch, plan.first, plan.end, plan.perm, plan.batch_size);
+  feeder_.attr("expect")(plan.stream, plan.epoch, plan.first, plan.end, plan.perm, plan.batch_size,
+                         plan.shard_begin, plan.shard_end);
 }
 
 void PyBatchSource::begin_scan(Split split, int64_t batch_size, int64_t end) {

@@ -34,7 +34,8 @@ class PyBatchSource : public BatchSource {
 
  private:
   at::Tensor to_device(const at::Tensor& t) const;
-  Batch pair_to_device(const py::object& pair, at::Generator* gen) const;
+  Batch pair_to_device(const py::object& pair, at::Generator* gen, int64_t batch = -1,
+                       int64_t offset = 0) const;
 
   py::object feeder_;
   c10::Device device_;

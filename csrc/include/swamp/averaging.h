@@ -31,20 +31,54 @@ class SWAMP_API RunningAverage {
   int64_t count_ = 0;
 };
 
+// Who trains what in a round, for one process: the particles [first, last) it trains, and
+// whether it trains them alone (per_particle == 1) or data-parallel with other processes: then
+// it is member `group_rank` of the `per_particle` processes that train its one particle, computes
+// that share of every batch, and the group sums its gradients every step.
+struct ProcessLayout {
+  int64_t world = 1;         // processes of the run
+  int64_t per_particle = 1;  // processes training each particle of the round (data parallel > 1)
+  int64_t first = 0, last = 0;
+  int64_t group_rank = 0;
+  // The particles whose results this process gives to gather / average: a group's first member
+  // speaks for the group (the others hold the same weights, their own batch-norm statistics).
+  std::pair<int64_t, int64_t> contributes() const {
+    return {first, group_rank == 0 ? last : first};
+  }
+  // The samples [begin, end) of a batch of `batch` that this process computes.
+  std::pair<int64_t, int64_t> shard(int64_t batch) const {
+    return {group_rank * batch / per_particle, (group_rank + 1) * batch / per_particle};
+  }
+};
+
 // Averages the particles of a round, and says which of them this process trains: the seam for
 // distributed training (swamp/distributed.h). The defaults describe one process holding all.
 class SWAMP_API ParticleAverager {
  public:
   virtual ~ParticleAverager() = default;
-  // `particles[p][i]` is tensor i of local particle p (the particles of share(total), in order);
+  // `particles[p][i]` is tensor i of local particle p (the particles of
+  // layout(total).contributes(), in order);
   // writes the uniform average over all `total_particles` particles (local and remote) into
   // `out[i]`, the sum taken in particle order.
   virtual void average(const std::vector<std::vector<at::Tensor>>& particles,
                        std::vector<at::Tensor>& out, int64_t total_particles) = 0;
   // The particles [first, last) of a round of n that this process trains.
   virtual std::pair<int64_t, int64_t> share(int64_t n) const { return {0, n}; }
-  // One tensor per particle of this process's share (same shape for every particle) -> the
-  // tensors of all n particles, in particle order.
+  // This process's place in a round of n particles (n = 1 also for the ticket). The default:
+  // share(n), trained alone.
+  virtual ProcessLayout layout(int64_t n) const {
+    const auto s = share(n);
+    return ProcessLayout{1, 1, s.first, s.second, 0};
+  }
+  // Sums `tensors` in place over the processes that train this process's particle in a round of
+  // n (layout(n).per_particle > 1; every member calls it with the same shapes, every step);
+  // nothing to do when it trains alone.
+  virtual void sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) {
+    (void)n;
+    (void)tensors;
+  }
+  // One tensor per particle that this process contributes (layout(n).contributes(); same shape
+  // for every particle) -> the tensors of all n particles, in particle order.
   virtual std::vector<at::Tensor> gather(const std::vector<at::Tensor>& local, int64_t n);
   // Whether this process writes checkpoints and results.
   virtual bool primary() const { return true; }

@@ -36,16 +36,29 @@ struct Batch {
 // Which training batch is asked for: batch `batch` of epoch `epoch` of a particle whose batch
 // order is the stream `stream` (hash_seed(seed, round, particle): unrelated across particles and
 // rounds). `indices` are the samples (int64, on the device), `gen` the particle's generator.
+//
+// Data parallel inside a particle (several processes train it): `indices` are still the whole
+// batch, and the source returns only the samples [shard_begin, shard_end) of it, but draws its
+// random augmentation for the whole batch (the particle's generator advances as for the whole
+// batch in every process, and the shard gets the draws the whole batch gives those samples).
+// shard_end < 0: the whole batch.
 struct TrainRequest {
   at::Tensor indices;
   at::Generator* gen = nullptr;
   uint64_t stream = 0;
   int64_t epoch = 0;
   int64_t batch = 0;
+  int64_t shard_begin = 0;
+  int64_t shard_end = -1;
+  // The samples this process computes (indices.narrow over the shard).
+  at::Tensor shard_indices() const {
+    return shard_end < 0 ? indices : indices.narrow(0, shard_begin, shard_end - shard_begin);
+  }
 };
 
 // The training batches a particle asks for next, in order: batches [first, end) of epoch `epoch`
-// of `stream`, batch b being perm[b * batch_size, (b + 1) * batch_size).
+// of `stream`, batch b being perm[b * batch_size, (b + 1) * batch_size), of which this process
+// will ask for samples [shard_begin, shard_end) (shard_end < 0: all; see TrainRequest).
 struct EpochPlan {
   uint64_t stream = 0;
   int64_t epoch = 0;
@@ -53,6 +66,8 @@ struct EpochPlan {
   int64_t end = 0;
   at::Tensor perm;  // int64 on the CPU, the epoch's permutation of the training set
   int64_t batch_size = 0;
+  int64_t shard_begin = 0;
+  int64_t shard_end = -1;
 };
 
 // A pass in storage order: batches [0, B), [B, 2B), ... of the training inputs (batch-norm

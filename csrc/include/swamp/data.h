@@ -35,7 +35,10 @@ struct Augment {
 class SWAMP_API InputPipeline {
  public:
   InputPipeline(const Dataset& data, Augment augment);
-  at::Tensor operator()(const at::Tensor& x, at::Generator* gen = nullptr) const;
+  // `x`: samples [offset, offset + x.size(0)) of a batch of `batch` (-1: x is the whole batch);
+  // the random augmentation is drawn for the whole batch, x gets its samples' draws.
+  at::Tensor operator()(const at::Tensor& x, at::Generator* gen = nullptr, int64_t batch = -1,
+                        int64_t offset = 0) const;
 
  private:
   at::Tensor mean_, std_;

@@ -2,7 +2,9 @@
 // the averaging seam (swamp/averaging.h) implemented over torch.distributed's c10d.
 //
 // Each process trains a contiguous share of every round's particles (process r of P gets
-// particles [r * n / P, (r + 1) * n / P)); after training, the particles' solutions, evaluation
+// particles [r * n / P, (r + 1) * n / P)); with more processes than particles, groups of P / n
+// processes train one particle data-parallel (each its shard of every batch, the gradients
+// summed in the group every step; see data_parallel_groups). After training, the particles' solutions, evaluation
 // outputs and losses are all-gathered through the process group and every process sums them in
 // particle order, exactly as one process holding all particles would. Masks, the average, its
 // batch-norm statistics and the next round's mask are then computed identically everywhere. Only
@@ -13,6 +15,7 @@
 #include <c10/util/intrusive_ptr.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,21 +39,45 @@ class SWAMP_API Collectives {
   virtual int64_t size() const = 0;
   // Every process's `mine` (same shape and dtype everywhere), in rank order, on mine's device.
   virtual std::vector<at::Tensor> all_gather(const at::Tensor& mine) = 0;
+  // Sums `tensors` in place over all processes (the same shapes and dtypes everywhere), and the
+  // sums are bitwise the same in every process. Default: the tensors flattened by dtype,
+  // all-gathered and summed in rank order.
+  virtual void all_reduce_sum(std::vector<at::Tensor>& tensors);
+  // The collectives of the processes `ranks` (ranks of this group, ascending, this process among
+  // them), numbered 0.. in that order. Only those processes call it, each once per set of ranks.
+  // Default: not supported (c10::NotImplementedError).
+  virtual std::shared_ptr<Collectives> subgroup(const std::vector<int64_t>& ranks);
   // In words, for messages ("process group 'default' (gloo), rank 1 of 2").
   virtual std::string describe() const = 0;
 };
 
+// The processes that train each particle of a round of n particles (n = 1: the ticket, or IMP)
+// on `world` processes, as ranks: n >= world: every process its own particles alone
+// (process r: particles [r * n / world, (r + 1) * n / world)), groups of one; n < world:
+// particle p is trained data-parallel by the world / n processes [p * g, (p + 1) * g) with
+// g = world / n, and the world - n * g processes left over sit the round out (they take part in
+// the collectives only). DistributedAverager::layout follows it.
+SWAMP_API std::vector<std::vector<int64_t>> data_parallel_groups(int64_t world, int64_t n);
+
 // Over a c10d process group (gloo on CPU tensors, NCCL on CUDA tensors; torch.distributed's
-// default group in a torchrun process).
+// default group in a torchrun process). `subgroups`: the process groups of the ranks (of
+// `group`) that train one particle together, one per group of data_parallel_groups of more than
+// one process and fewer than all (c10d groups are created collectively, by every process, so
+// they are made beforehand; swamp_ext's Python side does it with torch.distributed.new_group).
 SWAMP_API std::shared_ptr<Collectives> process_group_collectives(
-    c10::intrusive_ptr<c10d::ProcessGroup> group, std::chrono::milliseconds timeout);
-// The process group registered under `name` (Python: `group.group_name`).
-SWAMP_API std::shared_ptr<Collectives> process_group_collectives(const std::string& name,
-                                                                 std::chrono::milliseconds timeout);
+    c10::intrusive_ptr<c10d::ProcessGroup> group, std::chrono::milliseconds timeout,
+    std::vector<std::pair<std::vector<int64_t>, c10::intrusive_ptr<c10d::ProcessGroup>>>
+        subgroups = {});
+// The process groups registered under these names (Python: `group.group_name`).
+SWAMP_API std::shared_ptr<Collectives> process_group_collectives(
+    const std::string& name, std::chrono::milliseconds timeout,
+    const std::vector<std::pair<std::vector<int64_t>, std::string>>& subgroups = {});
 // For C++ programs started by torchrun, without Python: the rendezvous from the environment
 // torchrun sets (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), a c10d TCPStore (torchrun's own
 // store when it hosts one) and c10d's store collectives over it. Meant for models of up to tens
-// of MB per particle (every byte passes through the store); larger models use a process group.
+// of MB per particle (every byte passes through the store, and with more processes than
+// particles, every step's gradients); larger models use a process group. Subgroups are prefixes
+// of the same store.
 SWAMP_API std::shared_ptr<Collectives> store_collectives_from_env(
     std::chrono::milliseconds timeout);
 
@@ -61,6 +88,9 @@ class SWAMP_API DistributedAverager : public ParticleAverager {
   void average(const std::vector<std::vector<at::Tensor>>& particles, std::vector<at::Tensor>& out,
                int64_t total_particles) override;
   std::pair<int64_t, int64_t> share(int64_t n) const override;
+  // data_parallel_groups(size, n) seen from this process
+  ProcessLayout layout(int64_t n) const override;
+  void sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) override;
   std::vector<at::Tensor> gather(const std::vector<at::Tensor>& local, int64_t n) override;
   bool primary() const override { return c_->rank() == 0; }
   bool spread() const override { return c_->size() > 1; }
@@ -69,10 +99,11 @@ class SWAMP_API DistributedAverager : public ParticleAverager {
   std::string describe() const override { return c_->describe(); }
 
  private:
-  // The particles of process `rank` (share() is this process's).
-  std::pair<int64_t, int64_t> share_of(int64_t rank, int64_t n) const;
+  ProcessLayout layout_of(int64_t rank, int64_t n) const;
 
   std::shared_ptr<Collectives> c_;
+  // the collectives of each group of processes training one particle, by their ranks
+  std::map<std::vector<int64_t>, std::shared_ptr<Collectives>> groups_;
 };
 
 }  // namespace swamp

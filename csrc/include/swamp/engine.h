@@ -165,6 +165,10 @@ struct RoundResult {
   double seconds = 0.0;
   // fp16: the particle steps skipped because their gradients overflowed (0 otherwise)
   int64_t skipped_steps = 0;
+  // The round's process layout (ProcessLayout): the processes of the run, and how many trained
+  // each particle together (data parallel; 1: each process its own particles).
+  int64_t processes = 1;
+  int64_t processes_per_particle = 1;
 };
 
 struct Progress {
