@@ -1,0 +1,237 @@
+"""Data parallel inside a particle: more processes than a round has particles. torchrun jobs of
+2, 3 and 4 ranks (gloo on localhost, one thread each) against the same runs in one process: the
+layouts (n = 1, n = P, n < P, leftovers, a round-to-round change), sharded batches (zoo data with
+augmentation, a torch Dataset with random transforms through its workers, a module that draws
+dropout), mixed precision, local batch-norm statistics, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import swamp_ext
+from swamp_ext import _C
+
+from test_distributed import _cli, _torchrun
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="torch.distributed not available")
+
+
+@pytest.mark.parametrize("world,n,groups", [
+    (1, 1, [[0]]),
+    (2, 1, [[0, 1]]),  # IMP and the ticket: every process
+    (2, 2, [[0], [1]]),  # n = P: today's one particle each
+    (2, 3, [[0], [1], [1]]),  # n > P: contiguous shares
+    (4, 2, [[0, 1], [2, 3]]),
+    (8, 3, [[0, 1], [2, 3], [4, 5]]),  # 6 and 7 sit the round out
+    (3, 2, [[0], [1]]),  # 2 sits the round out
+])
+def test_the_layout_rule(world, n, groups):
+    assert _C.data_parallel_groups(world, n) == groups
+    with pytest.raises(ValueError, match="data_parallel_groups"):
+        _C.data_parallel_groups(world, 0)
+
+
+_PAIRS = r"""
+import json, sys, torch, swamp_ext
+from datetime import timedelta
+torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=120))
+rank = torch.distributed.get_rank()
+digits = swamp_ext.datasets.load("digits")
+out = {}
+
+def compare(name, cfg, data, **kw):
+    spread = swamp_ext.run_imp(cfg, data, progress=False, **kw)
+    alone = swamp_ext.run_imp(cfg, data, progress=False, process_group=False, **kw)
+    total = sum(m.numel() for m in alone.masks.values())
+    same = sum(int((spread.masks[k] == alone.masks[k]).sum()) for k in alone.masks)
+    a, s = alone.state_dict(), spread.state_dict()
+    out[name] = dict(
+        masks=same / total,
+        diff=max(float((a[k].double() - s[k].double()).abs().max()) for k in a),
+        acc=[r.test_acc for r in spread.rounds], acc_alone=[r.test_acc for r in alone.rounds],
+        sparsity=[r.sparsity for r in spread.rounds],
+        sparsity_alone=[r.sparsity for r in alone.rounds],
+        layout=[[r.processes, r.processes_per_particle] for r in spread.rounds],
+        layout_alone=[[r.processes, r.processes_per_particle] for r in alone.rounds])
+
+{cases}
+with open(f"{sys.argv[1]}/report{rank}.json", "w") as f:
+    json.dump({"rank": rank, **out}, f)
+torch.distributed.destroy_process_group()
+"""
+
+_TWO = r"""
+lenet = dict(model="lenet_300_100", rounds=3, epochs=3, seed=5)
+compare("imp", swamp_ext.Config(method="imp", **lenet), digits)
+# SWAMP+: round 0 one particle on both processes, then one particle each
+compare("swamp_plus", swamp_ext.Config(method="swamp_plus", particles=2,
+                                       single_particle_rounds=1, **lenet), digits)
+compare("bf16", swamp_ext.Config(method="imp", precision="bf16", **lenet), digits)
+
+# one SGD step (the ticket at step 1): float rounding only; with batch norm, each process
+# normalises its shard with the shard's own statistics (as DistributedDataParallel)
+for model in ("lenet_300_100", "conv4_small"):
+    cfg = swamp_ext.Config(model=model, method="imp", rounds=1, epochs=1, rewind_epochs=0,
+                           rewind_steps=1)
+    tickets = []
+    for group in (None, False):
+        swamp_ext.run_imp(cfg, digits, progress=False, process_group=group,
+                          on_ticket=tickets.append)
+    out["step_" + model] = max(float((tickets[0][k].double() - tickets[1][k].double())
+                                     .abs().max()) for k in tickets[0]
+                               if tickets[0][k].is_floating_point() and "running" not in k)
+
+# Config.augment: crop and flip drawn for the whole batch, each shard keeps its samples' draws
+m = swamp_ext.datasets.load("mnist5k")
+small = swamp_ext.datasets.from_arrays(m.x_train[:1024], m.y_train[:1024], m.x_test[:256],
+                                       m.y_test[:256], 10)
+compare("augment", swamp_ext.Config(model="lenet5", method="imp", rounds=2, epochs=2,
+                                    augment=True, crop_padding=2, seed=1), small)
+
+# a torch Dataset with a random transform, fetched by one worker per process (its shard only)
+class Noisy(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+    def __len__(self):
+        return len(self.y)
+    def __getitem__(self, i):
+        return self.x[i] + 0.1 * torch.randn(self.x[i].shape), int(self.y[i])
+
+torch_data = swamp_ext.datasets.from_torch(Noisy(digits.x_train, digits.y_train),
+                                           Noisy(digits.x_test, digits.y_test), 10,
+                                           num_workers=1)
+compare("torch_data", swamp_ext.Config(model="lenet_300_100", method="imp", rounds=2,
+                                       epochs=2, seed=2), torch_data)
+
+# your module that draws dropout: each process its own draws for its shard
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128),
+                                        torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                                        torch.nn.Linear(128, 10))
+    def forward(self, x):
+        return self.body(x)
+
+torch.manual_seed(0)
+res = swamp_ext.run_imp(swamp_ext.Config(method="imp", rounds=2, epochs=3), digits,
+                        progress=False, model=Net())
+out["module"] = dict(acc=[r.test_acc for r in res.rounds],
+                     layout=[[r.processes, r.processes_per_particle] for r in res.rounds],
+                     state=float(sum(v.double().sum() for v in res.state_dict().values())))
+
+try:
+    swamp_ext.run_imp(swamp_ext.Config(model="lenet_300_100", method="imp", rounds=1, epochs=1,
+                                       rewind_epochs=0, batch_size=1), digits, progress=False)
+    out["refused"] = ""
+except ValueError as e:
+    out["refused"] = str(e)
+"""
+
+
+def _job(where: Path, cases: str, world: int) -> dict:
+    """Runs the cases on `world` processes; the report of rank 0 (every rank's is the same)."""
+    script = where / "job.py"
+    script.write_text(_PAIRS.replace("{cases}", cases))
+    job = _cli(_torchrun([str(script), str(where)], ranks=world, module=False), timeout=900)
+    assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
+    reps = [json.loads((where / f"report{r}.json").read_text()) for r in range(world)]
+    for r in reps[1:]:  # every process ends with the same result
+        assert {k: v for k, v in r.items() if k != "rank"} == \
+            {k: v for k, v in reps[0].items() if k != "rank"}
+    return reps[0]
+
+
+def _agrees(rep, masks=0.99, acc=0.005):
+    assert rep["masks"] >= masks, rep
+    assert rep["sparsity"] == rep["sparsity_alone"], rep  # exact counts either way
+    for a, b in zip(rep["acc"], rep["acc_alone"]):
+        assert abs(a - b) <= acc + 1e-12, rep
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    return _job(tmp_path_factory.mktemp("dp2"), _TWO, 2)
+
+
+def test_imp_on_two_processes_agrees_with_one(two):
+    rep = two["imp"]
+    print(f"\nIMP, 2 processes vs 1: masks {rep['masks']:.6f} equal, weights differ by "
+          f"<= {rep['diff']:.3g}; accuracy {rep['acc']} vs {rep['acc_alone']}")
+    _agrees(rep)
+    assert rep["layout"] == [[2, 2]] * 3 and rep["layout_alone"] == [[1, 1]] * 3
+
+
+def test_the_layout_changes_from_round_to_round(two):
+    rep = two["swamp_plus"]
+    _agrees(rep)
+    assert rep["layout"] == [[2, 2], [2, 1], [2, 1]]
+
+
+def test_bf16_data_parallel(two):
+    _agrees(two["bf16"], masks=0.98, acc=0.01)
+
+
+def test_one_step_differs_by_float_rounding_and_batch_norm_is_local(two):
+    print(f"\nafter one step: lenet_300_100 {two['step_lenet_300_100']:.3g}, "
+          f"conv4_small (batch norm) {two['step_conv4_small']:.3g}")
+    assert two["step_lenet_300_100"] <= 1e-6
+    # each shard normalised by its own statistics: a real difference, not rounding
+    assert two["step_conv4_small"] > 1e-4
+
+
+def test_shards_keep_the_whole_batchs_random_draws(two):
+    # Config.augment, and a torch Dataset's transforms in worker processes: the shards get the
+    # samples and draws the whole batch has, so the run follows the one-process run
+    for case in ("augment", "torch_data"):
+        print(f"\n{case}: masks {two[case]['masks']:.6f}, weights <= {two[case]['diff']:.3g}")
+        _agrees(two[case])
+        assert two[case]["diff"] <= 1e-3, two[case]
+
+
+def test_your_module_with_dropout_trains_data_parallel(two):
+    rep = two["module"]
+    assert rep["layout"] == [[2, 2], [2, 2]]
+    assert rep["acc"][-1] >= 0.85, rep
+
+
+def test_a_batch_smaller_than_the_group_is_refused(two):
+    assert "a batch of 1 samples cannot be split over the 2 processes" in two["refused"]
+
+
+_GROUPS = r"""
+lenet = dict(model="lenet_300_100", rounds=2, epochs=3, seed=5)
+compare("swamp2", swamp_ext.Config(method="swamp", particles=2, **lenet), digits)
+"""
+
+
+@pytest.mark.parametrize("world,layout", [(4, [4, 2]), (3, [3, 1])])
+def test_groups_of_processes_per_particle(tmp_path, world, layout):
+    # 4 processes, 2 particles: two groups of two (torch.distributed subgroups); 3 processes,
+    # 2 particles: one each, the third trains the ticket with them and sits the rounds out
+    rep = _job(tmp_path, _GROUPS, world)["swamp2"]
+    print(f"\nSWAMP-2 on {world} processes vs 1: masks {rep['masks']:.6f}, weights <= "
+          f"{rep['diff']:.3g}")
+    _agrees(rep)
+    assert rep["layout"] == [layout] * 2
+
+
+def test_results_json_records_the_layout_and_the_strict_reader_checks_it(tmp_path):
+    out = tmp_path / "run"
+    cfg = swamp_ext.Config(model="lenet_300_100", method="imp", rounds=1, epochs=1,
+                           rewind_epochs=0)
+    swamp_ext.run_imp(cfg, swamp_ext.datasets.load("digits"), progress=False,
+                      checkpoint_dir=out)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["rounds"][0]["processes"] == 1
+    assert saved["rounds"][0]["processes_per_particle"] == 1
+    assert swamp_ext.load_run(out).rounds[0].processes == 1
+    saved["rounds"][0]["processes_per_particle"] = 2  # more than the run had
+    (out / "results.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="processes_per_particle"):
+        swamp_ext.load_run(out)
