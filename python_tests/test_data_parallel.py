@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_distributed import _cli, _torchrun
 
 import swamp_ext
 from swamp_ext import _C
-
-from test_distributed import _cli, _torchrun
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed not available")

@@ -186,8 +186,11 @@ from datetime import timedelta
 torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=60))
 rank = torch.distributed.get_rank()
 data = swamp_ext.datasets.load("digits")
-# batch norm, 3 particles over 2 processes (1 + 2), particle states reported to every rank
-cfg = swamp_ext.Config(model="conv4_small", particles=3, rounds=2, epochs=2, seed=5)
+# batch norm, 3 particles over 2 processes (1 + 2), particle states reported to every rank;
+# the ticket at step 0 (a trained ticket is one particle, which both processes train
+# data-parallel, each its shard with its own batch statistics: test_data_parallel.py)
+cfg = swamp_ext.Config(model="conv4_small", particles=3, rounds=2, epochs=2, seed=5,
+                       rewind_epochs=0)
 seen = []
 spread = swamp_ext.run_imp(cfg, data, progress=False, on_models=seen.append)
 alone = swamp_ext.run_imp(cfg, data, progress=False, process_group=False)

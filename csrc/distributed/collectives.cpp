@@ -122,9 +122,8 @@ class ProcessGroupCollectives : public Collectives {
   std::shared_ptr<Collectives> subgroup(const std::vector<int64_t>& ranks) override {
     for (const auto& [r, pg] : subgroups_)
       if (r == ranks) {
-        TORCH_CHECK(pg->getRank() >= 0 && pg->getRank() < pg->getSize(),
-                    "distributed run: rank ", rank(), " is not in the process group for ranks ",
-                    ranks);
+        TORCH_CHECK(pg->getRank() >= 0 && pg->getRank() < pg->getSize(), "distributed run: rank ",
+                    rank(), " is not in the process group for ranks ", ranks);
         return std::make_shared<ProcessGroupCollectives>(pg, timeout_, Subgroups{});
       }
     TORCH_CHECK_VALUE(false, "distributed run: no process group for the ranks ", ranks,
@@ -293,8 +292,7 @@ std::shared_ptr<Collectives> process_group_collectives(
     c10::intrusive_ptr<c10d::ProcessGroup> group, std::chrono::milliseconds timeout,
     std::vector<std::pair<std::vector<int64_t>, c10::intrusive_ptr<c10d::ProcessGroup>>>
         subgroups) {
-  return std::make_shared<ProcessGroupCollectives>(std::move(group), timeout,
-                                                   std::move(subgroups));
+  return std::make_shared<ProcessGroupCollectives>(std::move(group), timeout, std::move(subgroups));
 }
 
 std::shared_ptr<Collectives> process_group_collectives(

@@ -400,7 +400,7 @@ RoundResult decode_round(const std::string& s) {
       {"test_ece", &RoundResult::test_ece},         {"ensemble_ece", &RoundResult::ensemble_ece}};
   // fields a record of an earlier swamp_ext lacks (its figures were not computed then)
   const std::set<std::string> later = {"test_ece", "ensemble_ece", "skipped_steps", "processes",
-                                        "processes_per_particle"};
+                                       "processes_per_particle"};
   r.test_ece = r.ensemble_ece = std::numeric_limits<double>::quiet_NaN();
   auto number = [](const std::string& k, const std::string& v) {
     char* end = nullptr;
@@ -442,10 +442,10 @@ RoundResult decode_round(const std::string& s) {
   size_t required = 0;
   for (const auto& k : seen) required += later.count(k) == 0 ? 1 : 0;
   TORCH_CHECK(required == ints.size() + doubles.size() - later.size(), "lacks some of its fields");
-  TORCH_CHECK(r.processes >= 1 && r.processes_per_particle >= 1 &&
-                  r.processes_per_particle <= r.processes,
-              "has processes=", r.processes, " and processes_per_particle=",
-              r.processes_per_particle, " (expected 1 <= processes_per_particle <= processes)");
+  TORCH_CHECK(
+      r.processes >= 1 && r.processes_per_particle >= 1 && r.processes_per_particle <= r.processes,
+      "has processes=", r.processes, " and processes_per_particle=", r.processes_per_particle,
+      " (expected 1 <= processes_per_particle <= processes)");
   return r;
 }
 

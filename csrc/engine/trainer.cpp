@@ -90,9 +90,9 @@ at::Tensor Trainer::batch_loss(Model& model, ParticleState& st, int64_t g0, int6
             ? model.training_loss(layers::channels_last_if_enabled(batch.x), batch.y, 1)
             : model.training_loss_inputs(batch.inputs, batch.y);
     // the shard's mean loss, weighted by its part of the batch: the group's sum is the batch's mean
-    return dp_.on() ? loss * (static_cast<double>(r.shard_end - r.shard_begin) /
-                                  static_cast<double>(B))
-                        : loss;
+    return dp_.on()
+               ? loss * (static_cast<double>(r.shard_end - r.shard_begin) / static_cast<double>(B))
+               : loss;
   }
   std::vector<at::Tensor> xs, ys;
   for (int64_t g = g0; g < g0 + G; ++g) {
@@ -127,8 +127,8 @@ at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t epoc
         // in a data-parallel group this process's own draws for its shard
         at::Generator gen = at::globalContext().defaultGenerator(device_);
         std::lock_guard<std::mutex> lock(gen.mutex());
-        gen.set_current_seed(
-            hash_seed(st.streams[k * grp.per_model], st.step, dp_.layout.group_rank, kForwardStream));
+        gen.set_current_seed(hash_seed(st.streams[k * grp.per_model], st.step,
+                                       dp_.layout.group_rank, kForwardStream));
       }
       {  // the forward pass and the loss under autocast (this thread's); backward outside it
         const AutocastGuard autocast(device_.type(), amp);
@@ -197,9 +197,8 @@ void check_finite(double loss, int64_t round, int64_t particle, int64_t step) {
 void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t first, int64_t end,
                     bool swa, const SavePoints& save, const DataParallel& dp) {
   const int64_t procs = dp.layout.per_particle;
-  TORCH_CHECK(!dp.on() || (grp.particles() == 1 && dp.sum),
-              "data parallel: a group of ", procs, " processes trains one particle, got ",
-              grp.particles());
+  TORCH_CHECK(!dp.on() || (grp.particles() == 1 && dp.sum), "data parallel: a group of ", procs,
+              " processes trains one particle, got ", grp.particles());
   TORCH_CHECK_VALUE(procs <= cfg_.batch_size, "data parallel: a batch of ", cfg_.batch_size,
                     " samples cannot be split over the ", procs,
                     " processes that train one particle (each needs at least one); raise "
@@ -258,7 +257,8 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
       for (int64_t g = 0; g < G; ++g) {
         const at::Tensor& perm = st.orders[g].epoch(epoch);
         EpochPlan plan{st.streams[g], epoch, b, last, perm, cfg_.batch_size};
-        if (dp_.on()) std::tie(plan.shard_begin, plan.shard_end) = dp_.layout.shard(cfg_.batch_size);
+        if (dp_.on())
+          std::tie(plan.shard_begin, plan.shard_end) = dp_.layout.shard(cfg_.batch_size);
         data_.expect(plan);
         perms[g] = perm.to(device_);
       }

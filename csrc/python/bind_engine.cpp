@@ -126,8 +126,7 @@ void bind_engine(py::module_& m) {
                             dist_timeout_s);
           parts.averager = std::make_shared<DistributedAverager>(process_group_collectives(
               process_group,
-              std::chrono::milliseconds(static_cast<int64_t>(dist_timeout_s * 1000.0)),
-              subgroups));
+              std::chrono::milliseconds(static_cast<int64_t>(dist_timeout_s * 1000.0)), subgroups));
         }
         Hooks hooks;
         hooks.on_round = std::move(on_round);

@@ -60,8 +60,8 @@ Batch PyBatchSource::pair_to_device(const py::object& pair, at::Generator* gen, 
 // seeded by their place in the whole batch; Config.augment draws for the whole batch.
 Batch PyBatchSource::train_batch(const TrainRequest& r) {
   py::gil_scoped_acquire gil;
-  py::object pair = feeder_.attr("train_batch")(r.stream, r.epoch, r.batch, r.shard_indices(),
-                                                r.shard_begin);
+  py::object pair =
+      feeder_.attr("train_batch")(r.stream, r.epoch, r.batch, r.shard_indices(), r.shard_begin);
   return pair_to_device(pair, r.gen, r.indices.size(0), r.shard_begin);
 }
 

@@ -4,11 +4,12 @@
 // Each process trains a contiguous share of every round's particles (process r of P gets
 // particles [r * n / P, (r + 1) * n / P)); with more processes than particles, groups of P / n
 // processes train one particle data-parallel (each its shard of every batch, the gradients
-// summed in the group every step; see data_parallel_groups). After training, the particles' solutions, evaluation
-// outputs and losses are all-gathered through the process group and every process sums them in
-// particle order, exactly as one process holding all particles would. Masks, the average, its
-// batch-norm statistics and the next round's mask are then computed identically everywhere. Only
-// the primary process (rank 0) writes checkpoints; every process can resume from them.
+// summed in the group every step; see data_parallel_groups). After training, the particles'
+// solutions, evaluation outputs and losses are all-gathered through the process group and every
+// process sums them in particle order, exactly as one process holding all particles would. Masks,
+// the average, its batch-norm statistics and the next round's mask are then computed identically
+// everywhere. Only the primary process (rank 0) writes checkpoints; every process can resume from
+// them.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -66,8 +67,8 @@ SWAMP_API std::vector<std::vector<int64_t>> data_parallel_groups(int64_t world, 
 // they are made beforehand; swamp_ext's Python side does it with torch.distributed.new_group).
 SWAMP_API std::shared_ptr<Collectives> process_group_collectives(
     c10::intrusive_ptr<c10d::ProcessGroup> group, std::chrono::milliseconds timeout,
-    std::vector<std::pair<std::vector<int64_t>, c10::intrusive_ptr<c10d::ProcessGroup>>>
-        subgroups = {});
+    std::vector<std::pair<std::vector<int64_t>, c10::intrusive_ptr<c10d::ProcessGroup>>> subgroups =
+        {});
 // The process groups registered under these names (Python: `group.group_name`).
 SWAMP_API std::shared_ptr<Collectives> process_group_collectives(
     const std::string& name, std::chrono::milliseconds timeout,
