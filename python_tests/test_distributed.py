@@ -102,15 +102,23 @@ def _wait_for_round(out: Path, job: subprocess.Popen, k: int, limit: float = 300
     raise AssertionError(f"round {k} not reached in {limit} s")
 
 
-@pytest.mark.parametrize("fault", ["kill", "hang"])
-def test_a_rank_that_dies_or_hangs_stops_the_job_and_the_rerun_resumes_bitwise(tmp_path, fault):
+# IMP on 2 processes: one particle, trained data-parallel by both (the gradient all-reduce)
+RUN_IMP = ["run", "--dataset", "digits", "--model", "lenet_300_100", "--method", "imp",
+           "--epochs", "3", "--seed", "3"]
+
+
+@pytest.mark.parametrize("fault,method", [("kill", "swamp"), ("hang", "swamp"), ("kill", "imp"),
+                                          ("hang", "imp")])
+def test_a_rank_that_dies_or_hangs_stops_the_job_and_the_rerun_resumes_bitwise(tmp_path, fault,
+                                                                              method):
     # rounds of a few seconds, so that the fault lands inside the run
     # five rounds: the kill after round 1 lands well before the end even on a loaded machine
     rounds = ["--rounds", "5", "--epochs", "8", "--dist-timeout", "10"]
-    ref = _cli(_torchrun([*RUN, *rounds, "--out", str(tmp_path / "ref")]))
+    run = RUN if method == "swamp" else RUN_IMP
+    ref = _cli(_torchrun([*run, *rounds, "--out", str(tmp_path / "ref")]))
     assert ref.returncode == 0, ref.stdout + ref.stderr
     out = tmp_path / "cut"
-    cmd = _torchrun([*RUN, *rounds, "--out", str(out)])
+    cmd = _torchrun([*run, *rounds, "--out", str(out)])
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            env=_env())
     victim = None
@@ -129,7 +137,10 @@ def test_a_rank_that_dies_or_hangs_stops_the_job_and_the_rerun_resumes_bitwise(t
     assert job.returncode != 0, log
     print(f"\n{fault}: the job stopped {stopped:.1f} s after the fault")
     if fault == "hang":  # the collective's timeout, not torchrun noticing a dead process
-        assert "distributed run: all-gather" in log and "timeout 10" in log, log
+        # SWAMP-4 on 2 processes: 2 particles each, the hang meets the all-gather at the round's
+        # end; IMP: both train the one particle, the hang meets the next step's gradient sum
+        what = "all-gather" if method == "swamp" else "gradient all-reduce"
+        assert f"distributed run: {what}" in log and "timeout 10" in log, log
     done = len(json.loads((out / "results.json").read_text())["rounds"])
     assert 1 <= done < 5
     again = _cli(cmd)
@@ -143,6 +154,8 @@ def test_a_rank_that_dies_or_hangs_stops_the_job_and_the_rerun_resumes_bitwise(t
     strip = ("seconds",)
     assert [{k: v for k, v in r.items() if k not in strip} for r in r_ref] == \
         [{k: v for k, v in r.items() if k not in strip} for r in r_cut]
+    ppp = 2 if method == "imp" else 1  # the layout is recorded, resumed rounds included
+    assert all(r["processes"] == 2 and r["processes_per_particle"] == ppp for r in r_cut)
 
 
 _SCRIPT = """
