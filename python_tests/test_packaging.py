@@ -198,9 +198,12 @@ def test_cpp_program_prunes_its_own_module_on_data_written_by_python(cpp_example
     assert bad.returncode == 1 and "safetensors file" in bad.stderr, bad.stderr
 
 
-def test_cpp_program_spreads_its_particles_over_torchrun_processes(cpp_examples, tmp_path):
+@pytest.mark.parametrize("particles", ["4", "1"])
+def test_cpp_program_spreads_its_particles_over_torchrun_processes(cpp_examples, tmp_path,
+                                                                   particles):
     """The same C++ program under torchrun (no Python in the workers): c10d's TCPStore and store
-    collectives from the environment; 2 ranks x 4 particles against one process."""
+    collectives from the environment; 2 ranks x 4 particles (two each) or 1 particle (trained
+    data-parallel by both, the gradients summed through the store) against one process."""
     from safetensors.torch import load_file, save_file
 
     d = swamp_ext.datasets.load("mnist5k")
@@ -209,26 +212,36 @@ def test_cpp_program_spreads_its_particles_over_torchrun_processes(cpp_examples,
               str(tmp_path / "data.safetensors"))
     exe, data = str(cpp_examples / "prune_my_net"), str(tmp_path / "data.safetensors")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run([exe, data, str(tmp_path / "one"), "2", "4"], capture_output=True,
+    one = subprocess.run([exe, data, str(tmp_path / "one"), "2", particles], capture_output=True,
                          text=True, timeout=600, env=env)
     assert one.returncode == 0, one.stdout + one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           "--nproc_per_node=2", "--no-python", exe, data, str(tmp_path / "two"),
-                          "2", "4"], capture_output=True, text=True, timeout=600, env=env)
+                          "2", particles], capture_output=True, text=True, timeout=600, env=env)
     assert two.returncode == 0, two.stdout + two.stderr
     assert "rank 1 of 2" in two.stdout and "rank 0 of 2" in two.stdout
+    each = 2 if particles == "1" else 1
+    assert f"round 1: {particles} particles (processes per particle: {each})" in two.stdout, \
+        two.stdout
+    assert "(processes per particle: 1)" in one.stdout
     a = load_file(str(tmp_path / "one" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
     masks = [k for k in a if k.startswith("mask.")]
     assert a.keys() == b.keys() and masks
     agree = sum(int((a[k] == b[k]).sum()) for k in masks) / sum(a[k].numel() for k in masks)
-    assert agree >= 0.999, agree
+    print(f"\n{particles} particles, 2 processes vs 1: masks agree {agree:.6f}")
+    # the ticket (and with 1 particle every round) is trained data-parallel by both processes,
+    # each drawing its own dropout masks and batch-norm statistics for its shard (as DDP does):
+    # another sample of the same training, not a rounding of the one-process run
+    assert agree >= 0.95, agree
 
     def final(out):
         line = next(ln for ln in out.splitlines() if ln.startswith("final accuracy"))
         return float(line.split()[2])
 
-    assert abs(final(one.stdout) - final(two.stdout)) <= 0.002 + 1e-12
+    tolerance = 0.05
+    print(f"final accuracy {final(one.stdout):.4f} vs {final(two.stdout):.4f}")
+    assert abs(final(one.stdout) - final(two.stdout)) <= tolerance + 1e-12
 
 
 def test_type_stub_matches_the_compiled_module():

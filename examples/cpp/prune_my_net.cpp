@@ -13,7 +13,10 @@
 //
 // Started by torchrun, the particles spread over its processes (no Python there either):
 //   torchrun --standalone --nproc_per_node=2 --no-python prune_my_net data.safetensors out 3 4
-// every process trains its share of each round's particles; rank 0 writes the file.
+// every process trains its share of each round's particles; with more processes than particles
+// (IMP: one particle) a group of processes trains each particle data-parallel, each process its
+// shard of every batch (each draws its own dropout and batch-norm statistics for its shard, as in
+// DDP). Rank 0 writes the file.
 // Afterwards it prints the loss barrier between the last round's first two particles
 // (swamp::linear_path, swamp/analysis.h: the paper's linear mode connectivity, in C++).
 #include <swamp/swamp.h>
@@ -92,9 +95,12 @@ int main(int argc, char** argv) {
     }
     swamp::Hooks hooks;
     hooks.on_round = [](const swamp::RoundResult& r) {
-      std::printf("round %lld: %lld particles, sparsity %.4f, accuracy %.4f, ensemble %.4f\n",
-                  static_cast<long long>(r.round), static_cast<long long>(r.particles), r.sparsity,
-                  r.test_acc, r.ensemble_acc);
+      std::printf(
+          "round %lld: %lld particles (processes per particle: %lld), sparsity %.4f, accuracy "
+          "%.4f, "
+          "ensemble %.4f\n",
+          static_cast<long long>(r.round), static_cast<long long>(r.particles),
+          static_cast<long long>(r.processes_per_particle), r.sparsity, r.test_acc, r.ensemble_acc);
     };
     std::vector<std::map<std::string, torch::Tensor>> last;  // the last round's particles
     hooks.on_models = [&](const swamp::RoundModels& m) { last = m.particles; };
