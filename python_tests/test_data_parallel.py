@@ -35,6 +35,21 @@ def test_the_layout_rule(world, n, groups):
         _C.data_parallel_groups(world, 0)
 
 
+@pytest.mark.parametrize("world,cfg,says", [
+    (2, dict(method="imp"), "2 processes; rounds of 1 particle: 2 processes per particle (data "
+                            "parallel)"),
+    (8, dict(method="swamp_plus", particles=4, rounds=4),
+     "rounds of 1 particle: 8 processes per particle (data parallel); rounds of 4 particles: 2 "
+     "processes per particle"),
+    (3, dict(method="swamp", particles=2), "rounds of 2 particles: 1 process per particle, 1 idle"),
+    (2, dict(method="swamp", particles=3), "rounds of 3 particles: 1 or 2 particles per process"),
+])
+def test_the_command_line_says_the_layout(world, cfg, says):
+    from swamp_ext.distributed import describe_layout
+
+    assert says in describe_layout(world, swamp_ext.Config(model="lenet_300_100", **cfg))
+
+
 _PAIRS = r"""
 import json, sys, torch, swamp_ext
 from datetime import timedelta

@@ -146,6 +146,8 @@ def test_a_rank_that_dies_or_hangs_stops_the_job_and_the_rerun_resumes_bitwise(t
     again = _cli(cmd)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming from the checkpoint" in again.stdout
+    if method == "imp":
+        assert "rounds of 1 particle: 2 processes per particle (data parallel)" in again.stdout
     t_ref, r_ref = _saved(tmp_path / "ref")
     t_cut, r_cut = _saved(out)
     assert t_ref.keys() == t_cut.keys()

@@ -121,8 +121,10 @@ def _run(args: argparse.Namespace) -> int:
             print(f"swamp-ext: error: {e}", file=sys.stderr)
             return 2
     say = print if primary else (lambda *a, **k: None)
-    spread = f", particles spread over {os.environ.get('WORLD_SIZE')} processes" \
-        if distributed.launched_by_torchrun() else ""
+    spread = ""
+    if distributed.launched_by_torchrun():
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        spread = f", particles spread over {distributed.describe_layout(world, cfg)}"
     try:
         layout = swamp_ext._C.channels_last_on(cfg.to_cpp(), list(data.input_shape),
                                                data.num_classes)

@@ -120,6 +120,31 @@ def _name(process_group: Any) -> str:
     return name or dist.distributed_c10d._get_process_group_name(process_group)
 
 
+def describe_layout(world: int, config: Any) -> str:
+    """How a run's rounds spread over ``world`` processes, in words: e.g. "2 processes; rounds of
+    1 particle: 2 processes per particle (data parallel); rounds of 4: 2 particles per process"."""
+    from . import _C
+
+    cfg = config.to_cpp()
+    counts = sorted({_C.particles_in_round(cfg, r) for r in range(config.rounds)})
+    parts = []
+    for n in counts:
+        groups = _C.data_parallel_groups(world, n)
+        what = f"rounds of {n} particle{'s' if n > 1 else ''}: "
+        if n >= world:
+            what += f"{n / world:g} particles per process" if n % world == 0 else \
+                f"{n // world} or {n // world + 1} particles per process"
+        else:
+            idle = world - sum(len(g) for g in groups)
+            g = len(groups[0])
+            what += f"{g} processes per particle (data parallel)" if g > 1 else \
+                "1 process per particle"
+            if idle:
+                what += f", {idle} idle"
+        parts.append(what)
+    return f"{world} processes; " + "; ".join(parts)
+
+
 def data_parallel_subgroups(group: Group, config: Any,
                             timeout_s: float = DEFAULT_TIMEOUT_S) -> list[tuple[list[int], str]]:
     """The process groups of the processes that train one particle together (data parallel
