@@ -1,14 +1,23 @@
-"""SWAMP with its particles spread over processes (torchrun, gloo on this machine's cores): the
-round time for 1 and 2 processes (and more with --ranks), the share of it spent communicating,
-and the swamp/imp round ratio per process count, measured in one run.
+"""Runs spread over processes (torchrun, gloo on this machine's cores), two tables in one run.
 
-    python benchmarks/distributed.py                       # lenet_300_100 on mnist5k, 1 and 2
-    python benchmarks/distributed.py --model conv4_small --ranks 1 2 --rounds 2
+Particles spread: the round time for 1 and 2 processes (and more with --ranks), the share of it
+spent communicating, and the swamp/imp round ratio per process count.
+
+Data parallel inside a particle (more processes than particles): IMP of --dp-model with 1 process
+of 1 thread against 2 processes of 1 thread each (the closest a 2-core machine comes to two
+devices): the speed-up and the share of the round spent summing gradients; then agreement with
+one process: IMP on 2 processes and SWAMP-2 on 4 processes, masks equal and test accuracy per
+round, and how far the weights are apart after one SGD step.
+
+    python benchmarks/distributed.py                       # both tables
+    python benchmarks/distributed.py --table spread --model conv4_small --ranks 1 2 --rounds 2
+    python benchmarks/distributed.py --table data-parallel
 
 On a GPU machine with G GPUs (--device cuda --ranks 1 2 4 8), each process drives one GPU. The
 goal there: a SWAMP-N round on N GPUs within 1.15x of an IMP round on one. On a CPU, P processes
 share the machine's cores (each gets cores / P threads), so more processes do not add compute:
-the figure to read is the overhead of spreading, not a speed-up.
+the figure to read is the overhead of spreading, not a speed-up. From 2 processes on, the IMP
+column is IMP trained data-parallel by all of them.
 
 The communication share is estimated: after the run, every process times the all-gathers a round
 makes (each parameter and buffer of its particles, their evaluation outputs and losses, with the
@@ -73,6 +82,115 @@ def worker(a) -> None:
         dist.destroy_process_group()
 
 
+def dp_worker(a) -> None:
+    """--dp-worker scale: IMP rounds timed, plus the gradient all-reduce of a step timed alone;
+    --dp-worker agree: runs spread over the processes against the same run in one process."""
+    import torch.distributed as dist
+
+    import swamp_ext
+    from swamp_ext import distributed
+
+    if distributed.launched_by_torchrun():
+        distributed.init_from_env("cpu", 600)
+    data = swamp_ext.datasets.load(a.dataset)
+    out: dict = {}
+    if a.dp_worker == "scale":
+        cfg = swamp_ext.Config(model=a.dp_model, method="imp", rounds=a.dp_rounds,
+                               epochs=a.dp_epochs, seed=1)
+        res = swamp_ext.run_imp(cfg, data, progress=False)
+        out["round"] = statistics.fmean(r.seconds for r in res.rounds[1:] or res.rounds)
+        out["acc"] = [r.test_acc for r in res.rounds]
+        out["comm"] = 0.0
+        if dist.is_initialized():
+            # what a step sends: every parameter's gradient (one fp32 bucket for these models)
+            # and the loss, summed over the group
+            state = swamp_ext.models.create(a.dp_model, list(data.input_shape),
+                                            data.num_classes)[0]
+            grads = torch.zeros(sum(t.numel() for t in state.values()
+                                    if t.is_floating_point()) + 1)
+            for _ in range(3):
+                dist.all_reduce(grads)
+            t0 = time.perf_counter()
+            for _ in range(20):
+                dist.all_reduce(grads)
+            steps = a.dp_epochs * (data.x_train.shape[0] // cfg.batch_size)
+            out["comm"] = (time.perf_counter() - t0) / 20 * steps
+    else:
+        def compare(name, cfg):
+            spread = swamp_ext.run_imp(cfg, data, progress=False)
+            alone = swamp_ext.run_imp(cfg, data, progress=False, process_group=False)
+            total = sum(m.numel() for m in alone.masks.values())
+            same = sum(int((spread.masks[k] == alone.masks[k]).sum()) for k in alone.masks)
+            out[name] = dict(
+                masks=same / total, acc=[r.test_acc for r in spread.rounds],
+                acc_alone=[r.test_acc for r in alone.rounds],
+                layout=[r.processes_per_particle for r in spread.rounds])
+
+        method = "imp" if a.dp_particles == 1 else "swamp"
+        for model in a.dp_agree_models:
+            compare(model, swamp_ext.Config(model=model, method=method,
+                                            particles=a.dp_particles, rounds=a.dp_rounds,
+                                            epochs=a.dp_epochs, seed=5))
+            # one SGD step from the same init: the ticket at step 1, spread and alone
+            cfg = swamp_ext.Config(model=model, method="imp", rounds=1, epochs=1,
+                                   rewind_epochs=0, rewind_steps=1)
+            tickets: list = []
+            for group in (None, False):
+                swamp_ext.run_imp(cfg, data, progress=False, process_group=group,
+                                  on_ticket=tickets.append)
+            out[model]["step"] = max(float((tickets[0][k].double() - tickets[1][k].double())
+                                           .abs().max()) for k in tickets[0])
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print("RESULT " + json.dumps(out), flush=True)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _launch(script_args: list, ranks: int, threads: int):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), GLOO_SOCKET_IFNAME="lo")
+    cmd = [sys.executable, __file__, *script_args] if ranks == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={ranks}", __file__, *script_args]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if run.returncode != 0 or line is None:
+        print(f"{ranks} processes failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+        return None
+    return json.loads(line[7:])
+
+
+def data_parallel_table(a) -> None:
+    base = ["--dataset", a.dataset, "--dp-model", a.dp_model, "--dp-rounds", str(a.dp_rounds),
+            "--dp-epochs", str(a.dp_epochs)]
+    print(f"\ndata parallel inside a particle: IMP of {a.dp_model} on {a.dataset}, "
+          f"{a.dp_rounds} rounds x {a.dp_epochs} epochs, 1 thread per process; mean round "
+          f"seconds over rounds 1..{a.dp_rounds - 1}")
+    print(f"{'processes':>9} {'round s':>8} {'speed-up':>8} {'all-reduce s':>12} "
+          f"{'comm share':>10}  test accuracy per round")
+    one = None
+    for ranks in (1, 2):
+        r = _launch([*base, "--dp-worker", "scale"], ranks, 1)
+        if r is None:
+            continue
+        one = one or r["round"]
+        print(f"{ranks:9d} {r['round']:8.2f} {one / r['round']:7.2f}x {r['comm']:12.2f} "
+              f"{100 * r['comm'] / r['round']:9.1f}%  {[round(x, 4) for x in r['acc']]}")
+    print(f"\nagreement with one process ({a.dp_rounds} rounds x {a.dp_epochs} epochs; the same "
+          "run in one process and spread, inside one job)")
+    print(f"{'run':>22} {'model':>14} {'masks equal':>11} {'max |acc diff|':>14} "
+          f"{'after 1 step':>12}  processes per particle")
+    for ranks, particles in ((2, 1), (4, 2)):
+        r = _launch([*base, "--dp-worker", "agree", "--dp-particles", str(particles),
+                     "--dp-agree-models", *a.dp_agree_models], ranks, 1)
+        if r is None:
+            continue
+        what = f"{'IMP' if particles == 1 else f'SWAMP-{particles}'} on {ranks} processes"
+        for model, m in r.items():
+            worst = max(abs(x - y) for x, y in zip(m["acc"], m["acc_alone"]))
+            print(f"{what:>22} {model:>14} {100 * m['masks']:10.3f}% {100 * worst:11.2f} pt "
+                  f"{m['step']:12.3g}  {m['layout']}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="lenet_300_100")
@@ -82,11 +200,42 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="the first round is not timed")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--table", choices=("all", "spread", "data-parallel"), default="all")
+    p.add_argument("--dp-model", default="conv4_small", help="the data-parallel scaling model")
+    p.add_argument("--dp-rounds", type=int, default=3)
+    p.add_argument("--dp-epochs", type=int, default=2)
+    p.add_argument("--dp-agree-models", nargs="+", default=["lenet_300_100", "conv4_small"])
+    p.add_argument("--dp-particles", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--dp-worker", choices=("scale", "agree"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
         worker(a)
         return
+    if a.dp_worker:
+        dp_worker(a)
+        return
+    print(f"CPU: {_cpu_name()}")
+    if a.table in ("all", "spread"):
+        spread_table(a)
+    if a.table in ("all", "data-parallel"):
+        data_parallel_table(a)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def spread_table(a) -> None:
     cores = os.cpu_count() or 1
     print(f"{a.model} on {a.dataset}, {a.particles} particles, {a.epochs} epochs/round, "
           f"{a.device}, torch {torch.__version__}, {cores} cores; mean round seconds over rounds "
@@ -98,16 +247,9 @@ def main() -> None:
             str(a.particles), "--rounds", str(a.rounds), "--epochs", str(a.epochs), "--worker"]
     for ranks in a.ranks:
         threads = max(1, cores // ranks) if a.device == "cpu" else 1
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), GLOO_SOCKET_IFNAME="lo")
-        cmd = [sys.executable, __file__, *args] if ranks == 1 else \
-            [sys.executable, "-m", "torch.distributed.run", "--standalone",
-             f"--nproc_per_node={ranks}", __file__, *args]
-        run = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        line = next((ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if run.returncode != 0 or line is None:
-            print(f"{ranks} processes failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+        r = _launch(args, ranks, threads)
+        if r is None:
             continue
-        r = json.loads(line[7:])
         base = base or r["swamp"]
         share = 100 * r["comm"] / r["swamp"]
         print(f"{ranks:9d} {threads:7d} {r['imp']:8.2f} {r['swamp']:8.2f} "
