@@ -27,6 +27,7 @@ header each gather sends first) on tensors of the same sizes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -116,14 +117,29 @@ def dp_worker(a) -> None:
             steps = a.dp_epochs * (data.x_train.shape[0] // cfg.batch_size)
             out["comm"] = (time.perf_counter() - t0) / 20 * steps
     else:
+        # the runs in one process: rank 0 alone makes them (the others wait at a barrier)
+        primary = dist.get_rank() == 0
+
         def compare(name, cfg):
             spread = swamp_ext.run_imp(cfg, data, progress=False)
+            if not primary:
+                dist.barrier()
+                return
             alone = swamp_ext.run_imp(cfg, data, progress=False, process_group=False)
-            total = sum(m.numel() for m in alone.masks.values())
-            same = sum(int((spread.masks[k] == alone.masks[k]).sum()) for k in alone.masks)
+            # the yardstick: the same run in one process with another seed
+            other = swamp_ext.run_imp(dataclasses.replace(cfg, seed=cfg.seed + 1), data,
+                                      progress=False, process_group=False)
+            dist.barrier()
+
+            def same(x, y):
+                return sum(int((x.masks[k] == y.masks[k]).sum()) for k in y.masks) / \
+                    sum(m.numel() for m in y.masks.values())
+
             out[name] = dict(
-                masks=same / total, acc=[r.test_acc for r in spread.rounds],
+                masks=same(spread, alone), masks_seed=same(other, alone),
+                acc=[r.test_acc for r in spread.rounds],
                 acc_alone=[r.test_acc for r in alone.rounds],
+                acc_seed=[r.test_acc for r in other.rounds],
                 layout=[r.processes_per_particle for r in spread.rounds])
 
         method = "imp" if a.dp_particles == 1 else "swamp"
@@ -135,11 +151,18 @@ def dp_worker(a) -> None:
             cfg = swamp_ext.Config(model=model, method="imp", rounds=1, epochs=1,
                                    rewind_epochs=0, rewind_steps=1)
             tickets: list = []
-            for group in (None, False):
-                swamp_ext.run_imp(cfg, data, progress=False, process_group=group,
+            swamp_ext.run_imp(cfg, data, progress=False, on_ticket=tickets.append)
+            if primary:
+                swamp_ext.run_imp(cfg, data, progress=False, process_group=False,
                                   on_ticket=tickets.append)
-            out[model]["step"] = max(float((tickets[0][k].double() - tickets[1][k].double())
-                                           .abs().max()) for k in tickets[0])
+            dist.barrier()
+            if not primary:
+                continue
+            for key, keep in (("step", lambda k: "running_" not in k and "num_batches" not in k),
+                              ("step_bn", lambda k: "running_" in k)):
+                out[model][key] = max((float((tickets[0][k].double() - tickets[1][k].double())
+                                             .abs().max()) for k in tickets[0] if keep(k)),
+                                      default=0.0)
     if not dist.is_initialized() or dist.get_rank() == 0:
         print("RESULT " + json.dumps(out), flush=True)
     if dist.is_initialized():
@@ -177,8 +200,11 @@ def data_parallel_table(a) -> None:
               f"{100 * r['comm'] / r['round']:9.1f}%  {[round(x, 4) for x in r['acc']]}")
     print(f"\nagreement with one process ({a.dp_rounds} rounds x {a.dp_epochs} epochs; the same "
           "run in one process and spread, inside one job)")
+    print("masks equal and max |test accuracy difference| over the rounds, spread vs one process"
+          " and, for scale, one process with another seed vs one process; after 1 step: the max "
+          "|difference| of the weights and of the batch-norm running statistics")
     print(f"{'run':>22} {'model':>14} {'masks equal':>11} {'max |acc diff|':>14} "
-          f"{'after 1 step':>12}  processes per particle")
+          f"{'other seed':>19} {'1 step: weights':>15} {'bn stats':>8}  processes per particle")
     for ranks, particles in ((2, 1), (4, 2)):
         r = _launch([*base, "--dp-worker", "agree", "--dp-particles", str(particles),
                      "--dp-agree-models", *a.dp_agree_models], ranks, 1)
@@ -187,8 +213,10 @@ def data_parallel_table(a) -> None:
         what = f"{'IMP' if particles == 1 else f'SWAMP-{particles}'} on {ranks} processes"
         for model, m in r.items():
             worst = max(abs(x - y) for x, y in zip(m["acc"], m["acc_alone"]))
+            seed = max(abs(x - y) for x, y in zip(m["acc_seed"], m["acc_alone"]))
             print(f"{what:>22} {model:>14} {100 * m['masks']:10.3f}% {100 * worst:11.2f} pt "
-                  f"{m['step']:12.3g}  {m['layout']}")
+                  f"{100 * m['masks_seed']:7.2f}% {100 * seed:6.2f} pt "
+                  f"{m['step']:15.3g} {m['step_bn']:8.3g}  {m['layout']}")
 
 
 def main() -> None:
