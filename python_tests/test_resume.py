@@ -28,6 +28,9 @@ CHILD = textwrap.dedent(
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     import swamp_ext
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a full "disk" gives EFBIG, not a kill
+    # Ctrl-C raises KeyboardInterrupt even where the tests run as a background job (whose
+    # children start with SIGINT ignored, and Python then installs no handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cfg = swamp_ext.Config(**json.loads(sys.argv[1]))
     data = swamp_ext.datasets.load("digits")
     if len(sys.argv) > 4:  # fault injection through the documented test seam
@@ -37,8 +40,12 @@ CHILD = textwrap.dedent(
     def report(line):
         print(line, flush=True)
         if pause_at and line.startswith(pause_at):
-            while True:  # the parent acts here (a kill, a Ctrl-C): the child cannot outrun it
+            # the parent acts here (a kill, a Ctrl-C): the child cannot outrun it; bounded, so
+            # a signal that never arrives fails the test instead of hanging it
+            for _ in range(2400):
                 time.sleep(0.05)
+            print("NO SIGNAL WITHIN 120 s", flush=True)
+            os._exit(3)
     def prog(p):
         report(f"EPOCH {p.round} {p.particle} {p.epoch}")
     def rnd(r):
