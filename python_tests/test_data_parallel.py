@@ -52,6 +52,8 @@ def test_the_command_line_says_the_layout(world, cfg, says):
 
 _PAIRS = r"""
 import json, sys, torch, swamp_ext
+sys.path.insert(0, {tests!r})
+from injected import Poisoned
 from datetime import timedelta
 torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=120))
 rank = torch.distributed.get_rank()
@@ -90,24 +92,7 @@ compare("swamp_plus", swamp_ext.Config(method="swamp_plus", particles=2,
 compare("bf16", swamp_ext.Config(method="imp", precision="bf16", **lenet), digits)
 compare("fp16", swamp_ext.Config(method="imp", precision="fp16", **lenet), digits)
 
-
-class Poisoned(torch.nn.Module):
-    # an fp16 overflow injected on chosen training forwards of one process only
-    calls, poison = 0, set()
-
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2 = torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)
-
-    def forward(self, x):
-        out = self.fc2(torch.relu(self.fc1(x.flatten(1))))
-        if self.training:
-            Poisoned.calls += 1
-            if Poisoned.calls in Poisoned.poison:
-                out = out * float("inf")
-        return out
-
-
+# an fp16 overflow injected on chosen training forwards of one process only
 torch.manual_seed(0)
 module = Poisoned()
 cfg = swamp_ext.Config(method="imp", precision="fp16", particle_mode="sequential", rounds=2,
@@ -188,7 +173,8 @@ except ValueError as e:
 def _job(where: Path, cases: str, world: int) -> dict:
     """Runs the cases on `world` processes; the report of rank 0 (every rank's is the same)."""
     script = where / "job.py"
-    script.write_text(_PAIRS.replace("{cases}", cases))
+    script.write_text(_PAIRS.replace("{tests!r}", repr(str(Path(__file__).parent)))
+                      .replace("{cases}", cases))
     job = _cli(_torchrun([str(script), str(where)], ranks=world, module=False), timeout=900)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
     reps = [json.loads((where / f"report{r}.json").read_text()) for r in range(world)]
@@ -312,15 +298,12 @@ def test_groups_inside_a_process_group_other_than_the_default_are_refused():
     # refused before any collective, naming why (reaching it for real takes 5+ processes)
     from swamp_ext.distributed import Group, data_parallel_subgroups
 
-    cfg = swamp_ext.Config(method="swamp", particles=2, model="lenet_300_100", rounds=2)
-    part = Group(name="part", rank=0, size=4, world=False)
+    lenet = dict(model="lenet_300_100", rounds=2)
+    two_particles = swamp_ext.Config(method="swamp", particles=2, **lenet)
     with pytest.raises(ValueError, match="fewer particles than its 4 processes.*"
                                          "pass the default group"):
-        data_parallel_subgroups(part, cfg)
+        data_parallel_subgroups(Group(name="part", rank=0, size=4, world=False), two_particles)
     # groups of one process, or of all of them, need no subgroups: nothing refused
-    assert data_parallel_subgroups(Group(name="part", rank=0, size=2, world=False),
-                                   swamp_ext.Config(method="swamp", particles=2,
-                                                    model="lenet_300_100", rounds=2)) == []
-    assert data_parallel_subgroups(Group(name="part", rank=0, size=2, world=False),
-                                   swamp_ext.Config(method="imp", model="lenet_300_100",
-                                                    rounds=2)) == []
+    pair = Group(name="part", rank=0, size=2, world=False)
+    assert data_parallel_subgroups(pair, two_particles) == []
+    assert data_parallel_subgroups(pair, swamp_ext.Config(method="imp", **lenet)) == []

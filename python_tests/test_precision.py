@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from injected import Poisoned
 from test_device_tier import run, same_run
 from torch import nn
 
@@ -117,25 +118,6 @@ def test_your_module_is_not_stacked_under_autocast(digits):
     # would silently train in fp32, so stacking is refused by name (auto trains them unstacked)
     with pytest.raises(ValueError, match="outside autocast"):
         run(small(precision="bf16", particle_mode="stacked"), digits, model=Probe())
-
-
-class Poisoned(nn.Module):
-    """Overflows on chosen training forwards (an fp16 overflow, injected)."""
-
-    calls = 0
-    poison: set = set()
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(64, 32), nn.Linear(32, 10)
-
-    def forward(self, x):
-        out = self.fc2(torch.relu(self.fc1(x.flatten(1))))
-        if self.training:
-            Poisoned.calls += 1
-            if Poisoned.calls in Poisoned.poison:
-                out = out * float("inf")
-        return out
 
 
 def test_fp16_skips_an_overflowing_step_counts_it_and_keeps_training(digits):
