@@ -19,12 +19,13 @@ import torch
 import swamp_ext
 
 
-def synthetic(n_train: int, n_test: int, seed: int = 0) -> swamp_ext.datasets.Dataset:
+def synthetic(n_train: int, n_test: int, seed: int = 0,
+              size: int = 32) -> swamp_ext.datasets.Dataset:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n_train + n_test, 3, 32, 32), dtype=torch.uint8, generator=g)
+    x = torch.randint(0, 256, (n_train + n_test, 3, size, size), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (n_train + n_test,), generator=g)
     return swamp_ext.datasets.from_arrays(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
-                                          num_classes=10, name="synthetic32")
+                                          num_classes=10, name=f"synthetic{size}")
 
 
 def round_seconds(cfg: swamp_ext.Config, data) -> float:

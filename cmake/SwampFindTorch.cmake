@@ -30,15 +30,3 @@ set(SWAMP_WITH_CUDA OFF)
 if(TORCH_CUDA_LIBRARIES OR CUDA_FOUND)
   set(SWAMP_WITH_CUDA ON)
 endif()
-
-# libstdc++ must be the one shared library every part of the process uses: a copy linked into
-# swamp_core (-static-libstdc++, from the environment's flags or CMAKE_ARGS) has its own locale
-# and iostream state beside torch's and crashes at the first number written to a stream.
-foreach(_swamp_flags CMAKE_SHARED_LINKER_FLAGS CMAKE_MODULE_LINKER_FLAGS CMAKE_CXX_FLAGS)
-  if("${${_swamp_flags}}" MATCHES "-static-libstdc\\+\\+")
-    message(FATAL_ERROR
-      "${_swamp_flags} holds -static-libstdc++ ('${${_swamp_flags}}'): swamp_core must link "
-      "libstdc++ dynamically, as torch does (a second, static copy crashes in iostreams). Unset "
-      "it (check LDFLAGS, CXXFLAGS and CMAKE_ARGS in the environment) and build again.")
-  endif()
-endforeach()

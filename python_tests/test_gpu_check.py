@@ -42,8 +42,17 @@ def test_the_dry_run_writes_both_reports_within_the_file_limit(dry_run):
         assert "error" not in fig, (name, fig)
     assert r["benchmarks"]["prune"]["speedup"] > 0
     assert r["benchmarks"]["rounds"]["resnet20/swamp-4 stacked/vs_imp"] > 0
+    # how the core and the module were linked: the facts the next GPU run must show
+    lk = r["link"]
+    for key in ("core", "module"):
+        assert lk[key]["libstdcxx_defined"] == 0 and lk[key]["needs_shared_libstdcxx"], lk[key]
+    assert lk["toolchain"]["libstdc++.a"].endswith("libstdc++.a"), lk["toolchain"]
+    assert " -o " in lk["link_command"]["core"] and "libstdc++.so" in lk["link_command"]["core"]
+    assert "CMAKE_SHARED_LINKER_FLAGS_RELEASE" in lk["cache"], sorted(lk["cache"])
+    assert "trace" not in lk  # nothing of libstdc++ defined: nothing to trace
     md = (out / "gpu_report.md").read_text()
     assert "## Tests" in md and "## Benchmarks" in md
+    assert "## How the core and the module were linked" in md
     for name in r["benchmarks"]:
         assert f"### {name} — " in md
     assert r["seconds"] <= r["budget_seconds"]

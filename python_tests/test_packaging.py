@@ -41,25 +41,32 @@ def test_torch_version_mismatch_explains_how_to_rebuild(tmp_path):
     assert "--no-build-isolation" in out
 
 
-@pytest.mark.skipif(shutil.which("nm") is None, reason="nm (binutils) not installed")
-def test_the_core_links_libstdcxx_dynamically():
-    # a libstdc++ copied into swamp_core (static linking) has its own locale state beside
-    # torch's and crashes at the first number written to a stream (seen on a GPU machine)
-    lib = sorted(p for p in (Path(swamp_ext.__file__).parent / "lib").glob("libswamp_core.so*")
-                 if not p.is_symlink())
-    if not lib:  # imported from a source checkout: the build folder's copy
-        lib = sorted(p for p in ROOT.glob("build/cp*/csrc/libswamp_core.so*") if not p.is_symlink())
-    assert lib, "libswamp_core not found"
-    syms = subprocess.run(["nm", "-C", "--defined-only", str(lib[0])], capture_output=True,
-                          text=True, check=True).stdout
-    own = [ln for ln in syms.splitlines()
-           if "std::codecvt<" in ln or "std::locale::" in ln or "::_M_insert<" in ln]
-    assert not own, own[:5]
-    # and the check can fail: the symbols it looks for are the ones libstdc++ itself defines
-    std = subprocess.run(["nm", "-C", "-D", "--defined-only",
-                          "/lib/x86_64-linux-gnu/libstdc++.so.6"], capture_output=True, text=True)
-    if std.returncode == 0:
-        assert "std::locale::" in std.stdout
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("nm", "readelf")),
+                    reason="binutils (nm, readelf) not installed")
+def test_the_installed_core_and_module_use_the_shared_libstdcxx():
+    # a libstdc++ copied into swamp_core or _C has its own locale state beside torch's: numbers
+    # vanish from messages or the process crashes (seen on a GPU machine). The installed libraries
+    # are stripped: only their dynamic symbols tell (nm -D), as scripts/linkfacts.py reads them.
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import linkfacts
+
+    libs = linkfacts.installed_libraries(str(Path(swamp_ext.__file__).parent))
+    assert set(libs) == {"core", "module"}, libs
+    for lib in libs.values():
+        assert linkfacts.libstdcxx_copied(lib)[:5] == [], lib
+        assert "libstdc++.so.6" in linkfacts.needed(lib), lib
+    # and the check can fail: what it looks for is what the shared libstdc++ itself defines
+    std = linkfacts.print_file_name("libstdc++.so.6")
+    assert any("codecvt" in s for s in linkfacts.libstdcxx_copied(std))
+
+
+def test_numbers_reach_the_cores_messages():
+    # the symptom of a second libstdc++ here: "Config.rewind_epochs must be in [0, epochs), got "
+    # with the number gone
+    with pytest.raises(ValueError, match=r"rewind_epochs must be in \[0, epochs\), got 5$"):
+        swamp_ext.Config(model="lenet_300_100", epochs=2, rewind_epochs=5)
+    with pytest.raises(ValueError, match=r"prune_ratio must be in \(0, 1\), got 1\.5$"):
+        swamp_ext.Config(model="lenet_300_100", prune_ratio=1.5)
 
 
 def cmake_prefix_path() -> str:

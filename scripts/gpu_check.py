@@ -15,17 +15,17 @@ the logs build.log, tests.log, bench.log: 5 files.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+
+import linkfacts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ["rounds", "run", "zoo", "prune", "dataset"]
@@ -94,7 +94,6 @@ def probe(env: dict) -> dict:
     return info
 
 
-STDLIB_INTERNALS = re.compile(r"std::(codecvt<|locale::|basic_ostream<[^>]*>::_M_insert<)")
 SMOKE = """
 import faulthandler, sys
 faulthandler.enable()
@@ -107,35 +106,38 @@ for dev in sys.argv[1:]:
 """
 
 
-def link_facts(site: str) -> dict:
-    """How the core library was linked: a libstdc++ copied into it (static linking, from flags
-    in the environment or a static library pulled in) crashes at the first iostream use."""
-    facts: dict = {"env": {k: v for k, v in os.environ.items()
-                           if k in ("CC", "CXX") or "FLAGS" in k or "CMAKE" in k
-                           or k.startswith(("LD_", "LIBRARY_PATH"))}}
-    libs = sorted(glob.glob(os.path.join(site, "swamp_ext", "lib", "libswamp_core.so*")))
-    libs = [x for x in libs if not os.path.islink(x)]
-    if not libs:
+def link_facts(site: str, scratch: str) -> dict:
+    """How the core and the module were linked against libstdc++ (scripts/linkfacts.py): a copy
+    of libstdc++.a linked into either crashes at the first number written to a stream. Records
+    what the next GPU run must show, and, where anything of libstdc++ is defined in ours, the
+    relink with -Wl,--trace -Wl,-y that names the archive which supplied it."""
+    facts: dict = {
+        "env": {k: v for k, v in os.environ.items()
+                if k in ("CC", "CXX", "LDFLAGS", "CXXFLAGS", "CMAKE_ARGS", "CMAKE_TOOLCHAIN_FILE",
+                         "LIBRARY_PATH") or "FLAGS" in k or k.startswith(("CMAKE", "LD_"))},
+        "toolchain": {n: linkfacts.print_file_name(n)
+                      for n in ("libstdc++.so", "libstdc++.so.6", "libstdc++.a")},
+    }
+    libs = linkfacts.installed_libraries(os.path.join(site, "swamp_ext"))
+    if "core" not in libs:
         facts["error"] = "libswamp_core not found in the installed package"
-        return facts
-    lib = libs[0]
-    if shutil.which("readelf"):
-        out = subprocess.run(["readelf", "-d", lib], capture_output=True, text=True).stdout
-        facts["needed"] = re.findall(r"Shared library: \[([^\]]+)\]", out)
-    if shutil.which("nm"):
-        out = subprocess.run(["nm", "-C", "--defined-only", lib], capture_output=True,
-                             text=True).stdout
-        own = [ln.split(" ", 2)[-1] for ln in out.splitlines() if STDLIB_INTERNALS.search(ln)]
-        facts["libstdcxx_defined_in_core"] = len(own)
-        facts["libstdcxx_examples"] = own[:5]
-    for ninja in glob.glob(os.path.join(ROOT, "build", "cp*", "build.ninja")):
-        with open(ninja, errors="replace") as f:
-            text = f.read()
-        m = re.search(r"build csrc/libswamp_core\S*:.*?\n((?:  .*\n)+)", text)
-        if m:
-            for ln in m.group(1).splitlines():
-                if ln.strip().startswith(("LINK_LIBRARIES", "LINK_FLAGS")):
-                    facts.setdefault("link_line", []).append(ln.strip()[:2000])
+    if shutil.which("nm") and shutil.which("readelf"):
+        for key, lib in libs.items():
+            facts[key] = linkfacts.library_facts(lib)
+    else:
+        facts["error"] = "nm / readelf (binutils) not installed: the libraries were not inspected"
+    for build in linkfacts.build_dirs(ROOT):
+        facts["cache"] = linkfacts.cache_flags(build)
+        for key, target in (("core", "swamp_core"), ("module", "_C")):
+            output = linkfacts.link_output(build, target)
+            cmd = linkfacts.link_command(build, output) if output else None
+            if cmd:
+                facts.setdefault("link_command", {})[key] = cmd[:4000]
+            lib = libs.get(key)
+            if cmd and lib and facts.get(key, {}).get("libstdcxx_defined"):
+                sym = linkfacts.libstdcxx_copied(lib, mangled=True)[0]
+                facts.setdefault("trace", {})[key] = linkfacts.trace_symbol(
+                    build, cmd, output, sym, scratch)
     return facts
 
 
@@ -226,11 +228,13 @@ def main() -> int:
         say(f"build: {'ok' if st['ok'] else 'FAILED (' + st['why'] + ')'} in {st['seconds']} s")
     if site:
         env["PYTHONPATH"] = site + os.pathsep + env.get("PYTHONPATH", "")
-        report["link"] = link_facts(site)
-        n = report["link"].get("libstdcxx_defined_in_core", 0)
-        if n:
-            say(f"warning: libswamp_core defines {n} libstdc++ internals (a static libstdc++ "
-                "copy): see link in gpu_report.json")
+        report["link"] = link_facts(site, scratch)
+        for key in ("core", "module"):
+            lk = report["link"].get(key, {})
+            if lk.get("libstdcxx_defined") or lk.get("needs_shared_libstdcxx") is False:
+                say(f"warning: the {key} defines {lk.get('libstdcxx_defined')} libstdc++ symbols, "
+                    f"NEEDED {lk.get('needed')}: a static libstdc++ copy; see link in "
+                    "gpu_report.json (trace names the archive)")
 
     # ---- smoke: one tiny run per device; a crash is run again under a debugger ----
     devices = ["cpu"] + (["cuda"] if a.device == "cuda" else [])
@@ -331,11 +335,16 @@ def write_markdown(path: str, r: dict, tables: dict, logs: dict) -> None:
                      f"| {s.get('seconds', '')} |")
     lk = r.get("link")
     if lk:
-        lines += ["", "## How the core was linked", "",
-                  f"- NEEDED: {', '.join(lk.get('needed', []))}",
-                  f"- libstdc++ internals defined in libswamp_core: "
-                  f"{lk.get('libstdcxx_defined_in_core', '?')} {lk.get('libstdcxx_examples', '')}",
-                  f"- build environment: {lk.get('env')}"]
+        lines += ["", "## How the core and the module were linked", ""]
+        for key in ("core", "module"):
+            f = lk.get(key, {})
+            lines.append(f"- {key}: NEEDED {', '.join(f.get('needed', []))}; libstdc++ symbols "
+                         f"defined: {f.get('libstdcxx_defined', '?')} "
+                         f"{f.get('libstdcxx_examples', '')}")
+        lines += [f"- toolchain: {lk.get('toolchain')}", f"- build environment: {lk.get('env')}",
+                  f"- linker/compiler flags in the cache: {lk.get('cache')}"]
+        for key, text in lk.get("trace", {}).items():
+            lines += [f"- relink of the {key} with --trace -y:", "", "```", text, "```"]
     t = r.get("tests", {})
     lines += ["", "## Tests", "",
               f"{t.get('passed', 0)} passed, {t.get('failed', 0)} failed, "
