@@ -63,8 +63,18 @@ def main() -> None:
                    help="rounds of the whole run (0: skip it)")
     p.add_argument("--repeats", type=int, default=3,
                    help="repeats of the short measurements (the fastest is reported)")
+    p.add_argument("--only", choices=["all", "run", "overhead"], default="all",
+                   help="run: the whole-run comparison only; overhead: the per-round cost "
+                        "outside training only")
     a = p.parse_args()
     data = swamp_ext.datasets.load("mnist5k")
+    if a.only == "overhead":
+        round_overhead(a, data)
+        return
+    if a.only == "run":
+        whole_run(a, data)
+        round_overhead(a, data)
+        return
     base = dict(model=a.model, epochs=a.epochs, particles=a.particles, seed=0)
     print(f"{a.model} on mnist5k, {a.particles} particles, {a.epochs} epochs/round, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -109,7 +119,12 @@ def main() -> None:
 
     if a.rounds == 0:
         return
+    whole_run(a, data)
+    round_overhead(a, data)
 
+
+def whole_run(a, data) -> None:
+    base = dict(model=a.model, epochs=a.epochs, particles=a.particles, seed=0)
     cfg = swamp_ext.Config(**base, method="swamp", rounds=a.rounds)
     t_ours, rounds = ours(cfg, data)
     t0 = time.perf_counter()
@@ -120,6 +135,23 @@ def main() -> None:
     print(f"whole run ({a.rounds} rounds, to {100 * rounds[-1].sparsity:.1f}% sparsity): ours "
           f"{t_ours:.1f}s, reference {t_r:.1f}s -> reference/ours {t_r / t_ours:.2f}x; mean "
           f"accuracy over rounds ours {100 * acc_ours:.2f}%, reference {100 * acc_ref:.2f}%")
+
+
+def round_overhead(a, data) -> None:
+    """What a round costs outside training: a SWAMP run whose training is one step per epoch
+    (128 training images, batch 128), so that each round is almost only the work around it:
+    the boundary's calls and callbacks, evaluation on 128 images, averaging, pruning, records."""
+    tiny = swamp_ext.datasets.from_arrays(data.x_train[:128], data.y_train[:128],
+                                          data.x_test[:128], data.y_test[:128],
+                                          num_classes=data.num_classes, name="mnist5k[:128]")
+    rounds = max(a.rounds, 16)
+    cfg = swamp_ext.Config(model=a.model, method="swamp", particles=a.particles, rounds=rounds,
+                           epochs=4, rewind_epochs=1, seed=0)
+    best = float("inf")
+    for _ in range(a.repeats):
+        best = min(best, ours(cfg, tiny)[0])
+    print(f"per-round cost outside training ({rounds} rounds of {a.particles} particles x 4 "
+          f"one-step epochs, best of {a.repeats}): {1e3 * best / rounds:.1f} ms a round")
 
 
 if __name__ == "__main__":
