@@ -59,10 +59,10 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="precision='bf16' on a CPU")
     warnings.filterwarnings("ignore", message="precision='fp16' on a CPU")
     data = swamp_ext.datasets.load(a.dataset)
-    auto = {prec: swamp_ext._C.channels_last_on(
-        swamp_ext.Config(model=a.model, precision=prec).to_cpp(), list(data.input_shape),
-        data.num_classes) for prec in AMP}
-    print(f"{machine('cpu')}; bf16 instructions: {swamp_ext.engine.cpu_has_native_bf16()}; "
+    auto = {prec: swamp_ext.running.plan_of(
+        swamp_ext.Config(model=a.model, precision=prec), data.input_shape,
+        data.num_classes).channels_last for prec in AMP}
+    print(f"{machine('cpu')}; bf16 instructions: {swamp_ext.precision.cpu_has_native_bf16()}; "
           f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}; "
           f"channels_last auto picks: {auto}")
     print(f"{a.model} on {a.dataset}, SWAMP-{a.particles}, {a.rounds} rounds of 50% pruning, "

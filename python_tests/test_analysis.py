@@ -367,11 +367,11 @@ def test_tensorboard_scalars_read_back(tmp_path, digits):
 
 
 def test_progress_line_shows_the_last_accuracy_and_an_eta():
-    from swamp_ext.engine import _TerminalProgress
+    from swamp_ext.progress import TerminalProgress
 
     out = io.StringIO()
     cfg = swamp_ext.Config(method="swamp", particles=2, rounds=3, epochs=4)
-    bar = _TerminalProgress(cfg, out)
+    bar = TerminalProgress(cfg, [2, 2, 2], out)
     P = SimpleNamespace
     bar(P(round=-1, particle=-1, particles=1, epoch=1, epochs=1, loss=2.0, lr=0.1))
     assert "ticket" in out.getvalue() and "ETA" not in out.getvalue()

@@ -16,7 +16,8 @@ from torch import nn
 
 import swamp_ext
 from swamp_ext import _C, Config, datasets, run_imp, testing
-from swamp_ext.engine import cpu_has_native_bf16
+from swamp_ext.precision import cpu_has_native_bf16
+from swamp_ext.running import plan_of
 
 CL = torch.channels_last
 
@@ -124,7 +125,7 @@ def test_the_choice_is_recorded_saved_and_resumed(digits, tmp_path):
 def test_auto_picks_by_model_precision_and_device():
     def on(model, **kw):
         cfg = Config(model=model, **kw)
-        return _C.channels_last_on(cfg.to_cpp(), [1, 8, 8], 10)
+        return plan_of(cfg, [1, 8, 8], 10).channels_last
 
     assert on("conv4") is False  # fp32
     assert on("lenet_300_100", precision="bf16") is False  # no convolution

@@ -439,7 +439,7 @@ def test_channels_last_on_the_device_keeps_the_logical_order(device, digits):
     # same masks up to float rounding, everything stored contiguous and exact
     cfg = dict(model="conv4_small", precision="bf16", rounds=2)
     auto = run(small(device, **cfg), digits)
-    want = device == "cuda" or swamp_ext.engine.cpu_has_native_bf16()
+    want = device == "cuda" or swamp_ext.precision.cpu_has_native_bf16()
     assert auto.channels_last is want
     on = auto if want else run(small(device, channels_last=True, **cfg), digits)
     off = run(small(device, channels_last=False, **cfg), digits)

@@ -173,6 +173,11 @@ def test_type_stub_lists_every_public_binding():
         elif name not in top:
             missing.append(f"_C.{name}")
     assert not missing, "bindings missing from swamp_ext/_C.pyi: " + ", ".join(missing)
+    # the round record's stub follows the core's one list of its fields, in order
+    stub_fields = [n.target.id for n in next(
+        c for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "RoundResult").body
+        if isinstance(n, ast.AnnAssign)]
+    assert stub_fields == [f["name"] for f in swamp_ext._C.round_fields()]
 
 
 def test_an_isolated_build_says_how_to_build(tmp_path):

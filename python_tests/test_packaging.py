@@ -184,7 +184,7 @@ def test_cpp_program_prunes_its_own_module_on_data_written_by_python(cpp_example
     assert all(torch.equal(tensors[k], other[k]) for k in tensors)
     # mixed precision from C++: bf16 autocast, fp32 weights and exact masks written; channels-last
     # as auto decides it for this CPU
-    from swamp_ext.engine import cpu_has_native_bf16
+    from swamp_ext.precision import cpu_has_native_bf16
 
     mixed = subprocess.run([str(cpp_examples / "prune_my_net"), str(tmp_path / "data.safetensors"),
                             str(tmp_path / "bf16"), "2", "2", "bf16"], capture_output=True,

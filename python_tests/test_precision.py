@@ -188,7 +188,7 @@ def test_fp32_checkpoint_refuses_a_bf16_resume_by_name(digits, tmp_path):
 
 
 def test_bf16_warns_on_a_cpu_without_bf16_instructions(digits, monkeypatch):
-    from swamp_ext import engine
+    from swamp_ext import precision as engine
 
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(RuntimeWarning, match="without bf16 instructions"):

@@ -92,6 +92,6 @@ def test_a_mixed_precision_recipe_reaches_the_run(tmp_path):
     assert p.returncode == 0, p.stderr
     saved = json.loads((tmp_path / "r" / "results.json").read_text())
     assert saved["config"]["precision"] == "bf16" and saved["config"]["channels_last"] == "auto"
-    assert saved["channels_last"] is swamp_ext.engine.cpu_has_native_bf16()  # auto, conv model
+    assert saved["channels_last"] is swamp_ext.precision.cpu_has_native_bf16()  # auto, conv model
     state = swamp_ext.load_run(tmp_path / "r").state_dict()
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())

@@ -34,6 +34,39 @@ def crafted(run_dir, tmp_path, edit):
     return d
 
 
+def _out_of_bounds(f: dict):
+    """A value of field f that its kind or bounds refuse (written here from the kind)."""
+    if f["kind"] == "count":
+        return int(f["hi"]) + 1 if f["hi"] < 2**62 else "many"
+    if f["kind"] in ("figure", "optional_figure"):
+        return f["hi"] + 1 if f["hi"] < float("inf") else "a word"
+    if f["kind"] == "per_particle":
+        return [f["hi"] + 1 if f["hi"] < float("inf") else "x"] * 2
+    return {"fc1.weight": f["hi"] + 1}
+
+
+@pytest.mark.parametrize("f", swamp_ext._C.round_fields(), ids=lambda f: f["name"])
+def test_every_field_of_the_round_record_is_checked_by_its_kind_and_bounds(run_dir, tmp_path, f):
+    """The strict reader follows the core's one list of the round record's fields: a value out of
+    a field's bounds (or of the wrong type) is refused naming that field, and a required field
+    that is missing is named too."""
+    d = crafted(run_dir, tmp_path, lambda s: s["rounds"][0].update({f["name"]: _out_of_bounds(f)}))
+    with pytest.raises(ValueError, match=rf"rounds\[0\]\.{f['name']}"):
+        load_run(d)
+    if f["required"]:
+        d2 = crafted(run_dir, tmp_path / "missing", lambda s: s["rounds"][0].pop(f["name"]))
+        with pytest.raises(ValueError, match=rf"rounds\[0\] lacks .*{f['name']}"):
+            load_run(d2)
+
+
+def test_the_python_record_follows_the_cores_field_list(run_dir):
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(swamp_ext.RoundRecord)]
+    assert names == [f["name"] for f in swamp_ext._C.round_fields()]
+    assert list(json.loads((run_dir / "results.json").read_text())["rounds"][0]) == names
+
+
 def test_a_well_formed_folder_loads(run_dir):
     res = load_run(run_dir)
     assert len(res.rounds) == 2 and res.round(1).particles
@@ -69,7 +102,7 @@ def test_nan_deep_and_huge_files_are_refused_by_name(run_dir, tmp_path):
     with pytest.raises(ValueError, match="nests deeper"):
         load_run(d)
     with open(d / "results.json", "wb") as f:
-        f.truncate(swamp_ext.strict.MAX_JSON_BYTES + 10)
+        f.truncate(swamp_ext.run_folder.strict.MAX_JSON_BYTES + 10)
     with pytest.raises(ValueError, match="larger than"):
         load_run(d)
 
@@ -88,7 +121,7 @@ def test_a_fifo_or_a_device_is_never_read(run_dir, tmp_path):
 
 def test_a_round_file_claiming_too_many_particles_is_refused(run_dir, tmp_path):
     from swamp_ext import _C
-    from swamp_ext.runs import round_path
+    from swamp_ext.run_folder.rounds import round_path
 
     d = crafted(run_dir, tmp_path, lambda s: None)
     path = round_path(d, 1)
@@ -186,7 +219,7 @@ import torch
 torch.set_num_threads(1)
 import swamp_ext
 from swamp_ext import export, load_run, report
-from swamp_ext.runs import read_round
+from swamp_ext.run_folder.rounds import read_round
 
 out = []
 for job in json.load(open(sys.argv[1])):
@@ -197,7 +230,7 @@ for job in json.load(open(sys.argv[1])):
             export.load_csr(job["path"])
         else:  # an analysis file: show lists it, plot draws it
             report._saved_analyses(job["dir"])
-            swamp_ext.strict.read_json(job["path"], allow_nan=True)
+            swamp_ext.run_folder.strict.read_json(job["path"], allow_nan=True)
         out.append([job["id"], "ok", ""])
     except (ValueError, FileNotFoundError) as e:
         out.append([job["id"], type(e).__name__, str(e)[:300]])
@@ -225,7 +258,7 @@ def test_fuzzed_round_csr_and_analysis_files_are_refused_by_name(run_dir, tmp_pa
     import random
 
     from swamp_ext import analysis, export
-    from swamp_ext.runs import round_path
+    from swamp_ext.run_folder.rounds import round_path
 
     rng = random.Random(1)
     res = load_run(run_dir)

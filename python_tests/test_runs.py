@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import swamp_ext
-from swamp_ext.runs import pack_bits, unpack_bits
+from swamp_ext.run_folder.rounds import pack_bits, unpack_bits
 
 
 @pytest.fixture(scope="module")

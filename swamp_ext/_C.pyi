@@ -116,7 +116,7 @@ def validate_dataset(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch
                      std: list[float], min_train: int = 1) -> None: ...
 def ensure_writable_dir(dir: str, what: str) -> None: ...
 
-class RoundResult:
+class RoundResult:  # the fields of SWAMP_ROUND_FIELDS, in order (test_docs checks)
     round: int
     particles: int
     sparsity: float
@@ -127,16 +127,19 @@ class RoundResult:
     test_nll: float
     ensemble_acc: float
     ensemble_nll: float
-    test_ece: float
-    ensemble_ece: float
     particle_acc: list[float]
     particle_nll: list[float]
     layer_density: list[tuple[str, float]]
     train_loss: float
     seconds: float
+    test_ece: float
+    ensemble_ece: float
     skipped_steps: int
     processes: int
     processes_per_particle: int
+    def __init__(self) -> None: ...
+
+def round_fields() -> list[dict[str, Any]]: ...
 
 class Progress:
     round: int
@@ -147,27 +150,59 @@ class Progress:
     loss: float
     lr: float
 
-def run_imp(
-    config: Config, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
-    y_test: torch.Tensor, num_classes: int, mean: list[float], std: list[float],
-    on_round: Optional[Callable[[RoundResult], None]] = None,
-    on_epoch: Optional[Callable[[Progress], None]] = None,
-    on_restore: Optional[Callable[[list[RoundResult]], None]] = None,
-    checkpoint_dir: str = "", checkpoint_every: int = 1, fresh: bool = False,
-    loss_sync_every: int = 0,
-    on_ticket: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
-    on_models: Optional[Callable[[int, list[dict[str, torch.Tensor]], dict[str, torch.Tensor],
-                                  dict[str, torch.Tensor]], None]] = None,
-    model: Optional[Any] = None,
-    feeder: Optional[Any] = None,
-    process_group: str = "",
-    dist_timeout_s: float = 1800.0,
-    models_with_particles: bool = True,
-    subgroups: list[tuple[list[int], str]] = ...,
-) -> tuple[list[RoundResult], dict[str, torch.Tensor], dict[str, torch.Tensor], bool]: ...
-def channels_last_on(config: Config, input_shape: list[int], num_classes: int,
-                     model: Optional[Any] = None) -> bool: ...
-def particles_in_round(config: Config, round: int) -> int: ...
+class RunPlan:
+    particles: list[int]
+    swa: bool
+    channels_last: bool
+    precision: str
+    device: str
+    @property
+    def max_particles(self) -> int: ...
+
+class RoundModels:
+    round: int
+    particles: list[dict[str, torch.Tensor]]
+    average: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+
+class Hooks:
+    on_round: Optional[Callable[[RoundResult], None]]
+    on_epoch: Optional[Callable[[Progress], None]]
+    on_ticket: Optional[Callable[[dict[str, torch.Tensor]], None]]
+    on_models: Optional[Callable[[RoundModels], None]]
+    models_with_particles: bool
+    on_restore: Optional[Callable[[list[RoundResult]], None]]
+    loss_sync_every: int
+    def __init__(self) -> None: ...
+
+class CheckpointOptions:
+    dir: str
+    every_epochs: int
+    fresh: bool
+    def __init__(self) -> None: ...
+
+class RunResult:
+    plan: RunPlan
+    channels_last: bool
+    rounds: list[RoundResult]
+    masks: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor]
+
+class RunRequest:
+    config: Config
+    feeder: Any
+    hooks: Hooks
+    checkpoint: CheckpointOptions
+    def __init__(self, config: Config, input_shape: list[int], num_classes: int,
+                 model: Any = None) -> None: ...
+    def set_tensors(self, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                    y_test: torch.Tensor, mean: list[float], std: list[float]) -> None: ...
+    def set_processes(self, process_group: str, timeout_s: float,
+                      subgroups: list[tuple[list[int], str]]) -> None: ...
+    def plan(self) -> RunPlan: ...
+
+def run(request: RunRequest) -> RunResult: ...
+def particles_per_round(config: Config) -> list[int]: ...
 def data_parallel_groups(world: int, particles: int) -> list[list[int]]: ...
 
 class _Io:

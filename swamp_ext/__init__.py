@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import torch  # noqa: F401  (must be imported before the compiled module)
-
-from ._loader import load_core
-
-_C = load_core(__path__)
-
-from . import analysis, callbacks, datasets, distributed, models, modules, ops, report, testing  # noqa: E402,E501
-from .config import Config  # noqa: E402
-from .engine import (  # noqa: E402
-    Result,
-    RoundModels,
-    RoundRecord,
-    TrainingDivergedError,
-    load_run,
-    run_imp,
-)
+from . import analysis, callbacks, datasets, distributed, models, modules, ops, report, testing  # noqa: I001,E501
+from ._core import _C
+from .config import Config
+from .results import Result, RoundModels, RoundRecord, TrainingDivergedError
+from .run_folder import load_run
+from .running import run_imp
 
 __version__: str = _C.version()
 

@@ -98,6 +98,7 @@ def _print_round(r: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     import swamp_ext
     from swamp_ext import distributed
+    from swamp_ext.running import plan_of
 
     primary = True
     try:
@@ -126,8 +127,7 @@ def _run(args: argparse.Namespace) -> int:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         spread = f", particles spread over {distributed.describe_layout(world, cfg)}"
     try:
-        layout = swamp_ext._C.channels_last_on(cfg.to_cpp(), list(data.input_shape),
-                                               data.num_classes)
+        layout = plan_of(cfg, data.input_shape, data.num_classes).channels_last
     except ValueError as e:
         print(f"swamp-ext: error: {e}", file=sys.stderr)
         return 2
@@ -190,7 +190,7 @@ def _run_data(result: Any, args: argparse.Namespace) -> Any:
 
 
 def _save_analysis(run_dir: str, name: str, obj: Any) -> str:
-    from .engine import write_json
+    from .run_folder import write_json
 
     folder = os.path.join(run_dir, "analysis")
     os.makedirs(folder, exist_ok=True)

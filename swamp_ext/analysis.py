@@ -27,10 +27,21 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 
-from . import _C
+from ._core import _C
 
 __all__ = ["Overlap", "Path", "Trace", "barrier", "ensemble_scores", "hessian_trace",
            "imp_ensemble", "linear_path", "mask_overlap"]
+
+
+def _feeder_and_tensors(data: Any, device: str) -> tuple[Optional[Any], tuple]:
+    """What the core takes for ``data``: a TorchData's feeder (to start before the core's
+    threads; None for tensors) and the four data tensors (empty for a feeder)."""
+    from .pipeline import TorchData
+
+    if isinstance(data, TorchData):
+        empty = torch.empty(0)
+        return data.feeder(device), (empty, empty.long(), empty, empty.long())
+    return None, (data.x_train, data.y_train, data.x_test, data.y_test)
 
 
 # ---- setup ------------------------------------------------------------------------------------
@@ -38,8 +49,8 @@ __all__ = ["Overlap", "Path", "Trace", "barrier", "ensemble_scores", "hessian_tr
 def _setup(result: Any, data: Any, device: Optional[str] = None) -> Iterator[Any]:
     """The core's view of a run's model and data (a TorchData's loader running meanwhile)."""
     from .datasets import Dataset
-    from .engine import Result, _core_data
     from .pipeline import TorchData
+    from .results import Result
 
     if not isinstance(result, Result):
         raise TypeError(f"expected a swamp_ext Result (run_imp / load_run), got "
@@ -59,7 +70,7 @@ def _setup(result: Any, data: Any, device: Optional[str] = None) -> Iterator[Any
     cfg = result.config.to_cpp()
     if device is not None:
         cfg.device = device
-    feeder, tensors = _core_data(data, cfg.device)
+    feeder, tensors = _feeder_and_tensors(data, cfg.device)
     try:
         if feeder is not None:
             feeder.start()
@@ -229,8 +240,10 @@ def imp_ensemble(runs: Sequence[Any], data: Any, out_dir: Union[str, os.PathLike
     equal sparsity). Returns a Result whose records hold the ensemble's figures (``particles``:
     the number of members, ``particle_acc``: theirs); with ``out_dir`` also written as a run
     folder (results.json) that ``swamp-ext compare`` / ``plot`` read as ``imp_ensemble(N)``."""
-    from .engine import Result, RoundRecord, _results_json, write_json
     from .report import setup_of
+    from .results import Result, RoundRecord
+    from .run_folder import results_json as _results_json
+    from .run_folder import write_json
 
     runs = list(runs)
     if len(runs) < 2:

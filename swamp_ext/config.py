@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from . import _C
+from ._core import _C
 
 METHODS = ("imp", "imp_swa", "swamp", "swamp_plus")
 SCHEDULES = ("cosine", "step", "constant")

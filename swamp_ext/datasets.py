@@ -35,7 +35,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from . import _C
+from ._core import _C
 from .pipeline import TorchData, _is_tensor_layout, _layout, _mix, _Samples, _Task
 
 __all__ = ["Dataset", "TorchData", "from_arrays", "from_torch", "load", "names"]

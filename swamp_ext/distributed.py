@@ -123,10 +123,9 @@ def _name(process_group: Any) -> str:
 def describe_layout(world: int, config: Any) -> str:
     """How a run's rounds spread over ``world`` processes, in words: e.g. "2 processes; rounds of
     1 particle: 2 processes per particle (data parallel); rounds of 4: 2 particles per process"."""
-    from . import _C
+    from ._core import _C
 
-    cfg = config.to_cpp()
-    counts = sorted({_C.particles_in_round(cfg, r) for r in range(config.rounds)})
+    counts = sorted(set(_C.particles_per_round(config.to_cpp())))
     parts = []
     for n in counts:
         groups = _C.data_parallel_groups(world, n)
@@ -145,20 +144,22 @@ def describe_layout(world: int, config: Any) -> str:
     return f"{world} processes; " + "; ".join(parts)
 
 
-def data_parallel_subgroups(group: Group, config: Any,
-                            timeout_s: float = DEFAULT_TIMEOUT_S) -> list[tuple[list[int], str]]:
+def data_parallel_subgroups(group: Group, config: Any, timeout_s: float = DEFAULT_TIMEOUT_S,
+                            particles: Optional[list[int]] = None
+                            ) -> list[tuple[list[int], str]]:
     """The process groups of the processes that train one particle together (data parallel
     inside a particle: a round of n < P particles on P processes, groups of P // n; see
     ``_C.data_parallel_groups``), made with ``torch.distributed.new_group`` by every process
     (as c10d wants) for every particle count the run's rounds have. Returns the (ranks, name) of
     those this process is in, for the C++ core. A group of one process, or of all of them, needs
-    none (the run's own group serves)."""
+    none (the run's own group serves). particles: of each round (the run's plan)."""
     import torch.distributed as dist
 
-    from . import _C
+    from ._core import _C
 
-    cfg = config.to_cpp()
-    counts = sorted({1} | {_C.particles_in_round(cfg, r) for r in range(config.rounds)})
+    if particles is None:  # the run's plan gives them; asked of the core otherwise
+        particles = _C.particles_per_round(config.to_cpp())
+    counts = sorted({1} | set(particles))
     wanted = []
     for n in counts:
         if n >= group.size:

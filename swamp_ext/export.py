@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from . import _C
+from ._core import _C
 
 FORMATS = ("safetensors", "torch", "onnx", "csr")
 CSR_FORMAT = "swamp_ext-csr-1"

@@ -406,7 +406,7 @@ def read_image_folder(root: str, image_size: Optional[int] = None,
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
         raise ValueError("imagefolder: train and val images differ in size; pass image_size=N")
     try:
-        from . import _C
+        from ._core import _C
 
         _C.io.save_safetensors(
             cache, {k: out[k] for k in ("x_train", "y_train", "x_test", "y_test")},
@@ -436,7 +436,7 @@ def _read_cache(cache: str, signature: str, classes: list[str], tr_labels: list[
     again."""
     if not os.path.isfile(cache):
         return None
-    from . import _C
+    from ._core import _C
 
     try:
         tensors, meta = _C.io.load_safetensors(cache)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _C
+from ._core import _C
 
 __all__ = ["create", "forward", "names", "to_torch", "train_throughput"]
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from . import _C
+from ._core import _C
 
 __all__ = ["Prunable", "default_prunable"]
 

@@ -6,7 +6,7 @@ from typing import Literal, Optional, Sequence
 
 import torch
 
-from . import _C
+from ._core import _C
 
 Backend = Literal["auto", "native", "aten"]
 

@@ -118,8 +118,8 @@ def barrier_files(run_dirs: Sequence[str]) -> list[str]:
 
 def barrier(files: Sequence[str], fig: Any) -> None:
     """Draws saved barrier paths (test loss along the line) onto ``fig``."""
-    from . import strict
     from .analysis import Path
+    from .run_folder import strict
 
     if not files:
         raise ValueError("no barrier analyses in these runs: run `swamp-ext analyze barrier "
@@ -150,7 +150,7 @@ def plot(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.PathLik
          kind: str = "accuracy", title: str = "") -> str:
     """Draws ``kind`` (accuracy | layers | barrier) for the run folders into ``out`` (png, pdf,
     svg: by its extension). Returns the path written."""
-    from .engine import load_run
+    from .run_folder import load_run
 
     if kind not in KINDS:
         raise ValueError(f"plot: kind must be one of {', '.join(KINDS)}, got {kind!r}")

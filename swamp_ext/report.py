@@ -54,7 +54,7 @@ def _saved_analyses(run_dir: Optional[str]) -> list[str]:
     import glob
     import os
 
-    from . import strict
+    from .run_folder import strict
 
     if not run_dir:
         return []

@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from . import _C
+from ._core import _C
 
 __all__ = ["conv2d_forward", "crash_in_checkpoint_write", "lanes_probe",
            "particles_forward_backward", "read_checkpoint", "reseal_checkpoint",

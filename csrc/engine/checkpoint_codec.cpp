@@ -357,23 +357,63 @@ std::string check_of(const std::string& body) {
 }
 }  // namespace
 
+// A round record as text, one field=value line each (SWAMP_ROUND_FIELDS); a per-particle field
+// repeats its line for each particle; the per-layer densities are "layer=<density> <name>" lines.
+namespace {
+void put(std::ostringstream& o, const char* k, int64_t v) { o << "\n" << k << "=" << v; }
+void put(std::ostringstream& o, const char* k, double v) { o << "\n" << k << "=" << exact_text(v); }
+void put(std::ostringstream& o, const char* k, const std::vector<double>& v) {
+  for (double x : v) o << "\n" << k << "=" << exact_text(x);
+}
+void put(std::ostringstream& o, const char*, const std::vector<std::pair<std::string, double>>& v) {
+  for (const auto& kv : v) o << "\n" << "layer=" << exact_text(kv.second) << " " << kv.first;
+}
+
+double number_of(const std::string& k, const std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  TORCH_CHECK(!v.empty() && end == v.c_str() + v.size(), "has a malformed ", k, " (",
+              io::printable(v), ")");
+  return d;
+}
+// Reads one line's value into the field; false where the field takes one line only and had it.
+bool take(const std::string& k, const std::string& v, bool first, int64_t& f) {
+  char* end = nullptr;
+  errno = 0;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  TORCH_CHECK(!v.empty() && end == v.c_str() + v.size() && errno == 0, "has a malformed ", k, " (",
+              io::printable(v), ")");
+  f = x;
+  return first;
+}
+bool take(const std::string& k, const std::string& v, bool first, double& f) {
+  f = number_of(k, v);
+  return first;
+}
+bool take(const std::string& k, const std::string& v, bool, std::vector<double>& f) {
+  f.push_back(number_of(k, v));
+  return true;
+}
+bool take(const std::string& k, const std::string& v, bool,
+          std::vector<std::pair<std::string, double>>& f) {
+  const auto sp = v.find(' ');
+  TORCH_CHECK(sp != std::string::npos, "has a malformed layer line");
+  f.emplace_back(v.substr(sp + 1), number_of(k, v.substr(0, sp)));
+  return true;
+}
+void not_computed(double& v) { v = std::numeric_limits<double>::quiet_NaN(); }
+template <class T>
+void not_computed(T&) {}
+// The key a field's lines carry: its name, but "layer" for the per-layer densities.
+std::string line_key(const RoundField& f) { return f.kind == "per_layer" ? "layer" : f.name; }
+}  // namespace
+
 std::string encode_round(const RoundResult& r) {
   std::ostringstream o;
-  o << "round=" << r.round << "\nparticles=" << r.particles << "\nremaining=" << r.remaining
-    << "\nprunable=" << r.prunable << "\nskipped_steps=" << r.skipped_steps
-    << "\nprocesses=" << r.processes << "\nprocesses_per_particle=" << r.processes_per_particle;
-  const std::pair<const char*, double> ds[] = {
-      {"sparsity", r.sparsity},         {"sparsity_all", r.sparsity_all},
-      {"test_acc", r.test_acc},         {"test_nll", r.test_nll},
-      {"ensemble_acc", r.ensemble_acc}, {"ensemble_nll", r.ensemble_nll},
-      {"train_loss", r.train_loss},     {"seconds", r.seconds},
-      {"test_ece", r.test_ece},         {"ensemble_ece", r.ensemble_ece}};
-  for (const auto& d : ds) o << "\n" << d.first << "=" << exact_text(d.second);
-  for (double v : r.particle_acc) o << "\nparticle_acc=" << exact_text(v);
-  for (double v : r.particle_nll) o << "\nparticle_nll=" << exact_text(v);
-  for (const auto& kv : r.layer_density)
-    o << "\nlayer=" << exact_text(kv.second) << " " << kv.first;
-  const std::string body = o.str();
+#define SWAMP_ROUND_PUT(kind, name, init, lo, hi, required, doc) put(o, #name, r.name);
+  SWAMP_ROUND_FIELDS(SWAMP_ROUND_PUT)
+#undef SWAMP_ROUND_PUT
+  const std::string body = o.str().substr(1);  // without the first line break
   return body + kCheck + check_of(body);
 }
 
@@ -384,31 +424,11 @@ RoundResult decode_round(const std::string& s) {
   TORCH_CHECK(s.substr(at + std::strlen(kCheck)) == check_of(body),
               "does not match its check line (edited?)");
   RoundResult r;
-  const std::map<std::string, int64_t RoundResult::*> ints = {
-      {"round", &RoundResult::round},
-      {"particles", &RoundResult::particles},
-      {"remaining", &RoundResult::remaining},
-      {"prunable", &RoundResult::prunable},
-      {"skipped_steps", &RoundResult::skipped_steps},
-      {"processes", &RoundResult::processes},
-      {"processes_per_particle", &RoundResult::processes_per_particle}};
-  const std::map<std::string, double RoundResult::*> doubles = {
-      {"sparsity", &RoundResult::sparsity},         {"sparsity_all", &RoundResult::sparsity_all},
-      {"test_acc", &RoundResult::test_acc},         {"test_nll", &RoundResult::test_nll},
-      {"ensemble_acc", &RoundResult::ensemble_acc}, {"ensemble_nll", &RoundResult::ensemble_nll},
-      {"train_loss", &RoundResult::train_loss},     {"seconds", &RoundResult::seconds},
-      {"test_ece", &RoundResult::test_ece},         {"ensemble_ece", &RoundResult::ensemble_ece}};
-  // fields a record of an earlier swamp_ext lacks (its figures were not computed then)
-  const std::set<std::string> later = {"test_ece", "ensemble_ece", "skipped_steps", "processes",
-                                       "processes_per_particle"};
-  r.test_ece = r.ensemble_ece = std::numeric_limits<double>::quiet_NaN();
-  auto number = [](const std::string& k, const std::string& v) {
-    char* end = nullptr;
-    const double d = std::strtod(v.c_str(), &end);
-    TORCH_CHECK(!v.empty() && end == v.c_str() + v.size(), "has a malformed ", k, " (",
-                io::printable(v), ")");
-    return d;
-  };
+  // fields a record of an earlier swamp_ext lacks read as their defaults (figures: not computed)
+#define SWAMP_ROUND_LATER(kind, name, init, lo, hi, required, doc) \
+  if (std::string(#kind) == "optional_figure" && !(required)) not_computed(r.name);
+  SWAMP_ROUND_FIELDS(SWAMP_ROUND_LATER)
+#undef SWAMP_ROUND_LATER
   std::set<std::string> seen;
   std::istringstream in(body);
   std::string line;
@@ -416,32 +436,22 @@ RoundResult decode_round(const std::string& s) {
     const auto eq = line.find('=');
     TORCH_CHECK(eq != std::string::npos, "has a line that is not field=value");
     const std::string k = line.substr(0, eq), v = line.substr(eq + 1);
-    if (auto i = ints.find(k); i != ints.end()) {
-      TORCH_CHECK(seen.insert(k).second, "has ", k, " twice");
-      char* end = nullptr;
-      errno = 0;
-      const long long x = std::strtoll(v.c_str(), &end, 10);
-      TORCH_CHECK(!v.empty() && end == v.c_str() + v.size() && errno == 0, "has a malformed ", k,
-                  " (", io::printable(v), ")");
-      r.*(i->second) = x;
-    } else if (auto f = doubles.find(k); f != doubles.end()) {
-      TORCH_CHECK(seen.insert(k).second, "has ", k, " twice");
-      r.*(f->second) = number(k, v);
-    } else if (k == "particle_acc") {
-      r.particle_acc.push_back(number(k, v));
-    } else if (k == "particle_nll") {
-      r.particle_nll.push_back(number(k, v));
-    } else if (k == "layer") {
-      const auto sp = v.find(' ');
-      TORCH_CHECK(sp != std::string::npos, "has a malformed layer line");
-      r.layer_density.emplace_back(v.substr(sp + 1), number(k, v.substr(0, sp)));
-    } else {
-      TORCH_CHECK(false, "has an unknown field '", io::printable(k), "'");
-    }
+    const bool first = seen.insert(k).second;
+    bool known = false;
+#define SWAMP_ROUND_TAKE(kind, name, init, lo, hi, required, doc)             \
+  if (!known && k == (std::string(#kind) == "per_layer" ? "layer" : #name)) { \
+    known = true;                                                             \
+    TORCH_CHECK(take(k, v, first, r.name), "has ", k, " twice");              \
   }
-  size_t required = 0;
-  for (const auto& k : seen) required += later.count(k) == 0 ? 1 : 0;
-  TORCH_CHECK(required == ints.size() + doubles.size() - later.size(), "lacks some of its fields");
+    SWAMP_ROUND_FIELDS(SWAMP_ROUND_TAKE)
+#undef SWAMP_ROUND_TAKE
+    TORCH_CHECK(known, "has an unknown field '", io::printable(k), "'");
+  }
+  for (const RoundField& f : round_fields()) {
+    // lists may be empty (no diagnostics, no layer): only single-valued fields must be there
+    const bool single = f.kind != "per_particle" && f.kind != "per_layer";
+    TORCH_CHECK(!single || !f.required || seen.count(line_key(f)) != 0, "lacks its field ", f.name);
+  }
   TORCH_CHECK(
       r.processes >= 1 && r.processes_per_particle >= 1 && r.processes_per_particle <= r.processes,
       "has processes=", r.processes, " and processes_per_particle=", r.processes_per_particle,

@@ -34,14 +34,19 @@ using Clock = std::chrono::steady_clock;
 
 class Run {
  public:
-  Run(const Config& cfg, const RunParts& parts, const Hooks& hooks, const CheckpointOptions& ck)
+  // `run_plan`: the run's plan; its channels_last decided already when `planned` (plan_run),
+  // otherwise here from the run's own model.
+  Run(const Config& cfg, const RunParts& parts, const Hooks& hooks, const CheckpointOptions& ck,
+      RunPlan run_plan, bool planned)
       : cfg_(cfg),
         source_(*parts.model),
         data_(*parts.data),
         averager_(*parts.averager),
         plan_(make_plan(cfg, data_.train_size())),
+        run_plan_(std::move(run_plan)),
+        planned_(planned),
         models_(cfg, source_, ModelSpec{data_.input_shape(), data_.num_classes()}, data_.device(),
-                max_particles(cfg), initial_weights_seed(cfg.seed)),
+                run_plan_.max_particles(), initial_weights_seed(cfg.seed)),
         masks_(models_.ticket(), source_.prunable(models_.ticket()), cfg.keep_first_last_dense),
         trainer_(cfg, plan_, data_, hooks),
         eval_(cfg, data_),
@@ -73,7 +78,7 @@ class Run {
     for (int64_t round = p_.rounds_done; round < cfg_.rounds; ++round) {
       round_t0_ = Clock::now();
       if (p_.masks_round < round) prune_for(round);  // a finished run extended with more rounds
-      const int64_t n = particles_in_round(cfg_, round);
+      const int64_t n = run_plan_.particles.at(static_cast<size_t>(round));
       // this process's particles of the round (all of them unless spread over processes)
       const ProcessLayout layout = averager_.layout(n);
       p_.particles_done = std::max(p_.particles_done, layout.first);
@@ -93,12 +98,6 @@ class Run {
   }
 
  private:
-  static int64_t max_particles(const Config& cfg) {
-    int64_t n = 1;
-    for (int64_t r = 0; r < cfg.rounds; ++r) n = std::max(n, particles_in_round(cfg, r));
-    return n;
-  }
-
   // ---- the steps of the algorithm -------------------------------------------------------------
   // The ticket is one particle: with several processes they all train it, data-parallel.
   void train_ticket() {
@@ -364,7 +363,8 @@ class Run {
     // forward, the default generator's state compared before and after (the generator and the
     // model's buffers put back). Such a model's training forwards are seeded per particle and
     // step (Trainer), and its particles do not share the generator on threads.
-    channels_last_ = channels_last_on(cfg_, m, data_.device());
+    channels_last_ = planned_ ? run_plan_.channels_last : channels_last_on(cfg_, m, data_.device());
+    run_plan_.channels_last = channels_last_;
     trainer_.set_channels_last(channels_last_);
     const bool draws = draws_random(m, b);
     models_.set_draws_random(draws);
@@ -430,6 +430,7 @@ class Run {
   RunResult result() {
     RunResult r;
     r.config = cfg_;
+    r.plan = run_plan_;
     r.channels_last = channels_last_;
     r.rounds = p_.results;
     // A run restored from a finished checkpoint (or cut to fewer rounds) returns what it has.
@@ -447,6 +448,8 @@ class Run {
   BatchSource& data_;
   ParticleAverager& averager_;
   Plan plan_;
+  RunPlan run_plan_;
+  const bool planned_;
   ParticleModels models_;
   Masks masks_;
   Trainer trainer_;
@@ -463,46 +466,63 @@ class Run {
 }  // namespace engine
 
 namespace {
-// The config's ranges and its device: checked once per run, before anything is built.
-c10::Device checked_device(const Config& cfg, bool check_model) {
+// The plan of a request without one: the configuration checked once, before anything is built;
+// channels_last is decided from the run's own model (Run::check_model).
+RunPlan unplanned(const Config& cfg, bool check_model) {
   validate_config(cfg, check_model);
-  return resolve_device(cfg.device);
+  RunPlan plan;
+  plan.particles = particles_per_round(cfg);
+  plan.swa = swa_enabled(cfg);
+  plan.precision = cfg.precision;
+  plan.device = resolve_device(cfg.device).str();
+  return plan;
 }
+}  // namespace
 
-RunResult run_checked(const Config& cfg, const c10::Device& dev, const RunParts& given,
-                      const Hooks& hooks, const CheckpointOptions& checkpoint) {
-  TORCH_CHECK_VALUE(given.data != nullptr, "run_imp: no batch source (RunParts.data)");
-  TORCH_CHECK_VALUE(given.data->device() == dev, "run_imp: the batch source serves ",
-                    given.data->device(), " but Config.device is ", cfg.device);
-  RunParts parts = given;
+uint64_t initial_weights_seed(uint64_t run_seed) { return hash_seed(run_seed, -2, 0, 1); }
+
+namespace {
+// `plan` decided channels_last already when `planned` (plan_run).
+RunResult run_with(const RunRequest& request, RunPlan plan, bool planned) {
+  const Config& cfg = request.config;
+  TORCH_CHECK_VALUE(static_cast<int64_t>(plan.particles.size()) == cfg.rounds,
+                    "run_imp: the plan has ", plan.particles.size(), " rounds, Config.rounds is ",
+                    cfg.rounds, " (a plan from plan_run for another configuration?)");
+  const c10::Device dev(plan.device);
+  TORCH_CHECK_VALUE(request.parts.data != nullptr, "run_imp: no batch source (RunParts.data)");
+  TORCH_CHECK_VALUE(request.parts.data->device() == dev, "run_imp: the batch source serves ",
+                    request.parts.data->device(), " but Config.device is ", cfg.device);
+  RunParts parts = request.parts;
   if (!parts.model) parts.model = std::make_shared<ZooModelSource>(cfg.model);
   if (!parts.averager) parts.averager = std::make_shared<LocalAverager>();
   DeterminismGuard determinism(cfg.deterministic, dev);
   // the forward passes draw from torch's default generators in the run's own streams; the
   // caller's streams are as they were afterwards
   const GeneratorStateGuard callers_streams(dev);
-  engine::Run run(cfg, parts, hooks, checkpoint);
+  engine::Run run(cfg, parts, request.hooks, request.checkpoint, std::move(plan), planned);
   return run.run();
 }
 }  // namespace
 
-uint64_t initial_weights_seed(uint64_t run_seed) { return hash_seed(run_seed, -2, 0, 1); }
+RunResult run_imp(const RunRequest& request) {
+  if (request.plan) return run_with(request, *request.plan, /*planned=*/true);
+  return run_with(request, unplanned(request.config, request.parts.model == nullptr), false);
+}
 
 RunResult run_imp(const Config& cfg, const RunParts& parts, const Hooks& hooks,
                   const CheckpointOptions& checkpoint) {
-  const c10::Device dev = checked_device(cfg, /*check_model=*/parts.model == nullptr);
-  return run_checked(cfg, dev, parts, hooks, checkpoint);
+  return run_imp(RunRequest{cfg, parts, hooks, checkpoint, nullptr});
 }
 
 RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks,
                   const CheckpointOptions& checkpoint) {
-  const c10::Device dev = checked_device(cfg, /*check_model=*/true);
+  RunPlan plan = unplanned(cfg, /*check_model=*/true);
   Augment aug;
   if (cfg.augment) aug = Augment{cfg.crop_padding, cfg.flip};
-  RunParts parts;
+  RunRequest request{cfg, {}, hooks, checkpoint, nullptr};
   // validates the data; a training set smaller than one batch is refused by the plan
-  parts.data = std::make_shared<TensorBatchSource>(data, dev, aug);
-  return run_checked(cfg, dev, parts, hooks, checkpoint);
+  request.parts.data = std::make_shared<TensorBatchSource>(data, c10::Device(plan.device), aug);
+  return run_with(request, std::move(plan), /*planned=*/false);
 }
 
 }  // namespace swamp

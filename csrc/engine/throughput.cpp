@@ -9,6 +9,7 @@
 #include <map>
 
 #include "../common/lanes.h"
+#include "swamp/bench.h"
 #include "swamp/engine.h"
 #include "swamp/layers.h"
 #include "swamp/models.h"

@@ -4,6 +4,7 @@
 #include "bindings.h"
 #include "py_batch_source.h"
 #include "py_model_source.h"
+#include "swamp/bench.h"
 #include "swamp/checkpoint.h"
 #include "swamp/distributed.h"
 #include "swamp/engine.h"
@@ -62,32 +63,29 @@ void bind_engine(py::module_& m) {
       "Creates `dir` if needed; raises ValueError naming `what` when files cannot be written "
       "there.");
 
-  m.def("particles_in_round", &particles_in_round, py::arg("config"), py::arg("round"),
-        "Particles the configured method trains in `round`.");
   m.def("data_parallel_groups", &data_parallel_groups, py::arg("world"), py::arg("particles"),
         "The ranks that train each particle of a round of `particles` on `world` processes.");
 
-  py::class_<RoundResult>(m, "RoundResult")
-      .def_readonly("round", &RoundResult::round)
-      .def_readonly("particles", &RoundResult::particles)
-      .def_readonly("sparsity", &RoundResult::sparsity)
-      .def_readonly("sparsity_all", &RoundResult::sparsity_all)
-      .def_readonly("remaining", &RoundResult::remaining)
-      .def_readonly("prunable", &RoundResult::prunable)
-      .def_readonly("test_acc", &RoundResult::test_acc)
-      .def_readonly("test_nll", &RoundResult::test_nll)
-      .def_readonly("ensemble_acc", &RoundResult::ensemble_acc)
-      .def_readonly("ensemble_nll", &RoundResult::ensemble_nll)
-      .def_readonly("test_ece", &RoundResult::test_ece)
-      .def_readonly("ensemble_ece", &RoundResult::ensemble_ece)
-      .def_readonly("particle_acc", &RoundResult::particle_acc)
-      .def_readonly("particle_nll", &RoundResult::particle_nll)
-      .def_readonly("layer_density", &RoundResult::layer_density)
-      .def_readonly("train_loss", &RoundResult::train_loss)
-      .def_readonly("skipped_steps", &RoundResult::skipped_steps)
-      .def_readonly("processes", &RoundResult::processes)
-      .def_readonly("processes_per_particle", &RoundResult::processes_per_particle)
-      .def_readonly("seconds", &RoundResult::seconds);
+  // the round record: every field of SWAMP_ROUND_FIELDS, and the list itself (Python builds its
+  // RoundRecord, results.json and the strict reader from it)
+  py::class_<RoundResult> round_result(m, "RoundResult");
+  round_result.def(py::init<>());
+#define SWAMP_ROUND_BIND(kind, name, init, lo, hi, required, doc) \
+  round_result.def_readonly(#name, &RoundResult::name, doc);
+  SWAMP_ROUND_FIELDS(SWAMP_ROUND_BIND)
+#undef SWAMP_ROUND_BIND
+  m.def(
+      "round_fields",
+      [] {
+        py::list out;
+        for (const RoundField& f : round_fields())
+          out.append(py::dict(py::arg("kind") = f.kind, py::arg("name") = f.name,
+                              py::arg("lo") = f.lo, py::arg("hi") = f.hi,
+                              py::arg("required") = f.required, py::arg("doc") = f.doc));
+        return out;
+      },
+      "The round record's fields (SWAMP_ROUND_FIELDS): kind, name, bounds, whether records of "
+      "earlier versions have it, meaning.");
 
   py::class_<Progress>(m, "Progress")
       .def_readonly("round", &Progress::round)
@@ -97,87 +95,6 @@ void bind_engine(py::module_& m) {
       .def_readonly("epochs", &Progress::epochs)
       .def_readonly("loss", &Progress::loss)
       .def_readonly("lr", &Progress::lr);
-
-  m.def(
-      "run_imp",
-      [](const Config& cfg, const at::Tensor& x_train, const at::Tensor& y_train,
-         const at::Tensor& x_test, const at::Tensor& y_test, int64_t num_classes,
-         std::vector<double> mean, std::vector<double> std,
-         std::function<void(const RoundResult&)> on_round,
-         std::function<void(const Progress&)> on_epoch,
-         std::function<void(const std::vector<RoundResult>&)> on_restore,
-         const std::string& checkpoint_dir, int64_t checkpoint_every, bool fresh,
-         int64_t loss_sync_every,
-         std::function<void(const std::map<std::string, at::Tensor>&)> on_ticket,
-         std::function<void(int64_t, const std::vector<std::map<std::string, at::Tensor>>&,
-                            const std::map<std::string, at::Tensor>&,
-                            const std::map<std::string, at::Tensor>&)>
-             on_models,
-         const py::object& model, const py::object& feeder, const std::string& process_group,
-         double dist_timeout_s, bool models_with_particles,
-         const std::vector<std::pair<std::vector<int64_t>, std::string>>& subgroups) {
-        Dataset data{x_train,     y_train,         x_test,        y_test,
-                     num_classes, std::move(mean), std::move(std)};
-        RunParts parts;
-        if (!model.is_none() || !feeder.is_none() || !process_group.empty())
-          parts = make_parts(cfg, data, model, feeder, /*augment=*/true);
-        if (!process_group.empty()) {
-          TORCH_CHECK_VALUE(dist_timeout_s > 0, "dist_timeout must be > 0 seconds, got ",
-                            dist_timeout_s);
-          parts.averager = std::make_shared<DistributedAverager>(process_group_collectives(
-              process_group,
-              std::chrono::milliseconds(static_cast<int64_t>(dist_timeout_s * 1000.0)), subgroups));
-        }
-        Hooks hooks;
-        hooks.on_round = std::move(on_round);
-        hooks.on_epoch = std::move(on_epoch);
-        hooks.on_restore = std::move(on_restore);
-        hooks.loss_sync_every = loss_sync_every;
-        hooks.on_ticket = std::move(on_ticket);
-        hooks.models_with_particles = models_with_particles;
-        if (on_models)
-          hooks.on_models = [on_models](const RoundModels& rm) {
-            on_models(rm.round, rm.particles, rm.average, rm.masks);
-          };
-        CheckpointOptions ck{checkpoint_dir, checkpoint_every, fresh};
-        hooks.check_interrupt = [] {
-          py::gil_scoped_acquire gil;
-          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-        };
-        RunResult r;
-        {
-          py::gil_scoped_release nogil;
-          r = parts.data ? run_imp(cfg, parts, hooks, ck) : run_imp(cfg, data, hooks, ck);
-        }
-        return py::make_tuple(r.rounds, r.masks, r.state, r.channels_last);
-      },
-      py::arg("config"), py::arg("x_train"), py::arg("y_train"), py::arg("x_test"),
-      py::arg("y_test"), py::arg("num_classes"), py::arg("mean"), py::arg("std"),
-      py::arg("on_round") = nullptr, py::arg("on_epoch") = nullptr, py::arg("on_restore") = nullptr,
-      py::arg("checkpoint_dir") = "", py::arg("checkpoint_every") = 1, py::arg("fresh") = false,
-      py::arg("loss_sync_every") = 0, py::arg("on_ticket") = nullptr,
-      py::arg("on_models") = nullptr, py::arg("model") = py::none(), py::arg("feeder") = py::none(),
-      py::arg("process_group") = "", py::arg("dist_timeout_s") = 1800.0,
-      py::arg("models_with_particles") = true,
-      py::arg("subgroups") = std::vector<std::pair<std::vector<int64_t>, std::string>>{});
-
-  m.def(
-      "channels_last_on",
-      [](const Config& cfg, const std::vector<int64_t>& input_shape, int64_t num_classes,
-         const py::object& model) {
-        validate_config(cfg, /*check_model=*/model.is_none());
-        std::shared_ptr<const ModelSource> source;
-        if (model.is_none())
-          source = std::make_shared<ZooModelSource>(cfg.model);
-        else
-          source = std::make_shared<PyModuleSource>(model);
-        const ModelPtr one = source->create(ModelSpec{input_shape, num_classes}, 0);
-        return channels_last_on(cfg, *one, resolve_device(cfg.device));
-      },
-      py::arg("config"), py::arg("input_shape"), py::arg("num_classes"),
-      py::arg("model") = py::none(),
-      "What Config.channels_last resolves to for this model (the zoo's config.model, or a "
-      "Python module's adapter) on config.device.");
 
   auto models = m.def_submodule("models", "Model registry of the core");
   models.def("names", &model_names);

@@ -16,6 +16,7 @@ RunParts make_parts(const Config& cfg, const Dataset& data, const py::object& mo
 
 void bind_ops(py::module_& m);
 void bind_engine(py::module_& m);
+void bind_run(py::module_& m);
 void bind_testing(py::module_& m);
 void bind_io(py::module_& m);
 void bind_analysis(py::module_& m);

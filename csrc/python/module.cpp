@@ -34,6 +34,7 @@ PYBIND11_MODULE(_C, m) {
   auto ops = m.def_submodule("ops", "Low-level operations of the core");
   sp::bind_ops(ops);
   sp::bind_engine(m);
+  sp::bind_run(m);
   auto io = m.def_submodule("io", "File formats of the core (safetensors)");
   sp::bind_io(io);
   auto analysis = m.def_submodule("analysis", "Analyses of what pruning found");

@@ -31,12 +31,14 @@ OUT = ROOT / "docs" / "_generated"
 PUBLIC_MODULES = (
     "swamp_ext",
     "swamp_ext.config",
-    "swamp_ext.engine",
+    "swamp_ext.running",
+    "swamp_ext.results",
     "swamp_ext.datasets",
     "swamp_ext.models",
     "swamp_ext.modules",
     "swamp_ext.ops",
-    "swamp_ext.runs",
+    "swamp_ext.run_folder",
+    "swamp_ext.run_folder.rounds",
     "swamp_ext.analysis",
     "swamp_ext.report",
     "swamp_ext.plots",
@@ -44,7 +46,8 @@ PUBLIC_MODULES = (
     "swamp_ext.callbacks",
     "swamp_ext.distributed",
     "swamp_ext.formats",
-    "swamp_ext.strict",
+    "swamp_ext.run_folder.strict",
+    "swamp_ext.precision",
     "swamp_ext.recipes",
 )
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "swamp/export.h"
+#include "swamp/processes.h"
 
 namespace swamp {
 
@@ -29,26 +30,6 @@ class SWAMP_API RunningAverage {
  private:
   std::vector<at::Tensor> avg_;
   int64_t count_ = 0;
-};
-
-// Who trains what in a round, for one process: the particles [first, last) it trains, and
-// whether it trains them alone (per_particle == 1) or data-parallel with other processes: then
-// it is member `group_rank` of the `per_particle` processes that train its one particle, computes
-// that share of every batch, and the group sums its gradients every step.
-struct ProcessLayout {
-  int64_t world = 1;         // processes of the run
-  int64_t per_particle = 1;  // processes training each particle of the round (data parallel > 1)
-  int64_t first = 0, last = 0;
-  int64_t group_rank = 0;
-  // The particles whose results this process gives to gather / average: a group's first member
-  // speaks for the group (the others hold the same weights, their own batch-norm statistics).
-  std::pair<int64_t, int64_t> contributes() const {
-    return {first, group_rank == 0 ? last : first};
-  }
-  // The samples [begin, end) of a batch of `batch` that this process computes.
-  std::pair<int64_t, int64_t> shard(int64_t batch) const {
-    return {group_rank * batch / per_particle, (group_rank + 1) * batch / per_particle};
-  }
 };
 
 // Averages the particles of a round, and says which of them this process trains: the seam for

@@ -52,14 +52,6 @@ class SWAMP_API Collectives {
   virtual std::string describe() const = 0;
 };
 
-// The processes that train each particle of a round of n particles (n = 1: the ticket, or IMP)
-// on `world` processes, as ranks: n >= world: every process its own particles alone
-// (process r: particles [r * n / world, (r + 1) * n / world)), groups of one; n < world:
-// particle p is trained data-parallel by the world / n processes [p * g, (p + 1) * g) with
-// g = world / n, and the world - n * g processes left over sit the round out (they take part in
-// the collectives only). DistributedAverager::layout follows it.
-SWAMP_API std::vector<std::vector<int64_t>> data_parallel_groups(int64_t world, int64_t n);
-
 // Over a c10d process group (gloo on CPU tensors, NCCL on CUDA tensors; torch.distributed's
 // default group in a torchrun process). `subgroups`: the process groups of the ranks (of
 // `group`) that train one particle together, one per group of data_parallel_groups of more than

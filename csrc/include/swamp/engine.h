@@ -16,6 +16,7 @@
 #include "swamp/data.h"
 #include "swamp/export.h"
 #include "swamp/model_source.h"
+#include "swamp/round_record.h"
 
 namespace swamp {
 
@@ -143,34 +144,6 @@ SWAMP_API int64_t lane_stack(const torch::nn::Module& model, int64_t particles);
 SWAMP_API bool channels_last_on(const Config& cfg, const torch::nn::Module& model,
                                 const c10::Device& device);
 
-struct RoundResult {
-  int64_t round = 0;
-  int64_t particles = 1;
-  double sparsity = 0.0;      // over the weights eligible for pruning (exact)
-  double sparsity_all = 0.0;  // over all conv / linear weights (incl. ones kept dense)
-  int64_t remaining = 0;      // unpruned eligible weights
-  int64_t prunable = 0;       // eligible weights
-  double test_acc = 0.0;      // the round's final (averaged) model
-  double test_nll = 0.0;
-  double ensemble_acc = 0.0;  // prediction ensemble of the particles (NaN: diagnostics off)
-  double ensemble_nll = 0.0;
-  // Expected calibration error (15 equal-width confidence bins) of the final model and of the
-  // ensemble; NaN in rounds recorded by a swamp_ext that did not compute it (resumed runs).
-  double test_ece = 0.0;
-  double ensemble_ece = 0.0;
-  std::vector<double> particle_acc;  // one per particle (empty: diagnostics off)
-  std::vector<double> particle_nll;
-  std::vector<std::pair<std::string, double>> layer_density;
-  double train_loss = 0.0;  // mean training loss over the last epoch of the particles
-  double seconds = 0.0;
-  // fp16: the particle steps skipped because their gradients overflowed (0 otherwise)
-  int64_t skipped_steps = 0;
-  // The round's process layout (ProcessLayout): the processes of the run, and how many trained
-  // each particle together (data parallel; 1: each process its own particles).
-  int64_t processes = 1;
-  int64_t processes_per_particle = 1;
-};
-
 struct Progress {
   int64_t round = 0;
   int64_t particle = 0;  // -1: ticket
@@ -227,8 +200,42 @@ struct CheckpointOptions {
   bool fresh = false;        // ignore (and replace) an existing checkpoint
 };
 
+// What a run will do, decided once from its configuration and its model before anything
+// trains: the configuration validated (each field named where out of range), the device
+// resolved, the particles of each round, whether rounds use SWA, and what Config::channels_last
+// resolves to. Python reads it instead of asking the core rule by rule.
+struct RunPlan {
+  std::vector<int64_t> particles;  // per round (particles_per_round)
+  bool swa = false;                // swa_enabled
+  bool channels_last = false;      // channels_last_on
+  std::string precision = "fp32";  // Config::precision
+  std::string device = "cpu";      // Config::device resolved (resolve_device): "cpu", "cuda:0"
+  int64_t max_particles() const {
+    int64_t n = 1;
+    for (int64_t p : particles) n = p > n ? p : n;
+    return n;
+  }
+};
+// The plan of a run of `cfg` on `model` (a zoo model source for config.model, or your own) with
+// data of `spec`. Throws c10::ValueError naming the field for a configuration out of range.
+SWAMP_API RunPlan plan_run(const Config& cfg, const ModelSource& model, const ModelSpec& spec);
+// Particles of each round of the configured method (particles_in_round for every round).
+SWAMP_API std::vector<int64_t> particles_per_round(const Config& cfg);
+
+// Everything a run is given, as one object: the configuration, its parts (seams), the hooks, the
+// checkpoint options, and optionally its plan (from plan_run for this configuration and model;
+// computed by run_imp when null).
+struct RunRequest {
+  Config config;
+  RunParts parts;
+  Hooks hooks;
+  CheckpointOptions checkpoint;
+  std::shared_ptr<const RunPlan> plan;
+};
+
 struct RunResult {
   Config config;
+  RunPlan plan;                // what the run decided before training (see RunPlan)
   bool channels_last = false;  // what Config::channels_last resolved to (channels_last_on)
   std::vector<RoundResult> rounds;
   std::map<std::string, at::Tensor> masks;  // eligible parameters only (bool)
@@ -243,46 +250,12 @@ struct RunResult {
 // (to extend a finished run); any other difference is an error naming the fields.
 SWAMP_API RunResult run_imp(const Config& cfg, const RunParts& parts, const Hooks& hooks = {},
                             const CheckpointOptions& checkpoint = {});
+// The same, given as one request (RunRequest).
+SWAMP_API RunResult run_imp(const RunRequest& request);
 // The same with the zoo model config.model on in-memory tensors (a TensorBatchSource with the
 // config's augmentation) and a LocalAverager.
 SWAMP_API RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks = {},
                             const CheckpointOptions& checkpoint = {});
-
-// Training images per second of `model` (forward, backward and masked SGD step on random data of
-// the given shape), timed over `steps` steps after one warm-up step.
-SWAMP_API double train_throughput(const std::string& model, const std::vector<int64_t>& input_shape,
-                                  int64_t num_classes, int64_t batch_size, int64_t steps,
-                                  const std::string& device);
-
-// Seconds per training step (forward, backward, masked SGD step on random data) of `particles`
-// particles of a model pruned one-shot by global magnitude to `sparsity`: stacked in one model or
-// one model after the other, with the dense masked step or sparse kernels for the linear layers
-// ("off" / "on" / "auto" with sparse_density, as in Config). Median over `repeats` timings of
-// `steps` steps, after a warm-up step.
-struct StepBenchOptions {
-  std::string model = "lenet_300_100";
-  std::vector<int64_t> input_shape{1, 28, 28};
-  int64_t num_classes = 10;
-  int64_t batch_size = 128;
-  int64_t particles = 1;
-  bool stacked = true;
-  double sparsity = 0.0;
-  std::string sparse_kernels = "off";
-  double sparse_density = 0.5;
-  double sparse_conv_density = 0.1;
-  int64_t steps = 20;
-  int64_t repeats = 5;
-  std::string device = "cpu";
-  // The models step side by side, one thread each (the threads path) instead of one after the
-  // other: one model per particle, or (stacked) one stacked model per lane.
-  bool threads = false;
-  // "global": one magnitude threshold over all prunable tensors (the method's pruning);
-  // "layerwise": every prunable tensor pruned to `sparsity` by its own magnitudes.
-  std::string prune = "global";
-};
-// Seconds of one training step (forward, backward, masked SGD) of the model `options` names:
-// the median over `repeats` timings of `steps` steps each.
-SWAMP_API double train_step_seconds(const StepBenchOptions& options);
 
 // The configuration as (field, value) text pairs, in declaration order.
 SWAMP_API std::vector<std::pair<std::string, std::string>> config_fields(const Config& cfg);

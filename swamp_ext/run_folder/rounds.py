@@ -12,7 +12,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from . import _C
+from .._core import _C
 
 FORMAT = "swamp_ext-round-1"
 _BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)

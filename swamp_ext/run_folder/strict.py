@@ -9,7 +9,8 @@ import json
 import math
 from typing import Any, Optional
 
-from .formats import _open_regular
+from .._core import _C
+from ..formats import _open_regular
 
 MAX_JSON_BYTES = 64 << 20
 MAX_JSON_DEPTH = 64
@@ -103,11 +104,31 @@ class _Check:
 MAX_ROUNDS = 10_000
 MAX_PARTICLES = 100_000
 MAX_WEIGHTS = 1 << 50
-ROUND_FIELDS = {"round", "particles", "sparsity", "sparsity_all", "remaining", "prunable",
-                "test_acc", "test_nll", "ensemble_acc", "ensemble_nll", "particle_acc",
-                "particle_nll", "layer_density", "train_loss", "seconds"}
-OPTIONAL_ROUND_FIELDS = {"test_ece", "ensemble_ece", "skipped_steps", "processes",
-                         "processes_per_particle"}
+# the round record's fields, from the core's one list (SWAMP_ROUND_FIELDS): kind, bounds, whether
+# records of earlier versions have it
+FIELDS = tuple(_C.round_fields())
+ROUND_FIELDS = frozenset(f["name"] for f in FIELDS if f["required"])
+OPTIONAL_ROUND_FIELDS = frozenset(f["name"] for f in FIELDS if not f["required"])
+
+
+def _check_field(c: _Check, fd: dict, v: Any, where: str, particles: int) -> None:
+    """One field of a round record against its kind and bounds."""
+    kind, lo, hi = fd["kind"], fd["lo"], fd["hi"]
+    if kind == "count":
+        c.int(v, where, int(lo), int(hi))
+    elif kind in ("figure", "optional_figure"):
+        c.real(v, where, lo, hi, none=kind == "optional_figure")
+    elif kind == "per_particle":
+        for j, x in enumerate(c.list(v, where, particles)):
+            c.real(x, f"{where}[{j}]", lo, hi)
+    elif kind == "per_layer":
+        dens = c.dict(v, where)
+        if len(dens) > 100_000:
+            raise c.fail(where, "has too many layers")
+        for name, x in dens.items():
+            c.real(x, f"{where}[{name!r}]", lo, hi)
+    else:  # a kind this reader does not know: the list and the reader disagree
+        raise c.fail(where, f"has a field kind {kind!r} that this reader does not know")
 
 
 def check_results(saved: Any, path: str) -> dict:
@@ -141,46 +162,34 @@ def check_results(saved: Any, path: str) -> dict:
         unknown = set(r) - ROUND_FIELDS - OPTIONAL_ROUND_FIELDS
         if unknown:
             raise c.fail(f, f"has unknown fields {', '.join(sorted(unknown))}")
-        c.int(r["round"], f"{f}.round", i, i)  # 0..n-1 in order
         n = c.int(r["particles"], f"{f}.particles", 1, MAX_PARTICLES)
-        p = c.int(r["prunable"], f"{f}.prunable", 0, MAX_WEIGHTS)
+        for fd in FIELDS:
+            if fd["name"] in r:
+                _check_field(c, fd, r[fd["name"]], f"{f}.{fd['name']}", n)
+        # relations between fields
+        c.int(r["round"], f"{f}.round", i, i)  # 0..n-1 in order
+        p = r["prunable"]
         if prunable is not None and p != prunable:
             raise c.fail(f"{f}.prunable", f"is {p} where round 0 has {prunable}")
         prunable = p
         c.int(r["remaining"], f"{f}.remaining", 0, p)
-        s = c.real(r["sparsity"], f"{f}.sparsity", 0.0, 1.0)
+        s = float(r["sparsity"])
         if s < prev_sparsity:
             raise c.fail(f"{f}.sparsity", f"decreases ({s} after {prev_sparsity})")
         prev_sparsity = s
         rem = r["remaining"]
         if p > 0 and abs(s - (1.0 - rem / p)) > 1e-9:
             raise c.fail(f"{f}.sparsity", f"is {s} where {rem} of {p} weights remain")
-        c.real(r["sparsity_all"], f"{f}.sparsity_all", 0.0, 1.0)
-        c.real(r["test_acc"], f"{f}.test_acc", 0.0, 1.0)
-        for k in ("test_nll", "seconds"):
-            c.real(r[k], f"{f}.{k}", 0.0)
         # without diagnostics (Config.diagnostics) a round has no ensemble or particle figures
         diag = r["ensemble_acc"] is not None
-        c.real(r["ensemble_acc"], f"{f}.ensemble_acc", 0.0, 1.0, none=True)
-        c.real(r["ensemble_nll"], f"{f}.ensemble_nll", 0.0, none=not diag)
+        if diag and r["ensemble_nll"] is None:
+            raise c.fail(f"{f}.ensemble_nll", "must be a number, is NoneType None")
         if not diag and r["ensemble_nll"] is not None:
             raise c.fail(f"{f}.ensemble_nll", "is set where ensemble_acc is not")
-        c.real(r["train_loss"], f"{f}.train_loss")
-        for k in ("test_ece", "ensemble_ece"):
-            c.real(r.get(k), f"{f}.{k}", 0.0, 1.0, none=True)
-        c.int(r.get("skipped_steps", 0), f"{f}.skipped_steps", 0, 1 << 62)
-        procs = c.int(r.get("processes", 1), f"{f}.processes", 1, 1 << 30)
-        c.int(r.get("processes_per_particle", 1), f"{f}.processes_per_particle", 1, procs)
-        for k, lo, hi in (("particle_acc", 0.0, 1.0), ("particle_nll", 0.0, math.inf)):
-            vals = c.list(r[k], f"{f}.{k}", n)
-            if len(vals) != (n if diag else 0):
-                raise c.fail(f"{f}.{k}", f"has {len(vals)} entries for {n} particles"
+        c.int(r.get("processes_per_particle", 1), f"{f}.processes_per_particle", 1,
+              r.get("processes", 1))
+        for k in ("particle_acc", "particle_nll"):
+            if len(r[k]) != (n if diag else 0):
+                raise c.fail(f"{f}.{k}", f"has {len(r[k])} entries for {n} particles"
                              + ("" if diag else " in a round without diagnostics"))
-            for j, v in enumerate(vals):
-                c.real(v, f"{f}.{k}[{j}]", lo, hi)
-        dens = c.dict(r["layer_density"], f"{f}.layer_density")
-        if len(dens) > 100_000:
-            raise c.fail(f"{f}.layer_density", "has too many layers")
-        for name, v in dens.items():
-            c.real(v, f"{f}.layer_density[{name!r}]", 0.0, 1.0)
     return top

@@ -1,0 +1,10 @@
+"""Run folders: ``results.json`` (written here, read back field by field by the strict reader),
+the kept rounds (``rounds/round_<k>.safetensors``) and ``load_run``, which gives a Result back."""
+
+from __future__ import annotations
+
+from . import rounds, strict
+from .load import load_run
+from .write import results_json, write_json
+
+__all__ = ["load_run", "results_json", "rounds", "strict", "write_json"]

@@ -1,0 +1,58 @@
+// Averaging: the uniform average of particles in particle order, SWA's running average, and the
+// batch-norm statistics recomputed as a cumulative average (not an exponential one).
+#include <ATen/ATen.h>
+#include <torch/nn.h>
+
+#include "swamp/averaging.h"
+#include "unit.h"
+
+UNIT_TEST(the_particle_average_is_the_sum_in_particle_order_over_their_number) {
+  at::manual_seed(0);
+  std::vector<std::vector<at::Tensor>> parts;
+  for (int p = 0; p < 3; ++p) parts.push_back({at::randn({5}), at::randn({2, 2})});
+  std::vector<at::Tensor> out = {at::empty({5}), at::empty({2, 2})};
+  swamp::average_in_order(parts, out);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const auto want = ((parts[0][i] + parts[1][i]) + parts[2][i]) / 3.0;
+    EXPECT(at::equal(out[i], want));
+  }
+  swamp::LocalAverager local;
+  std::vector<at::Tensor> out2 = {at::empty({5}), at::empty({2, 2})};
+  local.average(parts, out2, 3);
+  for (size_t i = 0; i < out.size(); ++i) EXPECT(at::equal(out2[i], out[i]));
+}
+
+UNIT_TEST(swa_keeps_the_uniform_running_average_of_its_snapshots) {
+  swamp::RunningAverage avg;
+  for (double v : {1.0, 2.0, 6.0}) avg.update({at::full({3}, v, at::kDouble)});
+  EXPECT(avg.count() == 3);
+  EXPECT(at::allclose(avg.value()[0], at::full({3}, 3.0, at::kDouble)));
+}
+
+UNIT_TEST(batchnorm_statistics_are_recomputed_as_the_cumulative_average) {
+  torch::nn::Sequential net(torch::nn::Linear(2, 3), torch::nn::BatchNorm1d(3));
+  net->to(at::kDouble);
+  net->eval();
+  EXPECT(swamp::has_batchnorm(*net));
+  EXPECT(!swamp::has_batchnorm(*torch::nn::Sequential(torch::nn::Linear(2, 3))));
+  at::manual_seed(1);
+  const std::vector<at::Tensor> batches = {at::randn({4, 2}, at::kDouble) * 3 + 1,
+                                           at::randn({4, 2}, at::kDouble) - 2};
+  const bool did = swamp::recompute_batchnorm(*net, [&] {
+    for (const auto& x : batches) net->forward(x);
+  });
+  EXPECT(did);
+  EXPECT(!net->is_training());  // the mode is put back
+  auto lin = net[0]->as<torch::nn::Linear>();
+  auto bn = net[1]->as<torch::nn::BatchNorm1d>();
+  torch::NoGradGuard no_grad;
+  at::Tensor mean = at::zeros({3}, at::kDouble), var = at::zeros({3}, at::kDouble);
+  for (const auto& x : batches) {
+    const auto h = lin->forward(x);
+    mean += h.mean(0) / 2.0;
+    var += h.var(0, /*unbiased=*/true) / 2.0;
+  }
+  EXPECT(at::allclose(bn->running_mean, mean, 1e-12, 1e-12));
+  EXPECT(at::allclose(bn->running_var, var, 1e-12, 1e-12));
+  EXPECT(bn->options.momentum().has_value());  // its momentum is put back
+}
