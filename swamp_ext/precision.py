@@ -19,6 +19,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def warn_precision(config: Config) -> None:
+    """Warns (RuntimeWarning) where the configured precision costs more than it gives on this
+    device: bf16 on a CPU without bf16 instructions, fp16 on any CPU."""
     import warnings
 
     if config.precision == "bf16" and config.device.startswith("cpu") \

@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "../engine/evaluation.h"
+#include "../evaluation/evaluation.h"
 #include "swamp/analysis.h"
 #include "swamp/model_source.h"
 

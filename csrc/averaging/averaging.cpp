@@ -25,12 +25,6 @@ void RunningAverage::update(const std::vector<at::Tensor>& values) {
   ++count_;
 }
 
-std::vector<at::Tensor> ParticleAverager::gather(const std::vector<at::Tensor>& local, int64_t n) {
-  TORCH_CHECK_VALUE(static_cast<int64_t>(local.size()) == n, "gather: ", local.size(),
-                    " particles here, expected all ", n);
-  return local;
-}
-
 void average_in_order(const std::vector<std::vector<at::Tensor>>& particles,
                       std::vector<at::Tensor>& out) {
   torch::NoGradGuard no_grad;
@@ -52,10 +46,8 @@ void average_in_order(const std::vector<std::vector<at::Tensor>>& particles,
   at::_foreach_copy_(out, acc, /*non_blocking=*/false);
 }
 
-void LocalAverager::average(const std::vector<std::vector<at::Tensor>>& particles,
-                            std::vector<at::Tensor>& out, int64_t total_particles) {
-  TORCH_CHECK_VALUE(total_particles == static_cast<int64_t>(particles.size()),
-                    "LocalAverager: all particles must be local");
+void UniformAverager::average(const std::vector<std::vector<at::Tensor>>& particles,
+                              std::vector<at::Tensor>& out) {
   average_in_order(particles, out);
 }
 

@@ -273,21 +273,6 @@ std::shared_ptr<Collectives> Collectives::subgroup(const std::vector<int64_t>& r
   return nullptr;
 }
 
-std::vector<std::vector<int64_t>> data_parallel_groups(int64_t world, int64_t n) {
-  TORCH_CHECK_VALUE(world >= 1 && n >= 1, "data_parallel_groups: ", world, " processes, ", n,
-                    " particles");
-  std::vector<std::vector<int64_t>> out(static_cast<size_t>(n));
-  if (n >= world) {
-    for (int64_t r = 0; r < world; ++r)
-      for (int64_t p = r * n / world; p < (r + 1) * n / world; ++p) out[p] = {r};
-    return out;
-  }
-  const int64_t g = world / n;
-  for (int64_t p = 0; p < n; ++p)
-    for (int64_t r = p * g; r < (p + 1) * g; ++r) out[p].push_back(r);
-  return out;
-}
-
 std::shared_ptr<Collectives> process_group_collectives(
     c10::intrusive_ptr<c10d::ProcessGroup> group, std::chrono::milliseconds timeout,
     std::vector<std::pair<std::vector<int64_t>, c10::intrusive_ptr<c10d::ProcessGroup>>>

@@ -1,5 +1,8 @@
-// The run's checkpoint: what a run has done (progress, models, masks, the group in training) as
-// named tensors, and back. Resume is re-entering the round loop with this progress. Internal to
+// The run's checkpoint: what a run has done, as named tensors, and back. Each part saves and
+// restores itself (../checkpoint/entries.h: models; Masks; ParticleState in trainer.h; round
+// records in round_text.h; the run's identity in run_identity.h); this file puts them together
+// and checks them against each other: counters, masks against the round records and the weights
+// they were pruned from. Resume is re-entering the round loop with this progress. Internal to
 // swamp_core; the file format itself (atomic write, checksum) is swamp/checkpoint.h.
 #pragma once
 
@@ -9,9 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "../checkpoint/entries.h"
 #include "masks.h"
 #include "particles.h"
 #include "plan.h"
+#include "round_text.h"
 #include "swamp/batch_source.h"
 #include "swamp/checkpoint.h"
 #include "swamp/engine.h"
@@ -35,28 +40,6 @@ struct RunProgress {
 struct ResumedGroup {
   Group group;
   std::unique_ptr<ParticleState> state;
-};
-
-// A checkpoint's entries, each checked before it is used: a missing entry, a wrong dtype or
-// shape, a value out of its range or a non-finite one is one error naming the file and the
-// entry (c10::Error), never a crash or a silent resume. Entries nobody asked for are refused too.
-class Entries {
- public:
-  Entries(std::string path, TensorMap m);
-  [[noreturn]] void damaged(const std::string& key, const std::string& what) const;
-  bool has(const std::string& key) const { return m_.count(key) != 0; }
-  const at::Tensor& get(const std::string& key);
-  int64_t integer(const std::string& key, int64_t lo, int64_t hi);  // an int64 scalar in [lo, hi]
-  double real(const std::string& key, double lo, double hi);        // a finite float64 in [lo, hi]
-  std::string text(const std::string& key);                         // uint8 [n]
-  // The entry for a model tensor: same dtype and shape, finite values when floating.
-  const at::Tensor& like(const std::string& key, const at::Tensor& model);
-  void expect_all_used() const;
-
- private:
-  std::string path_;
-  TensorMap m_;
-  std::set<std::string> used_;
 };
 
 class RunCheckpoint {
@@ -97,11 +80,5 @@ class RunCheckpoint {
   int64_t train_size_ = 0;
   std::string identity_, path_, fingerprint_;
 };
-
-// A round's figures as text and back (exact: doubles with 17 significant digits), ending in a
-// check line (a hash of the text before it). decode_round throws c10::Error saying what is wrong
-// for text it did not write: a failed check, an unknown or repeated field, a malformed number.
-std::string encode_round(const RoundResult& r);
-RoundResult decode_round(const std::string& s);
 
 }  // namespace swamp::engine

@@ -63,4 +63,22 @@ void Masks::fill_sparsity(Model& model, RoundResult& rr) const {
   rr.sparsity_all = 1.0 - static_cast<double>(all_kept) / static_cast<double>(all);
 }
 
+void Masks::save(TensorMap& out, const std::string& prefix) const {
+  for (const auto& kv : masks_) out[prefix + kv.first] = kv.second;
+}
+
+std::pair<int64_t, int64_t> Masks::restore(Entries& e, const std::string& prefix) {
+  int64_t eligible = 0, kept = 0;
+  for (auto& kv : masks_) {
+    const std::string key = prefix + kv.first;
+    const at::Tensor& t = e.get(key);
+    if (t.scalar_type() != at::kBool || t.sizes() != kv.second.sizes())
+      e.damaged(key, "is " + describe(t) + " where the model's mask is " + describe(kv.second));
+    kv.second.copy_(t);
+    eligible += t.numel();
+    kept += t.sum().item<int64_t>();
+  }
+  return {eligible, kept};
+}
+
 }  // namespace swamp::engine

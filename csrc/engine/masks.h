@@ -4,8 +4,10 @@
 
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "../checkpoint/entries.h"
 #include "swamp/engine.h"
 #include "swamp/models.h"
 
@@ -30,6 +32,11 @@ class Masks {
   void prune(Model& model, double ratio, const std::string& strategy, uint64_t seed);
   // Exact sparsity over the eligible weights and over all prunable ones, per-layer density.
   void fill_sparsity(Model& model, RoundResult& rr) const;
+
+  // In a checkpoint, as `prefix<name>` entries (../checkpoint/entries.h). Restoring checks each
+  // mask's dtype and shape and returns (eligible weights, kept weights).
+  void save(TensorMap& out, const std::string& prefix) const;
+  std::pair<int64_t, int64_t> restore(Entries& e, const std::string& prefix);
 
  private:
   std::vector<std::string> prunable_, eligible_;

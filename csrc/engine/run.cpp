@@ -18,8 +18,8 @@
 #include "../common/default_generator.h"
 #include "../common/determinism.h"
 #include "../common/lanes.h"
+#include "../evaluation/evaluation.h"
 #include "checkpoint_codec.h"
-#include "evaluation.h"
 #include "masks.h"
 #include "particles.h"
 #include "plan.h"
@@ -41,6 +41,7 @@ class Run {
       : cfg_(cfg),
         source_(*parts.model),
         data_(*parts.data),
+        processes_(*parts.processes),
         averager_(*parts.averager),
         plan_(make_plan(cfg, data_.train_size())),
         run_plan_(std::move(run_plan)),
@@ -59,19 +60,19 @@ class Run {
     agree_on_setup();
     ResumedGroup resumed;
     // spread over processes, the primary alone replaces a checkpoint (fresh) and writes them
-    if ((averager_.primary() || !fresh_) && checkpoint_.resumable()) {
+    if ((processes_.primary() || !fresh_) && checkpoint_.resumable()) {
       resumed = checkpoint_.restore(p_, models_, masks_, [&](Group& g) { return start(g); });
-      TORCH_CHECK_VALUE(!averager_.spread() || (p_.particles_done == 0 && !resumed.state),
+      TORCH_CHECK_VALUE(!processes_.spread() || (p_.particles_done == 0 && !resumed.state),
                         "checkpoint ", checkpoint_.path(), " stopped inside round ", p_.rounds_done,
                         " (", p_.particles_done,
                         " particles done, written by a single-process run); a distributed run "
                         "resumes from the end of a round: finish it in one process or start "
                         "fresh");
     }
-    averager_.agree("progress (is the checkpoint folder the same for every process?)",
-                    {{"ticket_done", std::to_string(p_.ticket_done)},
-                     {"rounds_done", std::to_string(p_.rounds_done)},
-                     {"masks_round", std::to_string(p_.masks_round)}});
+    processes_.agree("progress (is the checkpoint folder the same for every process?)",
+                     {{"ticket_done", std::to_string(p_.ticket_done)},
+                      {"rounds_done", std::to_string(p_.rounds_done)},
+                      {"masks_round", std::to_string(p_.masks_round)}});
     if (hooks_.on_restore && !p_.results.empty()) hooks_.on_restore(p_.results);
     if (!p_.ticket_done) train_ticket();
     if (hooks_.on_ticket) hooks_.on_ticket(state_of(models_.ticket()));
@@ -80,7 +81,7 @@ class Run {
       if (p_.masks_round < round) prune_for(round);  // a finished run extended with more rounds
       const int64_t n = run_plan_.particles.at(static_cast<size_t>(round));
       // this process's particles of the round (all of them unless spread over processes)
-      const ProcessLayout layout = averager_.layout(n);
+      const ProcessLayout layout = processes_.layout(n);
       p_.particles_done = std::max(p_.particles_done, layout.first);
       while (p_.particles_done < layout.last) train_particles(round, n, layout.last, resumed);
       RoundResult rr = average_and_evaluate(round, n);
@@ -110,8 +111,8 @@ class Run {
 
   // How this process trains its particle of a round of n together with others (if it does).
   DataParallel data_parallel(int64_t n) {
-    DataParallel dp{averager_.layout(n), {}};
-    if (dp.on()) dp.sum = [this, n](std::vector<at::Tensor>& t) { averager_.sum_in_group(n, t); };
+    DataParallel dp{processes_.layout(n), {}};
+    if (dp.on()) dp.sum = [this, n](std::vector<at::Tensor>& t) { processes_.sum_in_group(n, t); };
     return dp;
   }
 
@@ -131,7 +132,7 @@ class Run {
     }
     // spread over processes, each holds only its own particles' state: saved at round ends only
     trainer_.train(grp, *st, round, first, plan_.total_steps, plan_.swa,
-                   averager_.spread()
+                   processes_.spread()
                        ? SavePoints{}
                        : SavePoints{[&] { save(st.get(), &grp); }, checkpoint_.every_epochs()},
                    data_parallel(n));
@@ -149,7 +150,7 @@ class Run {
       p_.skipped.push_back(st->scaler ? st->skipped[g] : 0);
     }
     // the SWA solutions' BN statistics, side by side (a group's first process speaks for it)
-    if (plan_.swa && cfg_.diagnostics && averager_.layout(n).group_rank == 0) {
+    if (plan_.swa && cfg_.diagnostics && processes_.layout(n).group_rank == 0) {
       const int64_t lanes = post_lanes(n);
       run_lanes(lanes, [&](int64_t lane) {
         for (int64_t g = lane; g < group; g += lanes) {
@@ -160,7 +161,7 @@ class Run {
       });
     }
     p_.particles_done = first + group;
-    if (!averager_.spread()) save();
+    if (!processes_.spread()) save();
   }
 
   // Average the particles uniformly, mask the average, recompute its batch-norm statistics,
@@ -171,7 +172,7 @@ class Run {
     RoundResult rr;
     rr.round = round;
     rr.particles = n;
-    const ProcessLayout layout = averager_.layout(n);
+    const ProcessLayout layout = processes_.layout(n);
     rr.processes = layout.world;
     rr.processes_per_particle = layout.per_particle;
     // the particles this process speaks for (its own, or none where another member of its
@@ -189,7 +190,7 @@ class Run {
           mine[p - first] = eval_.log_probs(models_.particle(p));
         }
       });
-      logp = averager_.gather(mine, n);
+      logp = processes_.gather(mine, n);
       for (int64_t p = 0; p < n; ++p) {
         const Metrics m = eval_.metrics(logp[p]);
         rr.particle_acc.push_back(m.acc);
@@ -203,9 +204,6 @@ class Run {
     if (cfg_.precision == "fp16")  // the only precision that skips steps: no gather otherwise
       for (double k : gathered_values(p_.skipped, n)) rr.skipped_steps += static_cast<int64_t>(k);
     Model& avg = models_.average();
-    std::vector<std::vector<at::Tensor>> particle_params;
-    for (int64_t p = first; p < last; ++p)
-      particle_params.push_back(models_.particle(p).parameters(true));
     {  // particle 0's buffers (from the process that trained it); the weights are averaged below
       torch::NoGradGuard no_grad;
       std::vector<at::Tensor> buffers = avg.buffers(true);
@@ -213,7 +211,13 @@ class Run {
       for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(every[i][0]);
     }
     std::vector<at::Tensor> out = avg.parameters(true);
-    averager_.average(particle_params, out, n);
+    {  // every particle's weights in particle order (from the other processes when spread)
+      const auto every = gathered(n, [](Model& m) { return m.parameters(true); });
+      std::vector<std::vector<at::Tensor>> particles(static_cast<size_t>(n));
+      for (size_t i = 0; i < every.size(); ++i)
+        for (int64_t p = 0; p < n; ++p) particles[p].push_back(every[i][p].to(out[i].device()));
+      averager_.average(particles, out);
+    }
     masks_.apply(avg);  // BN statistics are computed for exactly the weights evaluated
     Metrics fm;
     if (n > 1 || plan_.swa) {
@@ -248,7 +252,7 @@ class Run {
   // tensors_of(model) (gathered from the others when spread over processes).
   template <typename F>
   std::vector<std::vector<at::Tensor>> gathered(int64_t n, F&& tensors_of) {
-    const auto [first, last] = averager_.layout(n).contributes();
+    const auto [first, last] = processes_.layout(n).contributes();
     std::vector<std::vector<at::Tensor>> mine;
     for (int64_t p = first; p < last; ++p) mine.push_back(tensors_of(models_.particle(p)));
     // the same for every particle (one architecture); a process without particles asks the average
@@ -257,7 +261,7 @@ class Run {
     for (size_t i = 0; i < count; ++i) {
       std::vector<at::Tensor> local;
       for (const auto& m : mine) local.push_back(m.at(i));
-      all[i] = averager_.gather(local, n);
+      all[i] = processes_.gather(local, n);
     }
     return all;
   }
@@ -269,13 +273,13 @@ class Run {
   // this process trained, of which it gives those it speaks for).
   template <typename T>
   std::vector<double> gathered_values(const std::vector<T>& values, int64_t n) {
-    const ProcessLayout l = averager_.layout(n);
+    const ProcessLayout l = processes_.layout(n);
     const auto [first, last] = l.contributes();
     std::vector<at::Tensor> mine;
     for (int64_t p = first; p < last; ++p)
       mine.push_back(at::full({}, static_cast<double>(values.at(p - l.first)), at::kDouble));
     std::vector<double> out;
-    for (const auto& t : averager_.gather(mine, n)) out.push_back(t.item<double>());
+    for (const auto& t : processes_.gather(mine, n)) out.push_back(t.item<double>());
     return out;
   }
 
@@ -285,10 +289,10 @@ class Run {
     std::vector<std::pair<std::string, std::string>> fields;
     for (const auto& kv : config_fields(cfg_))
       if (kv.first != "device") fields.push_back(kv);
-    averager_.agree("configuration", fields);
-    averager_.agree("model and data", {{"model", source_.identity()},
-                                       {"data", data_.fingerprint()},
-                                       {"prunable", std::to_string(masks_.map().size())}});
+    processes_.agree("configuration", fields);
+    processes_.agree("model and data", {{"model", source_.identity()},
+                                        {"data", data_.fingerprint()},
+                                        {"prunable", std::to_string(masks_.map().size())}});
   }
 
   // The mask of `round`: prune the previous round's average.
@@ -420,7 +424,7 @@ class Run {
   }
 
   void save(const ParticleState* cur = nullptr, const Group* grp = nullptr) {
-    if (!averager_.primary()) return;
+    if (!processes_.primary()) return;
     checkpoint_.save(
         p_, models_, masks_,
         p_.round_seconds + std::chrono::duration<double>(Clock::now() - round_t0_).count(), cur,
@@ -446,6 +450,7 @@ class Run {
   const Config& cfg_;
   const ModelSource& source_;
   BatchSource& data_;
+  Processes& processes_;
   ParticleAverager& averager_;
   Plan plan_;
   RunPlan run_plan_;
@@ -494,7 +499,8 @@ RunResult run_with(const RunRequest& request, RunPlan plan, bool planned) {
                     request.parts.data->device(), " but Config.device is ", cfg.device);
   RunParts parts = request.parts;
   if (!parts.model) parts.model = std::make_shared<ZooModelSource>(cfg.model);
-  if (!parts.averager) parts.averager = std::make_shared<LocalAverager>();
+  if (!parts.processes) parts.processes = std::make_shared<Processes>();
+  if (!parts.averager) parts.averager = std::make_shared<UniformAverager>();
   DeterminismGuard determinism(cfg.deterministic, dev);
   // the forward passes draw from torch's default generators in the run's own streams; the
   // caller's streams are as they were afterwards

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../checkpoint/entries.h"
 #include "particles.h"
 #include "plan.h"
 #include "swamp/averaging.h"
@@ -98,5 +99,14 @@ class Trainer {
 std::vector<at::Tensor> trainable(const Group& grp);
 // values[offset...] into the model's trainable tensors.
 void load_trainable(Model& model, const std::vector<at::Tensor>& values, size_t offset = 0);
+
+// A group's training state in a checkpoint, under `prefix` (../checkpoint/entries.h). Restoring
+// checks it against the step plan: the step, the position in the epoch, the SWA snapshot count
+// and every particle's batch order follow from each other; momentum and SWA are zero where the
+// masks have pruned.
+void save_particle_state(TensorMap& out, const std::string& prefix, const ParticleState& st);
+void restore_particle_state(Entries& e, const std::string& prefix, const c10::Device& dev,
+                            const Plan& plan, int64_t train_size, double momentum,
+                            ParticleState& st);
 
 }  // namespace swamp::engine

@@ -85,7 +85,7 @@ RunResult run(PyRunRequest& rq) {
   if (!rq.process_group.empty()) {
     TORCH_CHECK_VALUE(rq.dist_timeout_s > 0, "dist_timeout must be > 0 seconds, got ",
                       rq.dist_timeout_s);
-    core.parts.averager = std::make_shared<DistributedAverager>(process_group_collectives(
+    core.parts.processes = std::make_shared<DistributedProcesses>(process_group_collectives(
         rq.process_group,
         std::chrono::milliseconds(static_cast<int64_t>(rq.dist_timeout_s * 1000.0)), rq.subgroups));
   }

@@ -89,7 +89,7 @@ int main() {
     struct FirstParticle : swamp::ParticleAverager {
       int calls = 0;
       void average(const std::vector<std::vector<torch::Tensor>>& particles,
-                   std::vector<torch::Tensor>& out, int64_t) override {
+                   std::vector<torch::Tensor>& out) override {
         ++calls;
         torch::NoGradGuard no_grad;
         for (size_t i = 0; i < out.size(); ++i) out[i].copy_(particles[0][i]);

@@ -87,11 +87,11 @@ int main(int argc, char** argv) {
     const bool spread = world != nullptr && std::atoi(world) > 1;
     bool primary = true;
     if (spread) {  // the rendezvous torchrun set up: a c10d TCPStore and collectives over it
-      auto dist = std::make_shared<swamp::DistributedAverager>(
+      auto dist = std::make_shared<swamp::DistributedProcesses>(
           swamp::store_collectives_from_env(std::chrono::seconds(120)));
       primary = dist->primary();
       std::printf("%s\n", dist->describe().c_str());
-      parts.averager = dist;
+      parts.processes = dist;
     }
     swamp::Hooks hooks;
     hooks.on_round = [](const swamp::RoundResult& r) {

@@ -16,9 +16,9 @@ UNIT_TEST(the_particle_average_is_the_sum_in_particle_order_over_their_number) {
     const auto want = ((parts[0][i] + parts[1][i]) + parts[2][i]) / 3.0;
     EXPECT(at::equal(out[i], want));
   }
-  swamp::LocalAverager local;
+  swamp::UniformAverager uniform;
   std::vector<at::Tensor> out2 = {at::empty({5}), at::empty({2, 2})};
-  local.average(parts, out2, 3);
+  uniform.average(parts, out2);
   for (size_t i = 0; i < out.size(); ++i) EXPECT(at::equal(out2[i], out[i]));
 }
 

@@ -1,5 +1,6 @@
-// Weight averaging: SWA inside a particle, uniform averaging across particles, and the batch-norm
-// statistics that averaged weights need.
+// Weight averaging, the maths only: SWA inside a particle, the average of a round's particles,
+// and the batch-norm statistics that averaged weights need. Which process holds which particle is
+// swamp/processes.h.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -12,7 +13,6 @@
 #include <vector>
 
 #include "swamp/export.h"
-#include "swamp/processes.h"
 
 namespace swamp {
 
@@ -32,55 +32,26 @@ class SWAMP_API RunningAverage {
   int64_t count_ = 0;
 };
 
-// Averages the particles of a round, and says which of them this process trains: the seam for
-// distributed training (swamp/distributed.h). The defaults describe one process holding all.
+// How the particles of a round become one model: the seam for other averaging rules. Gets every
+// particle of the round (gathered from the other processes first when they are spread, see
+// swamp/processes.h): `particles[p][i]` is tensor i of particle p, in particle order; writes the
+// result into `out[i]`.
 class SWAMP_API ParticleAverager {
  public:
   virtual ~ParticleAverager() = default;
-  // `particles[p][i]` is tensor i of local particle p (the particles of
-  // layout(total).contributes(), in order);
-  // writes the uniform average over all `total_particles` particles (local and remote) into
-  // `out[i]`, the sum taken in particle order.
   virtual void average(const std::vector<std::vector<at::Tensor>>& particles,
-                       std::vector<at::Tensor>& out, int64_t total_particles) = 0;
-  // The particles [first, last) of a round of n that this process trains.
-  virtual std::pair<int64_t, int64_t> share(int64_t n) const { return {0, n}; }
-  // This process's place in a round of n particles (n = 1 also for the ticket). The default:
-  // share(n), trained alone.
-  virtual ProcessLayout layout(int64_t n) const {
-    const auto s = share(n);
-    return ProcessLayout{1, 1, s.first, s.second, 0};
-  }
-  // Sums `tensors` in place over the processes that train this process's particle in a round of
-  // n (layout(n).per_particle > 1; every member calls it with the same shapes, every step);
-  // nothing to do when it trains alone.
-  virtual void sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) {
-    (void)n;
-    (void)tensors;
-  }
-  // One tensor per particle that this process contributes (layout(n).contributes(); same shape
-  // for every particle) -> the tensors of all n particles, in particle order.
-  virtual std::vector<at::Tensor> gather(const std::vector<at::Tensor>& local, int64_t n);
-  // Whether this process writes checkpoints and results.
-  virtual bool primary() const { return true; }
-  // Whether a round's particles are spread over processes (checkpoints at round ends only).
-  virtual bool spread() const { return false; }
-  // Checked once before a run: every process must hold the same `fields` (name, value) of
-  // `what`; a difference is an error naming the process, the field and both values.
-  virtual void agree(const std::string& what,
-                     const std::vector<std::pair<std::string, std::string>>& fields) {}
-  virtual std::string describe() const { return "one process"; }
+                       std::vector<at::Tensor>& out) = 0;
 };
 
-// All particles live in this process.
-class SWAMP_API LocalAverager : public ParticleAverager {
+// The method's rule: the uniform average (average_in_order).
+class SWAMP_API UniformAverager : public ParticleAverager {
  public:
-  void average(const std::vector<std::vector<at::Tensor>>& particles, std::vector<at::Tensor>& out,
-               int64_t total_particles) override;
+  void average(const std::vector<std::vector<at::Tensor>>& particles,
+               std::vector<at::Tensor>& out) override;
 };
 
 // The uniform average of `particles` (all of a round, in particle order) into `out`: the sum in
-// particle order, divided by their number (LocalAverager and DistributedAverager share it).
+// particle order, divided by their number (UniformAverager).
 SWAMP_API void average_in_order(const std::vector<std::vector<at::Tensor>>& particles,
                                 std::vector<at::Tensor>& out);
 

@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "swamp/averaging.h"
 #include "swamp/export.h"
+#include "swamp/processes.h"
 
 namespace c10d {
 class ProcessGroup;
@@ -74,13 +74,10 @@ SWAMP_API std::shared_ptr<Collectives> process_group_collectives(
 SWAMP_API std::shared_ptr<Collectives> store_collectives_from_env(
     std::chrono::milliseconds timeout);
 
-// The particle averager of a distributed run.
-class SWAMP_API DistributedAverager : public ParticleAverager {
+// The processes of a distributed run (RunParts::processes).
+class SWAMP_API DistributedProcesses : public Processes {
  public:
-  explicit DistributedAverager(std::shared_ptr<Collectives> collectives);
-  void average(const std::vector<std::vector<at::Tensor>>& particles, std::vector<at::Tensor>& out,
-               int64_t total_particles) override;
-  std::pair<int64_t, int64_t> share(int64_t n) const override;
+  explicit DistributedProcesses(std::shared_ptr<Collectives> collectives);
   // data_parallel_groups(size, n) seen from this process
   ProcessLayout layout(int64_t n) const override;
   void sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) override;

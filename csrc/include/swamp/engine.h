@@ -16,6 +16,7 @@
 #include "swamp/data.h"
 #include "swamp/export.h"
 #include "swamp/model_source.h"
+#include "swamp/processes.h"
 #include "swamp/round_record.h"
 
 namespace swamp {
@@ -185,13 +186,14 @@ struct Hooks {
   int64_t loss_sync_every = 0;
 };
 
-// The three seams of a run, each an interface with implementations behind it: where the models
-// come from (the zoo by default), where the batches come from (in-memory tensors today) and how
-// the particles are averaged (in this process by default).
+// The seams of a run, each an interface with implementations behind it: where the models come
+// from (the zoo by default), where the batches come from, how the particles are averaged (the
+// uniform average by default) and which processes train them (this one alone by default).
 struct RunParts {
   std::shared_ptr<const ModelSource> model;    // null: the zoo model config.model
   std::shared_ptr<BatchSource> data;           // required
-  std::shared_ptr<ParticleAverager> averager;  // null: LocalAverager
+  std::shared_ptr<ParticleAverager> averager;  // null: UniformAverager
+  std::shared_ptr<Processes> processes;        // null: one process (DistributedProcesses: more)
 };
 
 struct CheckpointOptions {
@@ -253,7 +255,7 @@ SWAMP_API RunResult run_imp(const Config& cfg, const RunParts& parts, const Hook
 // The same, given as one request (RunRequest).
 SWAMP_API RunResult run_imp(const RunRequest& request);
 // The same with the zoo model config.model on in-memory tensors (a TensorBatchSource with the
-// config's augmentation) and a LocalAverager.
+// config's augmentation), averaged uniformly, in this process.
 SWAMP_API RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks = {},
                             const CheckpointOptions& checkpoint = {});
 

@@ -1,9 +1,14 @@
-// The processes of a run: which particles a process trains in a round, alone or data-parallel
-// with others (the communication itself is the ParticleAverager seam, swamp/averaging.h, with its
-// torch.distributed implementation in swamp/distributed.h).
+// The processes of a run, the seam for distributed training: which particles a process trains in
+// a round, alone or data-parallel with others, and what they exchange (a data-parallel group's
+// gradients, the particles' tensors for averaging and evaluation, agreement on the setup). The
+// default is one process holding everything; DistributedProcesses (swamp/distributed.h) spreads
+// a run over torch.distributed processes.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -36,7 +41,38 @@ struct ProcessLayout {
 // (process r: particles [r * n / world, (r + 1) * n / world)), groups of one; n < world:
 // particle p is trained data-parallel by the world / n processes [p * g, (p + 1) * g) with
 // g = world / n, and the world - n * g processes left over sit the round out (they take part in
-// the collectives only). DistributedAverager::layout follows it.
+// the collectives only). DistributedProcesses::layout follows it.
 SWAMP_API std::vector<std::vector<int64_t>> data_parallel_groups(int64_t world, int64_t n);
+
+// The seam itself; this base class is one process holding every particle, alone.
+class SWAMP_API Processes {
+ public:
+  virtual ~Processes() = default;
+  // This process's place in a round of n particles (n = 1 also for the ticket). The default:
+  // one process, all particles, alone.
+  virtual ProcessLayout layout(int64_t n) const { return ProcessLayout{1, 1, 0, n, 0}; }
+  // Sums `tensors` in place over the processes that train this process's particle in a round of
+  // n (layout(n).per_particle > 1; every member calls it with the same shapes, every step);
+  // nothing to do when it trains alone.
+  virtual void sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) {
+    (void)n;
+    (void)tensors;
+  }
+  // One tensor per particle that this process contributes (layout(n).contributes(); same shape
+  // for every particle) -> the tensors of all n particles, in particle order.
+  virtual std::vector<at::Tensor> gather(const std::vector<at::Tensor>& local, int64_t n);
+  // Whether this process writes checkpoints and results.
+  virtual bool primary() const { return true; }
+  // Whether a round's particles are spread over processes (checkpoints at round ends only).
+  virtual bool spread() const { return false; }
+  // Checked once before a run: every process must hold the same `fields` (name, value) of
+  // `what`; a difference is an error naming the process, the field and both values.
+  virtual void agree(const std::string& what,
+                     const std::vector<std::pair<std::string, std::string>>& fields) {
+    (void)what;
+    (void)fields;
+  }
+  virtual std::string describe() const { return "one process"; }
+};
 
 }  // namespace swamp

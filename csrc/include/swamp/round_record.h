@@ -77,6 +77,8 @@ struct RoundField {
   bool required = true;
   std::string doc;
 };
+
+// SWAMP_ROUND_FIELDS as data, in order.
 SWAMP_API const std::vector<RoundField>& round_fields();
 
 }  // namespace swamp

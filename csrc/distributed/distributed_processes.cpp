@@ -1,4 +1,4 @@
-// DistributedAverager: which particles a process trains, and the all-gathers that give every
+// DistributedProcesses: which particles a process trains, and the all-gathers that give every
 // process all particles of a round (see swamp/distributed.h).
 #include <ATen/Functions.h>
 #include <c10/util/Exception.h>
@@ -55,14 +55,14 @@ std::map<std::string, std::string> fields_of(const std::string& text) {
 
 }  // namespace
 
-DistributedAverager::DistributedAverager(std::shared_ptr<Collectives> collectives)
+DistributedProcesses::DistributedProcesses(std::shared_ptr<Collectives> collectives)
     : c_(std::move(collectives)) {
-  TORCH_CHECK_VALUE(c_ != nullptr, "DistributedAverager: no collectives");
+  TORCH_CHECK_VALUE(c_ != nullptr, "DistributedProcesses: no collectives");
   TORCH_CHECK_VALUE(c_->size() >= 1 && c_->rank() >= 0 && c_->rank() < c_->size(),
-                    "DistributedAverager: rank ", c_->rank(), " of ", c_->size());
+                    "DistributedProcesses: rank ", c_->rank(), " of ", c_->size());
 }
 
-ProcessLayout DistributedAverager::layout_of(int64_t rank, int64_t n) const {
+ProcessLayout DistributedProcesses::layout_of(int64_t rank, int64_t n) const {
   TORCH_CHECK_VALUE(n >= 1, "distributed run: a round of ", n, " particles");
   const int64_t world = c_->size();
   if (n >= world) return ProcessLayout{world, 1, rank * n / world, (rank + 1) * n / world, 0};
@@ -72,14 +72,9 @@ ProcessLayout DistributedAverager::layout_of(int64_t rank, int64_t n) const {
   return ProcessLayout{world, g, p, p + 1, rank % g};
 }
 
-ProcessLayout DistributedAverager::layout(int64_t n) const { return layout_of(c_->rank(), n); }
+ProcessLayout DistributedProcesses::layout(int64_t n) const { return layout_of(c_->rank(), n); }
 
-std::pair<int64_t, int64_t> DistributedAverager::share(int64_t n) const {
-  const ProcessLayout l = layout(n);
-  return {l.first, l.last};
-}
-
-void DistributedAverager::sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) {
+void DistributedProcesses::sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) {
   const ProcessLayout l = layout(n);
   if (l.per_particle == 1 || l.first == l.last) return;
   if (l.per_particle == c_->size()) {  // one particle trained by every process
@@ -94,8 +89,8 @@ void DistributedAverager::sum_in_group(int64_t n, std::vector<at::Tensor>& tenso
   it->second->all_reduce_sum(tensors);
 }
 
-std::vector<at::Tensor> DistributedAverager::gather(const std::vector<at::Tensor>& local,
-                                                    int64_t n) {
+std::vector<at::Tensor> DistributedProcesses::gather(const std::vector<at::Tensor>& local,
+                                                     int64_t n) {
   torch::NoGradGuard no_grad;
   const auto [first, last] = layout(n).contributes();
   TORCH_CHECK_VALUE(static_cast<int64_t>(local.size()) == last - first, "gather: ", local.size(),
@@ -136,25 +131,8 @@ std::vector<at::Tensor> DistributedAverager::gather(const std::vector<at::Tensor
   return out;
 }
 
-void DistributedAverager::average(const std::vector<std::vector<at::Tensor>>& particles,
-                                  std::vector<at::Tensor>& out, int64_t total_particles) {
-  // tensor by tensor: every particle's copy of it, then the sum in particle order
-  std::vector<std::vector<at::Tensor>> all(static_cast<size_t>(total_particles));
-  for (size_t i = 0; i < out.size(); ++i) {
-    std::vector<at::Tensor> local;
-    for (const auto& p : particles) {
-      TORCH_CHECK_VALUE(p.size() == out.size(), "average: a particle has ", p.size(),
-                        " tensors, expected ", out.size());
-      local.push_back(p[i].detach());
-    }
-    const std::vector<at::Tensor> every = gather(local, total_particles);
-    for (int64_t p = 0; p < total_particles; ++p) all[p].push_back(every[p].to(out[i].device()));
-  }
-  average_in_order(all, out);
-}
-
-void DistributedAverager::agree(const std::string& what,
-                                const std::vector<std::pair<std::string, std::string>>& fields) {
+void DistributedProcesses::agree(const std::string& what,
+                                 const std::vector<std::pair<std::string, std::string>>& fields) {
   const std::string text = text_of(fields);
   const at::Tensor len = at::full({1}, static_cast<int64_t>(text.size()), at::kLong);
   int64_t most = 0;

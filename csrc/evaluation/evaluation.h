@@ -1,5 +1,6 @@
-// Evaluation of a round: batch-norm statistics for averaged weights, test log-probabilities,
-// accuracy / NLL of one model and of the particles' prediction ensemble. Internal to swamp_core.
+// Evaluation, shared by the engine (a round) and the analyses: batch-norm statistics for averaged
+// weights, test log-probabilities, accuracy / NLL of one model and of the particles' prediction
+// ensemble. Internal to swamp_core.
 #pragma once
 
 #include <vector>
