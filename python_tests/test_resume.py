@@ -257,6 +257,51 @@ def test_extending_a_finished_run_equals_running_longer(tmp_path):
         run_imp(Config(**dict(cfg, rounds=1)), data, checkpoint_dir=tmp_path, progress=False)
 
 
+def _fnv1a(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+# the line order in which the previous swamp_ext wrote a round record into a checkpoint (counts,
+# then figures, then the per-particle and per-layer lines)
+PREVIOUS_ROUND_ORDER = ["round", "particles", "remaining", "prunable", "skipped_steps", "processes",
+                        "processes_per_particle", "sparsity", "sparsity_all", "test_acc",
+                        "test_nll", "ensemble_acc", "ensemble_nll", "train_loss", "seconds",
+                        "test_ece", "ensemble_ece", "particle_acc", "particle_nll", "layer"]
+
+
+def test_a_checkpoint_of_the_previous_version_resumes(tmp_path):
+    """The round records of a checkpoint written before the record's fields came from one list
+    (another line order, its own check line) are read back: extending that run equals running
+    longer."""
+    data = datasets.load("digits")
+    cfg = dict(CFG, model="lenet_300_100", rounds=2)
+    run_imp(Config(**cfg), data, checkpoint_dir=tmp_path, progress=False)
+    path = str(tmp_path / "checkpoint.swamp")
+    tensors = swamp_ext._C.io.load_checkpoint_tensors(path)
+    rewritten = 0
+    for key in [k for k in tensors if k.startswith("result/")]:
+        text = bytes(tensors[key].tolist()).decode()
+        body = text[:text.rindex("\ncheck=")]
+        lines = sorted(body.split("\n"), key=lambda ln: PREVIOUS_ROUND_ORDER.index(
+            ln.split("=", 1)[0]))  # stable: the per-particle and per-layer lines keep their order
+        old = "\n".join(lines)
+        assert old != body  # the order did change
+        old += f"\ncheck={_fnv1a(old.encode()):016x}"
+        tensors[key] = torch.tensor(list(old.encode()), dtype=torch.uint8)
+        rewritten += 1
+    assert rewritten == 2
+    swamp_ext._C.io.save_checkpoint_tensors(path, tensors)
+    longer = run_imp(Config(**dict(cfg, rounds=3)), data, checkpoint_dir=tmp_path, progress=False)
+    direct = run_imp(Config(**dict(cfg, rounds=3)), data, progress=False)
+    assert [r.test_acc for r in longer.rounds] == [r.test_acc for r in direct.rounds]
+    assert [r.layer_density for r in longer.rounds] == [r.layer_density for r in direct.rounds]
+    for k in direct.masks:
+        assert torch.equal(longer.masks[k], direct.masks[k])
+
+
 def test_unwritable_checkpoint_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
