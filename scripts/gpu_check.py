@@ -127,6 +127,8 @@ def link_facts(site: str, scratch: str) -> dict:
     else:
         facts["error"] = "nm / readelf (binutils) not installed: the libraries were not inspected"
     for build in linkfacts.build_dirs(ROOT):
+        if linkfacts.link_output(build, "swamp_core") is None:
+            continue  # another project's build folder (the C++ unit tests')
         facts["cache"] = linkfacts.cache_flags(build)
         for key, target in (("core", "swamp_core"), ("module", "_C")):
             output = linkfacts.link_output(build, target)
