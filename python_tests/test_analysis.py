@@ -371,7 +371,7 @@ def test_progress_line_shows_the_last_accuracy_and_an_eta():
 
     out = io.StringIO()
     cfg = swamp_ext.Config(method="swamp", particles=2, rounds=3, epochs=4)
-    bar = TerminalProgress(cfg, [2, 2, 2], out)
+    bar = TerminalProgress(swamp_ext._C.particles_per_round(cfg.to_cpp()), out)
     P = SimpleNamespace
     bar(P(round=-1, particle=-1, particles=1, epoch=1, epochs=1, loss=2.0, lr=0.1))
     assert "ticket" in out.getvalue() and "ETA" not in out.getvalue()

@@ -6,19 +6,15 @@ import sys
 import time
 from typing import Any, Optional
 
-from .config import Config
-
 
 class TerminalProgress:
     """One self-overwriting status line on a terminal: round, particle, epoch, loss, the last
     round's accuracy and an estimate of the time left (from the epochs trained so far)."""
 
-    def __init__(self, config: Optional[Config] = None, particles: Optional[list[int]] = None,
-                 stream: Any = None) -> None:
+    def __init__(self, particles: Optional[list[int]] = None, stream: Any = None) -> None:
         """particles: of each round (the run's plan); None: the ETA is not shown."""
         self.stream = stream or sys.stderr
         self.t0 = time.monotonic()
-        self.config = config
         self.particles = list(particles) if particles is not None else None
         self.per_particle = 0  # epochs a round's particle trains (learned from the first one)
         self.units = 0  # epochs trained in rounds by this process so far

@@ -45,17 +45,17 @@ def _from_cpp(value: Any, kind: str) -> Any:
 
 def _round_record_class() -> type:
     fields_, docs = [], []
+    listed = _C.round_fields()
     defaults = _C.RoundResult()
-    for f in _C.round_fields():
+    for f in listed:
         t = _PY_TYPES[f["kind"]]
         if f["required"]:
             fields_.append((f["name"], t))
-        else:  # absent from records of earlier versions: the default (a figure: None)
-            fields_.append((f["name"], t, field(
-                default=_from_cpp(getattr(defaults, f["name"]), f["kind"])
-                if f["kind"] != "optional_figure" else None)))
+        else:  # absent from records of earlier versions: the default (a figure: not computed)
+            default = None if f["kind"] == "optional_figure" else getattr(defaults, f["name"])
+            fields_.append((f["name"], t, field(default=default)))
         docs.append(f"    {f['name']}: {f['doc']}")
-    kinds = {f["name"]: f["kind"] for f in _C.round_fields()}
+    kinds = {f["name"]: f["kind"] for f in listed}
 
     def from_cpp(cls: type, r: Any) -> Any:
         return cls(**{k: _from_cpp(getattr(r, k), kind) for k, kind in kinds.items()})

@@ -134,7 +134,7 @@ def run_imp(
         progress = sys.stderr.isatty() and primary
     bar = None
     if progress is True:
-        bar = TerminalProgress(config, plan.particles)
+        bar = TerminalProgress(plan.particles)
         request.hooks.on_epoch = bar
     elif callable(progress):
         request.hooks.on_epoch = progress

@@ -23,6 +23,7 @@
 #include "masks.h"
 #include "particles.h"
 #include "plan.h"
+#include "run_plan.h"
 #include "swamp/layers.h"
 #include "trainer.h"
 
@@ -470,20 +471,6 @@ class Run {
 }  // namespace
 }  // namespace engine
 
-namespace {
-// The plan of a request without one: the configuration checked once, before anything is built;
-// channels_last is decided from the run's own model (Run::check_model).
-RunPlan unplanned(const Config& cfg, bool check_model) {
-  validate_config(cfg, check_model);
-  RunPlan plan;
-  plan.particles = particles_per_round(cfg);
-  plan.swa = swa_enabled(cfg);
-  plan.precision = cfg.precision;
-  plan.device = resolve_device(cfg.device).str();
-  return plan;
-}
-}  // namespace
-
 uint64_t initial_weights_seed(uint64_t run_seed) { return hash_seed(run_seed, -2, 0, 1); }
 
 namespace {
@@ -512,7 +499,8 @@ RunResult run_with(const RunRequest& request, RunPlan plan, bool planned) {
 
 RunResult run_imp(const RunRequest& request) {
   if (request.plan) return run_with(request, *request.plan, /*planned=*/true);
-  return run_with(request, unplanned(request.config, request.parts.model == nullptr), false);
+  return run_with(
+      request, engine::plan_without_model(request.config, request.parts.model == nullptr), false);
 }
 
 RunResult run_imp(const Config& cfg, const RunParts& parts, const Hooks& hooks,
@@ -522,7 +510,7 @@ RunResult run_imp(const Config& cfg, const RunParts& parts, const Hooks& hooks,
 
 RunResult run_imp(const Config& cfg, const Dataset& data, const Hooks& hooks,
                   const CheckpointOptions& checkpoint) {
-  RunPlan plan = unplanned(cfg, /*check_model=*/true);
+  RunPlan plan = engine::plan_without_model(cfg, /*check_model=*/true);
   Augment aug;
   if (cfg.augment) aug = Augment{cfg.crop_padding, cfg.flip};
   RunRequest request{cfg, {}, hooks, checkpoint, nullptr};

@@ -1,7 +1,7 @@
 // RunPlan: what a run will do, decided once before training (see swamp/engine.h).
-#include <algorithm>
+#include "run_plan.h"
 
-#include "swamp/engine.h"
+#include <algorithm>
 
 namespace swamp {
 
@@ -12,16 +12,22 @@ std::vector<int64_t> particles_per_round(const Config& cfg) {
   return out;
 }
 
-RunPlan plan_run(const Config& cfg, const ModelSource& model, const ModelSpec& spec) {
-  validate_config(cfg, /*check_model=*/false);  // the model source is given
-  const c10::Device device = resolve_device(cfg.device);
+namespace engine {
+RunPlan plan_without_model(const Config& cfg, bool check_model) {
+  validate_config(cfg, check_model);
   RunPlan plan;
   plan.particles = particles_per_round(cfg);
   plan.swa = swa_enabled(cfg);
   plan.precision = cfg.precision;
-  plan.device = device.str();
+  plan.device = resolve_device(cfg.device).str();
+  return plan;
+}
+}  // namespace engine
+
+RunPlan plan_run(const Config& cfg, const ModelSource& model, const ModelSpec& spec) {
+  RunPlan plan = engine::plan_without_model(cfg, /*check_model=*/false);  // the source is given
   const ModelPtr one = model.create(spec, 0);
-  plan.channels_last = channels_last_on(cfg, *one, device);
+  plan.channels_last = channels_last_on(cfg, *one, c10::Device(plan.device));
   return plan;
 }
 
