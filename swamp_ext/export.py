@@ -2,10 +2,13 @@
 safetensors or torch state dict, ONNX (when the ``onnx`` package is installed), or a compressed
 sparse file (CSR) whose size shows what the sparsity saves.
 
-CSR file (safetensors, metadata ``format: swamp_ext-csr-1``): each pruned weight W, seen as the
-matrix [W.shape[0], rest], is stored as ``<name>.values`` (its kept entries, row by row),
+CSR file (safetensors, metadata ``format: swamp_ext-csr-1``, ``model``, ``round``,
+``input_shape``, ``num_classes``, ``sparse_shapes``): each pruned weight W, seen as the matrix
+[W.shape[0], rest], is stored as ``<name>.values`` (its kept entries, row by row),
 ``<name>.col_indices`` and ``<name>.crow_indices`` (int32 when they fit); every other tensor as
-is. ``load_csr(path)`` gives the dense state dict back.
+is. ``load_csr(path)`` gives the dense state dict back; ``swamp_ext.inference.from_csr(path)`` a
+module computing with the compressed weights, and C++ ``swamp::inference::load_compressed``
+runs it without Python.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Optional, Union
 import torch
 
 from ._core import _C
+from .inference.modules import csr_of
 
 FORMATS = ("safetensors", "torch", "onnx", "csr")
 CSR_FORMAT = "swamp_ext-csr-1"
@@ -41,10 +45,6 @@ def _dense_bytes(state: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
-def _index_dtype(n: int) -> torch.dtype:
-    return torch.int32 if n < 2**31 else torch.int64
-
-
 def to_csr(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
            ) -> dict[str, torch.Tensor]:
     """The tensors of a CSR file: masked weights as values / col_indices / crow_indices."""
@@ -54,20 +54,22 @@ def to_csr(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
         if m is None:
             out[name] = t.contiguous()
             continue
-        mat = t.detach().cpu().reshape(t.shape[0], -1)
-        keep = m.cpu().reshape(mat.shape)
-        rows, cols = keep.nonzero(as_tuple=True)
-        counts = torch.bincount(rows, minlength=mat.shape[0])
-        crow = torch.zeros(mat.shape[0] + 1, dtype=torch.int64)
-        crow[1:] = counts.cumsum(0)
-        out[f"{name}.values"] = mat[rows, cols].contiguous()
-        out[f"{name}.col_indices"] = cols.to(_index_dtype(mat.shape[1])).contiguous()
-        out[f"{name}.crow_indices"] = crow.to(_index_dtype(int(crow[-1]) + 1)).contiguous()
+        crow, col, values = csr_of(t.reshape(t.shape[0], -1), m)
+        out[f"{name}.values"] = values
+        out[f"{name}.col_indices"] = col
+        out[f"{name}.crow_indices"] = crow
     return out
 
 
 def load_csr(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
     """The dense state dict of a CSR file (zeros where pruned)."""
+    return read_csr(path)[0]
+
+
+def read_csr(path: Union[str, os.PathLike]
+             ) -> tuple[dict[str, torch.Tensor], dict[str, str], list[str]]:
+    """A CSR file's dense state dict (zeros where pruned), its metadata and the names of the
+    weights it stores compressed; every index checked (``ValueError`` naming the problem)."""
     path = os.fspath(path)
     tensors, meta = _C.io.load_safetensors(path)
     if meta.get("format") != CSR_FORMAT:
@@ -111,7 +113,7 @@ def load_csr(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
                              f"rebuild here ({type(e).__name__})") from None
         dense[rows, cols] = vals
         out[name] = dense.reshape(shape)
-    return out
+    return out, dict(meta), list(shapes)
 
 
 def export(result: Any, out: Union[str, os.PathLike], fmt: str = "safetensors",
@@ -131,6 +133,8 @@ def export(result: Any, out: Union[str, os.PathLike], fmt: str = "safetensors",
         state = {k2: v.detach().cpu() for k2, v in r.state.items()}
         tensors = to_csr(state, r.masks)
         meta = {"format": CSR_FORMAT, "model": result.model, "round": str(k),
+                "input_shape": json.dumps(list(result.input_shape)),
+                "num_classes": str(result.num_classes),
                 "sparse_shapes": json.dumps({n: list(state[n].shape) for n in r.masks})}
         _C.io.save_safetensors(out, tensors, meta)
         return Exported(out, fmt, os.path.getsize(out), _dense_bytes(state))

@@ -10,6 +10,7 @@
 //                          torch.distributed (DistributedProcesses)
 //   swamp/safetensors.h    reading and writing .safetensors files (weights, masks, data)
 //   swamp/pruning.h        global magnitude pruning on its own
+//   swamp/inference.h      sparse inference: the swamp:: operators, a compressed model file run
 // See docs/cpp.md for a complete program.
 #pragma once
 
@@ -20,6 +21,7 @@
 #include "swamp/data.h"
 #include "swamp/distributed.h"
 #include "swamp/engine.h"
+#include "swamp/inference.h"
 #include "swamp/model_source.h"
 #include "swamp/models.h"
 #include "swamp/module_source.h"

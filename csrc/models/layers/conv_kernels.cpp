@@ -37,15 +37,19 @@ void copy_then_zero(const T* src, int64_t m, T* dst, int64_t n) {
 struct ShiftTaps {
   std::vector<int64_t> channel, offset;  // per nonzero (CSR order): input channel, plane offset
 };
+// With a stride, the planes are the input's phases (see phases() below): tap (ky, kx) of input
+// channel c reads phase (ky % stride_h, kx % stride_w) of c shifted by (ky / stride_h,
+// kx / stride_w) on the phase grid, `wp` wide.
 ShiftTaps shift_taps(const SparseStructure& s, const ConvGeometry& g, int64_t wp) {
   ShiftTaps t;
   t.channel.resize(static_cast<size_t>(s.nnz));
   t.offset.resize(static_cast<size_t>(s.nnz));
   const int64_t* col = s.col.const_data_ptr<int64_t>();
-  const int64_t kk = g.kh * g.kw;
+  const int64_t kk = g.kh * g.kw, sh = g.stride_h, sw = g.stride_w;
   for (int64_t e = 0; e < s.nnz; ++e) {
-    t.channel[e] = col[e] / kk;
-    t.offset[e] = (col[e] % kk) / g.kw * wp + col[e] % g.kw;
+    const int64_t c = col[e] / kk, ky = (col[e] % kk) / g.kw, kx = col[e] % g.kw;
+    t.channel[e] = (c * sh + ky % sh) * sw + kx % sw;
+    t.offset[e] = ky / sh * wp + kx / sw;
   }
   return t;
 }
@@ -71,6 +75,39 @@ at::Tensor padded(const at::Tensor& x, const ConvGeometry& g) {
     });
   });
   return xp;
+}
+
+// A strided convolution as a stride-1 one over the input's phases: each zero-padded input plane
+// split into stride_h x stride_w planes of ceil(hp / stride_h) x ceil(wp / stride_w), phase
+// (py, px) holding padded positions (py + i * stride_h, px + j * stride_w) (zeros past the edge):
+// [B, in * stride_h * stride_w, hq, wq], channel c's phases at c * stride_h * stride_w + ...
+at::Tensor phases(const at::Tensor& x, const ConvGeometry& g) {
+  const at::Tensor xc = x.contiguous();
+  const int64_t sh = g.stride_h, sw = g.stride_w, hp = g.h + 2 * g.pad_h, wp = g.w + 2 * g.pad_w;
+  const int64_t hq = (hp + sh - 1) / sh, wq = (wp + sw - 1) / sw;
+  const int64_t planes = x.size(0) * x.size(1);
+  at::Tensor out = at::empty({x.size(0), x.size(1) * sh * sw, hq, wq}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_phases", [&] {
+    const scalar_t* src = xc.const_data_ptr<scalar_t>();
+    scalar_t* dst = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const scalar_t* plane = src + i * g.h * g.w;
+        scalar_t* d = dst + i * sh * sw * hq * wq;
+        for (int64_t py = 0; py < sh; ++py)
+          for (int64_t px = 0; px < sw; ++px)
+            for (int64_t r = 0; r < hq; ++r) {
+              const int64_t y = py + r * sh - g.pad_h;
+              for (int64_t q = 0; q < wq; ++q) {
+                const int64_t xx = px + q * sw - g.pad_w;
+                *d++ = (y >= 0 && y < g.h && xx >= 0 && xx < g.w) ? plane[y * g.w + xx]
+                                                                   : scalar_t(0);
+              }
+            }
+      }
+    });
+  });
+  return out;
 }
 
 // out[q] = init + sum_e v[e] * src[e][q] for q in [0, n): the sum kept in registers over the
@@ -140,8 +177,10 @@ SWAMP_TARGET_CLONES_512 T vdot(int64_t n, const T* a, const T* b) {
 // its values at [n * nnz, (n + 1) * nnz).
 at::Tensor shift_forward(const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values,
                          const at::Tensor& bias, const at::Tensor& xp) {
+  // planes per image: `in` (stride 1) or their phases; the output grid is as wide as a plane
   const int64_t B = xp.size(0), hp = xp.size(2), wp = xp.size(3), N = g.particles;
-  const int64_t L = g.oh * wp - (g.kw - 1);
+  const int64_t in_planes = g.in * g.stride_h * g.stride_w;
+  const int64_t L = (g.oh - 1) * wp + g.ow;
   const ShiftTaps taps = shift_taps(s, g, wp);
   at::Tensor y = at::empty({B, N * g.out, g.oh, g.ow}, xp.options());
   const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
@@ -155,7 +194,7 @@ at::Tensor shift_forward(const SparseStructure& s, const ConvGeometry& g, const 
       std::vector<scalar_t> wide(static_cast<size_t>(g.oh * wp));  // one plane, in cache
       for (int64_t i = begin; i < end; ++i) {                      // i = (b * N + n) * out + co
         const int64_t n = i / g.out % N, co = i % g.out;
-        const scalar_t* in = xv + (i / g.out) * g.in * hp * wp;
+        const scalar_t* in = xv + (i / g.out) * in_planes * hp * wp;
         src.clear();
         for (int64_t e = rp[co]; e < rp[co + 1]; ++e)
           src.push_back(in + taps.channel[e] * hp * wp + taps.offset[e]);
@@ -272,8 +311,9 @@ at::Tensor shift_weight_grad(const SparseStructure& s, const ConvGeometry& g, co
 }  // namespace
 
 at::Tensor sparse_conv_prepare(const at::Tensor& x, const ConvGeometry& g) {
-  TORCH_CHECK(g.stride_h == 1 && g.stride_w == 1, "sparse conv: stride 1 only");
-  return padded(x, g);
+  TORCH_CHECK(g.stride_h >= 1 && g.stride_w >= 1, "sparse conv: strides must be >= 1");
+  if (g.stride_h == 1 && g.stride_w == 1) return padded(x, g);
+  return phases(x, g);
 }
 
 at::Tensor sparse_conv_forward(const SparseStructure& s, const ConvGeometry& g,
@@ -287,6 +327,7 @@ std::pair<at::Tensor, at::Tensor> sparse_conv_backward(
     const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values, const at::Tensor& gy,
     const at::Tensor& prepared, bool input_grad, bool weight_grad) {
   check(s, g, values);
+  TORCH_CHECK(g.stride_h == 1 && g.stride_w == 1, "sparse conv backward: stride 1 only");
   at::Tensor dx, dw;
   const WideGrad wg = wide_grad(gy.contiguous(), g);
   if (input_grad) dx = shift_input_grad(s, g, values, wg);

@@ -1,4 +1,4 @@
-// Direct sparse convolution kernels (CPU, stride 1): a pruned Conv2d's nonzeros, indexed by the
+// Direct sparse convolution kernels (CPU): a pruned Conv2d's nonzeros, indexed by the
 // linear layers' SparseStructure over the weight seen as [out, in * kh * kw], applied plane by
 // plane: each nonzero adds a shifted, zero-padded input plane times its value to an output
 // plane. No im2col, no dense weight: the cost falls with the density. Internal to swamp_core (the
@@ -13,9 +13,9 @@
 
 namespace swamp::layers {
 
-// One convolution's shape: dilation 1, zero padding; the kernels take stride 1. `particles`
-// convolutions side by side (a stacked layer: groups = particles, one structure, own values),
-// `in` and `out` channels each.
+// One convolution's shape: dilation 1, zero padding; forward takes any stride (over the input's
+// phases), backward stride 1. `particles` convolutions side by side (a stacked layer: groups =
+// particles, one structure, own values), `in` and `out` channels each.
 struct ConvGeometry {
   int64_t particles = 1;
   int64_t in = 0, out = 0, kh = 0, kw = 0;
@@ -24,7 +24,8 @@ struct ConvGeometry {
   int64_t oh = 0, ow = 0;  // output plane
 };
 
-// The input x [B, particles * in, h, w] as the kernels read it (zero-padded; kept for backward).
+// The input x [B, particles * in, h, w] as the kernels read it (zero-padded, split into phases
+// for a stride > 1; kept for backward).
 at::Tensor sparse_conv_prepare(const at::Tensor& x, const ConvGeometry& g);
 // y [B, particles * out, oh, ow] = conv(x) with the weights `values` ([particles * nnz], CSR
 // order per particle); `prepared` from sparse_conv_prepare.

@@ -57,10 +57,10 @@ std::shared_ptr<SparseStructure> build_structure(const at::Tensor& mask) {
 // written with GCC/Clang vector extensions (AVX2 in the x86-64-v3 clone, SSE pairs otherwise).
 // out[r, :] = init[r] + sum_e vals[e] * in[idx[e], :] over the entries e of row r
 // (forward: rows of the CSR, input gradient: columns of the CSC).
-template <typename T>
+template <typename T, typename I = int64_t>
 SWAMP_TARGET_CLONES void gather_rows(int64_t begin, int64_t end, int64_t rows_per_particle,
                                      int64_t in_rows_per_particle, int64_t nnz, int64_t B,
-                                     const int64_t* ptr, const int64_t* idx, const int64_t* pos,
+                                     const I* ptr, const I* idx, const int64_t* pos,
                                      const T* vals, const T* in, const T* init, T* out) {
   using V = typename Vec<T>::type;
   constexpr int64_t L = Vec<T>::lanes;
@@ -144,6 +144,31 @@ at::Tensor spmm_rows(const SparseStructure& s, int64_t particles, const at::Tens
                             values.const_data_ptr<scalar_t>(), xT.const_data_ptr<scalar_t>(), bp,
                             yT.mutable_data_ptr<scalar_t>());
     });
+  });
+  return y;
+}
+
+at::Tensor spmm_csr(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+                    const at::Tensor& bias, const at::Tensor& xT) {
+  const int64_t B = xT.size(1), out = crow.numel() - 1, in = xT.size(0), nnz = values.numel();
+  at::Tensor y = at::empty_strided({B, out}, {1, B}, xT.options());
+  at::Tensor yT = y.t();
+  // threads only where a task has work worth waking them for (batch 1 is a few microseconds)
+  const int64_t per_row = std::max<int64_t>(1, (nnz / std::max<int64_t>(out, 1) + 1) * B);
+  const int64_t grain = std::max<int64_t>(4, 32768 / per_row);
+  AT_DISPATCH_FLOATING_TYPES(xT.scalar_type(), "swamp_sparse_linear", [&] {
+    const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    auto run = [&](auto* ptr, auto* idx) {
+      at::parallel_for(0, out, grain, [&](int64_t begin, int64_t end) {
+        gather_rows<scalar_t>(begin, end, out, in, nnz, B, ptr, idx, nullptr,
+                              values.const_data_ptr<scalar_t>(), xT.const_data_ptr<scalar_t>(),
+                              bp, yT.mutable_data_ptr<scalar_t>());
+      });
+    };
+    if (crow.scalar_type() == at::kInt)
+      run(crow.const_data_ptr<int32_t>(), col.const_data_ptr<int32_t>());
+    else
+      run(crow.const_data_ptr<int64_t>(), col.const_data_ptr<int64_t>());
   });
   return y;
 }

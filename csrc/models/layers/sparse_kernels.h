@@ -26,6 +26,11 @@ std::shared_ptr<SparseStructure> build_structure(const at::Tensor& mask);
 // xT is the input with the batch contiguous, [N*in, B].
 at::Tensor spmm_rows(const SparseStructure& s, int64_t particles, const at::Tensor& values,
                      const at::Tensor& bias, const at::Tensor& xT);
+// The same product from a CSR matrix [out, in] given as tensors (crow_indices [out + 1],
+// col_indices [nnz], both int32 or both int64, checked by the caller) and its values [nnz]:
+// y [B, out] with the batch contiguous. Inference (swamp::sparse_linear).
+at::Tensor spmm_csr(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+                    const at::Tensor& bias, const at::Tensor& xT);
 // The input gradient dxT [N*in, B] from gT [N*out, B].
 at::Tensor spmm_cols(const SparseStructure& s, int64_t particles, const at::Tensor& values,
                      const at::Tensor& gT);

@@ -1,0 +1,182 @@
+"""Turning a pruned dense module into one whose pruned layers compute sparse: ``sparsify``, and
+the choice it makes per layer (``LayerChoice``)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .modules import SparseConv2d, SparseLinear, conv_refusal
+
+__all__ = ["LayerChoice", "Sparse", "choices", "sparsify", "state_bytes"]
+
+Sparse = Union[bool, str]  # True, False or "auto"
+
+# auto: a layer goes sparse only where the sparse kernel took at most this share of the dense
+# layer's time at every batch size measured (a margin for the noise of a busy machine)
+AUTO_MARGIN = 0.9
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """What ``sparsify`` did with one prunable layer."""
+
+    name: str  # the module's name, e.g. "fc1"
+    kind: str  # "linear" or "conv2d"
+    shape: tuple[int, ...]  # the dense weight's
+    density: float  # nonzeros / entries of the weight
+    sparse: bool  # computed by the sparse kernel
+    reason: str  # why, in words
+    # auto: batch size -> dense time / sparse time, measured on this machine
+    speedup: dict[int, float] = field(default_factory=dict)
+
+
+def state_bytes(module: nn.Module) -> int:
+    """Bytes of the module's state dict (parameters and buffers, as saved)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def choices(module: nn.Module) -> tuple[LayerChoice, ...]:
+    """The per-layer choices ``sparsify`` recorded on ``module`` (empty if it was not made by
+    sparsify)."""
+    return tuple(getattr(module, "swamp_layers", ()))
+
+
+def _kind(m: nn.Module) -> Optional[str]:
+    # the exact torch layers, or subclasses that keep their forward (a subclass with its own
+    # forward computes something else)
+    if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward:
+        return "linear"
+    if isinstance(m, nn.Conv2d) and type(m).forward is nn.Conv2d.forward:
+        return "conv2d"
+    return None
+
+
+def _per_call(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> float:
+    """Seconds per call: the best of 5 timings of enough calls to fill about a millisecond."""
+    fn(x)
+    t0 = time.perf_counter()
+    fn(x)
+    once = max(time.perf_counter() - t0, 1e-7)
+    reps = max(1, min(1000, int(1e-3 / once)))
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn(x)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
+def _input_shapes(module: nn.Module, names: Sequence[str], example_input: Any
+                  ) -> dict[str, tuple[int, ...]]:
+    """Each named layer's input shape without the batch dimension, from one forward pass."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    subs = dict(module.named_modules())
+    for n in names:
+        def hook(_m: nn.Module, args: tuple, n: str = n) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                shapes.setdefault(n, tuple(args[0].shape[1:]))
+        handles.append(subs[n].register_forward_pre_hook(hook))
+    try:
+        with torch.inference_mode():
+            if isinstance(example_input, tuple):
+                module(*example_input)
+            else:
+                module(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def sparsify(module: nn.Module, *, sparse: Sparse = "auto",
+             masks: Optional[dict[str, torch.Tensor]] = None, example_input: Any = None,
+             batch_sizes: Sequence[int] = (1, 64), inplace: bool = False) -> nn.Module:
+    """A copy of ``module`` (``module`` itself with ``inplace=True``) whose pruned ``nn.Linear``
+    and ``nn.Conv2d`` layers hold only their nonzeros and compute with the core's sparse
+    operators (CPU): ``SparseLinear`` / ``SparseConv2d``. Outputs equal the dense module's up to
+    float rounding.
+
+    ``sparse``: ``True`` every pruned layer the sparse kernels compute; ``False`` none;
+    ``"auto"`` each pruned layer timed on this machine, dense against sparse, on its own input
+    shape (from one forward pass of ``example_input``) at every batch size of ``batch_sizes``:
+    sparse only where it was faster at all of them, so the module is not slower than the dense
+    one at those sizes. A layer is pruned when its weight has zeros (``masks``, keyed
+    ``"<layer>.weight"`` as a run's masks are, limits the layers considered to those named).
+    The choice for each layer, with its reason and timings, is ``choices(result)``.
+    """
+    if sparse not in (True, False, "auto"):
+        raise ValueError(f"sparse must be True, False or 'auto', got {sparse!r}")
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"sparsify takes an nn.Module, got {type(module).__name__}")
+    bs = [int(b) for b in batch_sizes]
+    if not bs or any(b < 1 for b in bs):
+        raise ValueError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
+    out = module if inplace else copy.deepcopy(module)
+    candidates: list[tuple[str, nn.Module, str]] = []
+    for name, m in out.named_modules():
+        kind = _kind(m)
+        if kind is None or (masks is not None and f"{name}.weight" not in masks):
+            continue
+        candidates.append((name, m, kind))
+    shapes: dict[str, tuple[int, ...]] = {}
+    if sparse == "auto" and candidates:
+        if example_input is None:
+            raise ValueError("sparse='auto' times each layer on its own inputs: give "
+                             "example_input (one batch the module takes, e.g. "
+                             "torch.zeros(1, *input_shape)), or choose sparse=True / False")
+        shapes = _input_shapes(out, [n for n, _, _ in candidates], example_input)
+    made: list[LayerChoice] = []
+    parents = dict(out.named_modules())
+    for name, m, kind in candidates:
+        w = m.weight.detach()
+        density = float((w != 0).float().mean()) if w.numel() else 1.0
+        base = dict(name=name, kind=kind, shape=tuple(w.shape), density=density)
+        why = None
+        if density >= 1.0:
+            why = "not pruned"
+        elif sparse is False:
+            why = "sparse=False"
+        elif w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64):
+            why = f"the sparse kernels compute float32 / float64 on the CPU, the weight is " \
+                  f"{w.dtype} on {w.device}"
+        elif kind == "conv2d":
+            why = conv_refusal(m)  # type: ignore[arg-type]
+        if why is not None:
+            made.append(LayerChoice(**base, sparse=False, reason=why))
+            continue
+        layer = (SparseLinear.from_dense(m) if kind == "linear"  # type: ignore[arg-type]
+                 else SparseConv2d.from_dense(m))  # type: ignore[arg-type]
+        speedup: dict[int, float] = {}
+        if sparse == "auto":
+            if name not in shapes:
+                made.append(LayerChoice(**base, sparse=False,
+                                        reason="not reached by example_input's forward pass"))
+                continue
+            with torch.inference_mode():
+                for b in bs:
+                    x = torch.randn((b, *shapes[name]), dtype=w.dtype)
+                    speedup[b] = _per_call(m, x) / _per_call(layer, x)
+            worst = min(speedup.values())
+            if worst < 1 / AUTO_MARGIN:
+                timing = ", ".join(f"{v:.2f}x at batch {b}" for b, v in speedup.items())
+                made.append(LayerChoice(**base, sparse=False, speedup=speedup,
+                                        reason=f"measured: sparse {timing} (dense kept)"))
+                continue
+            reason = "measured: sparse " + ", ".join(f"{v:.2f}x at batch {b}"
+                                                     for b, v in speedup.items())
+        else:
+            reason = "sparse=True"
+        parent_name, _, attr = name.rpartition(".")
+        parent = parents[parent_name] if parent_name else out
+        setattr(parent, attr, layer)
+        made.append(LayerChoice(**base, sparse=True, reason=reason, speedup=speedup))
+    out.swamp_layers = tuple(made)  # type: ignore[assignment]
+    return out
