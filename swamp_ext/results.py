@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, make_dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -139,15 +139,30 @@ class Result:
             raise ValueError(f"round {k} was not kept (run_imp(..., keep_rounds=False))")
         return _rounds.RoundModel(rec, masks, state, parts, self._to_module)
 
-    def _to_module(self, state: dict[str, torch.Tensor]) -> Optional[torch.nn.Module]:
+    def _to_module(self, state: dict[str, torch.Tensor], sparse: Any = False,
+                   batch_sizes: Sequence[int] = (1, 64)) -> torch.nn.Module:
         if self._adapter is not None:
-            return self._adapter.to_module(state).eval()
-        if self._identity is not None:
+            module = self._adapter.to_module(state).eval()
+        elif self._identity is not None:
             raise ValueError("this run pruned your own module: load_run(DIR, model=module) "
                              "rebuilds it")
-        from .models import to_torch
+        else:
+            from .models import to_torch
 
-        return to_torch(self.config.model, state, self.input_shape, self.num_classes)
+            module = to_torch(self.config.model, state, self.input_shape, self.num_classes)
+        if sparse is False:
+            return module
+        from .inference import sparsify
+
+        example = None
+        if sparse == "auto":
+            if not self.input_shape:
+                raise ValueError("sparse='auto' times the layers on inputs of the model's shape, "
+                                 "which this run does not record (structured inputs): use "
+                                 "swamp_ext.inference.sparsify(module, example_input=...)")
+            example = torch.zeros((1, *self.input_shape))
+        return sparsify(module, sparse=sparse, example_input=example, batch_sizes=batch_sizes,
+                        inplace=True).eval()
 
     @property
     def model(self) -> str:
@@ -156,11 +171,18 @@ class Result:
             return self._adapter.identity
         return self._identity or self.config.model
 
-    def to_torch(self) -> torch.nn.Module:
-        """The final model as a plain ``torch.nn.Module`` (no swamp_ext needed to use it), in eval
-        mode: for a run given ``model=module``, a copy of that module carrying the final weights.
-        Inputs are what the model saw: for uint8 datasets, ``(x / 255 - mean) / std``."""
-        return self._to_module(self._state)
+    def to_torch(self, sparse: Any = False, *,
+                 batch_sizes: Sequence[int] = (1, 64)) -> torch.nn.Module:
+        """The final model as a plain ``torch.nn.Module`` in eval mode: for a run given
+        ``model=module``, a copy of that module carrying the final weights. Inputs are what the
+        model saw: for uint8 datasets, ``(x / 255 - mean) / std``.
+
+        ``sparse``: ``False`` (default) dense layers, no swamp_ext needed to use the module;
+        ``True`` every pruned Linear / Conv2d the sparse CPU kernels compute holds and computes
+        with its nonzeros only; ``"auto"`` only those measured faster here at every batch size
+        of ``batch_sizes`` (see ``swamp_ext.inference.sparsify``; the choices:
+        ``swamp_ext.inference.choices(module)``)."""
+        return self._to_module(self._state, sparse, batch_sizes)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Final averaged weights and buffers, zeros where masked. For a run given

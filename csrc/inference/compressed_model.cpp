@@ -55,13 +55,12 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& wha
     out.push_back(parse_int(s.substr(i, end - i), what));
     i = end + 1;
   }
-  TORCH_CHECK_VALUE(!out.empty() && out.size() <= 3, what, " must have 1 to 3 entries, got '",
-                    text, "'");
+  TORCH_CHECK_VALUE(!out.empty() && out.size() <= 3, what, " must have 1 to 3 entries, got '", text,
+                    "'");
   return out;
 }
 
-const at::Tensor& entry(const SafetensorsFile& f, const std::string& path,
-                        const std::string& key) {
+const at::Tensor& entry(const SafetensorsFile& f, const std::string& path, const std::string& key) {
   auto it = f.tensors.find(key);
   TORCH_CHECK_VALUE(it != f.tensors.end(), path, ": no tensor '", key, "'");
   return it->second;
@@ -78,8 +77,7 @@ std::pair<at::Tensor, at::Tensor> densify(const SafetensorsFile& f, const std::s
   const int64_t nnz = values.numel();
   TORCH_CHECK_VALUE(values.dim() == 1 && values.is_floating_point() && crow.dim() == 1 &&
                         col.dim() == 1 && crow.numel() == rows + 1 && col.numel() == nnz,
-                    path, ": the CSR entries of '", name, "' do not describe a ", shape,
-                    " weight");
+                    path, ": the CSR entries of '", name, "' do not describe a ", shape, " weight");
   const int64_t* cp = crow.const_data_ptr<int64_t>();
   const int64_t* cc = col.const_data_ptr<int64_t>();
   bool ok = cp[0] == 0 && cp[rows] == nnz;

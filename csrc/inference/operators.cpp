@@ -35,9 +35,9 @@ void check_indices(const at::Tensor& crow, const at::Tensor& col, int64_t cols, 
     lo = std::min(lo, c[e]);
     hi = std::max(hi, c[e]);
   }
-  TORCH_CHECK_VALUE(nnz == 0 || (lo >= 0 && hi < cols), op, ": col_indices must lie in [0, ",
-                    cols, "), got values in [", static_cast<int64_t>(lo), ", ",
-                    static_cast<int64_t>(hi), "]");
+  TORCH_CHECK_VALUE(nnz == 0 || (lo >= 0 && hi < cols), op, ": col_indices must lie in [0, ", cols,
+                    "), got values in [", static_cast<int64_t>(lo), ", ", static_cast<int64_t>(hi),
+                    "]");
 }
 
 void check_csr(const at::Tensor& input, const at::Tensor& crow, const at::Tensor& col,
@@ -55,8 +55,8 @@ void check_csr(const at::Tensor& input, const at::Tensor& crow, const at::Tensor
                         (crow.scalar_type() == at::kInt || crow.scalar_type() == at::kLong),
                     op, ": crow_indices and col_indices must both be int32 or both int64, got ",
                     crow.scalar_type(), " and ", col.scalar_type());
-  TORCH_CHECK_VALUE(crow.device().is_cpu() && col.device().is_cpu() && values.device().is_cpu(),
-                    op, ": the CSR tensors must be on the CPU");
+  TORCH_CHECK_VALUE(crow.device().is_cpu() && col.device().is_cpu() && values.device().is_cpu(), op,
+                    ": the CSR tensors must be on the CPU");
   TORCH_CHECK_VALUE(crow.numel() == rows + 1, op, ": crow_indices must have ", rows + 1,
                     " entries, got ", crow.numel());
   TORCH_CHECK_VALUE(col.numel() == values.numel(), op, ": ", col.numel(), " col_indices but ",
@@ -85,8 +85,8 @@ at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& crow_indices
                          const at::Tensor& col_indices, const at::Tensor& values,
                          const std::optional<at::Tensor>& bias, int64_t in_features) {
   constexpr const char* op = "swamp::sparse_linear";
-  TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(-1) == in_features, op, ": expected input [..., ",
-                    in_features, "], got ", input.sizes());
+  TORCH_CHECK_VALUE(input.dim() >= 1 && input.size(-1) == in_features, op,
+                    ": expected input [..., ", in_features, "], got ", input.sizes());
   const int64_t out = crow_indices.numel() - 1;
   TORCH_CHECK_VALUE(out >= 0, op, ": crow_indices is empty");
   check_csr(input, crow_indices, col_indices, values, bias, out, in_features, op);
@@ -100,8 +100,8 @@ at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& crow_indices
     return at::empty_strided({rows, out}, {1, std::max<int64_t>(rows, 1)}, input.options())
         .zero_()
         .view(shape);
-  const at::Tensor y = layers::spmm_csr(crow_indices, col_indices, values,
-                                        bias_or_undefined(bias), layers::transposed(x2));
+  const at::Tensor y = layers::spmm_csr(crow_indices, col_indices, values, bias_or_undefined(bias),
+                                        layers::transposed(x2));
   return y.view(shape);
 }
 
@@ -111,8 +111,8 @@ at::Tensor sparse_conv2d(const at::Tensor& input, const at::Tensor& crow_indices
                          at::IntArrayRef stride, at::IntArrayRef padding) {
   constexpr const char* op = "swamp::sparse_conv2d";
   TORCH_CHECK_VALUE(weight_shape.size() == 4 && stride.size() == 2 && padding.size() == 2, op,
-                    ": weight_shape has 4 entries, stride and padding 2, got ", weight_shape,
-                    ", ", stride, ", ", padding);
+                    ": weight_shape has 4 entries, stride and padding 2, got ", weight_shape, ", ",
+                    stride, ", ", padding);
   const int64_t out = weight_shape[0], in = weight_shape[1], kh = weight_shape[2],
                 kw = weight_shape[3];
   TORCH_CHECK_VALUE(out >= 0 && in >= 1 && kh >= 1 && kw >= 1, op, ": bad weight_shape ",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -87,13 +87,14 @@ class RoundModel:
         """The round's sparsity over the prunable weights."""
         return self.record.sparsity
 
-    def to_torch(self, state: Optional[dict[str, torch.Tensor]] = None) -> torch.nn.Module:
+    def to_torch(self, state: Optional[dict[str, torch.Tensor]] = None, sparse: Any = False, *,
+                 batch_sizes: Sequence[int] = (1, 64)) -> torch.nn.Module:
         """The averaged model of this round (or ``state``, e.g. a particle) as a plain
-        ``torch.nn.Module`` in eval mode."""
+        ``torch.nn.Module`` in eval mode; ``sparse`` as in ``Result.to_torch``."""
         if self._to_module is None:
             raise ValueError("this run pruned your own module: rebuild it and load "
                              "round.state into it (load_state_dict)")
-        return self._to_module(self.state if state is None else state)
+        return self._to_module(self.state if state is None else state, sparse, batch_sizes)
 
 
 def decode_round(tensors: dict[str, torch.Tensor], meta: dict[str, str], where: str,

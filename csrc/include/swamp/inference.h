@@ -8,7 +8,8 @@
 //       (strides (1, rows) for a 2-d input), so that a following sparse_linear reads it without
 //       a copy; its values are those of the dense product up to rounding.
 //   swamp::sparse_conv2d(input [B, in, H, W], crow_indices, col_indices, values, bias? [out],
-//                        weight_shape [out, in, kh, kw], stride [2], padding [2]) -> [B, out, OH, OW]
+//                        weight_shape [out, in, kh, kw], stride [2], padding [2]) -> [B, out, OH,
+//                        OW]
 //       torch's conv2d (dilation 1, groups 1, zero padding) with the weight seen as the
 //       [out, in * kh * kw] CSR matrix; contiguous NCHW output.
 // Inputs: float32 or float64 on the CPU; index tensors both int32 or both int64. Every index is

@@ -100,8 +100,8 @@ at::Tensor phases(const at::Tensor& x, const ConvGeometry& g) {
               const int64_t y = py + r * sh - g.pad_h;
               for (int64_t q = 0; q < wq; ++q) {
                 const int64_t xx = px + q * sw - g.pad_w;
-                *d++ = (y >= 0 && y < g.h && xx >= 0 && xx < g.w) ? plane[y * g.w + xx]
-                                                                   : scalar_t(0);
+                *d++ =
+                    (y >= 0 && y < g.h && xx >= 0 && xx < g.w) ? plane[y * g.w + xx] : scalar_t(0);
               }
             }
       }

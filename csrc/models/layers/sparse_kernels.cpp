@@ -60,8 +60,8 @@ std::shared_ptr<SparseStructure> build_structure(const at::Tensor& mask) {
 template <typename T, typename I = int64_t>
 SWAMP_TARGET_CLONES void gather_rows(int64_t begin, int64_t end, int64_t rows_per_particle,
                                      int64_t in_rows_per_particle, int64_t nnz, int64_t B,
-                                     const I* ptr, const I* idx, const int64_t* pos,
-                                     const T* vals, const T* in, const T* init, T* out) {
+                                     const I* ptr, const I* idx, const int64_t* pos, const T* vals,
+                                     const T* in, const T* init, T* out) {
   using V = typename Vec<T>::type;
   constexpr int64_t L = Vec<T>::lanes;
   for (int64_t r = begin; r < end; ++r) {
@@ -161,8 +161,8 @@ at::Tensor spmm_csr(const at::Tensor& crow, const at::Tensor& col, const at::Ten
     auto run = [&](auto* ptr, auto* idx) {
       at::parallel_for(0, out, grain, [&](int64_t begin, int64_t end) {
         gather_rows<scalar_t>(begin, end, out, in, nnz, B, ptr, idx, nullptr,
-                              values.const_data_ptr<scalar_t>(), xT.const_data_ptr<scalar_t>(),
-                              bp, yT.mutable_data_ptr<scalar_t>());
+                              values.const_data_ptr<scalar_t>(), xT.const_data_ptr<scalar_t>(), bp,
+                              yT.mutable_data_ptr<scalar_t>());
       });
     };
     if (crow.scalar_type() == at::kInt)
