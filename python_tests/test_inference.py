@@ -11,14 +11,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_models import SHAPES
 from torch import nn
 
 import swamp_ext
 from swamp_ext import models
-from swamp_ext.inference import (SparseConv2d, SparseLinear, choices, from_csr, sparse_conv2d,
-                                 sparse_linear, sparsify, state_bytes)
-
-from test_models import SHAPES
+from swamp_ext.inference import (
+    SparseConv2d,
+    SparseLinear,
+    choices,
+    from_csr,
+    sparse_conv2d,
+    sparse_linear,
+    sparsify,
+    state_bytes,
+)
 
 
 def pruned(t: torch.Tensor, density: float, g: torch.Generator) -> torch.Tensor:

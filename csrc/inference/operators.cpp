@@ -145,8 +145,7 @@ at::Tensor sparse_conv2d(const at::Tensor& input, const at::Tensor& crow_indices
   s.nnz = values.numel();
   s.row_ptr = crow_indices.to(at::kLong);
   s.col = col_indices.to(at::kLong);
-  const at::Tensor prepared = layers::sparse_conv_prepare(input, g);
-  return layers::sparse_conv_forward(s, g, values, bias_or_undefined(bias), prepared);
+  return layers::sparse_conv_infer(s, g, values, bias_or_undefined(bias), input);
 }
 
 // The schemas; the Python package registers the fake kernels of this module.

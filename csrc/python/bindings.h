@@ -20,4 +20,5 @@ void bind_run(py::module_& m);
 void bind_testing(py::module_& m);
 void bind_io(py::module_& m);
 void bind_analysis(py::module_& m);
+void bind_inference(py::module_& m);
 }  // namespace swamp::python

@@ -37,6 +37,8 @@ PYBIND11_MODULE(_C, m) {
   sp::bind_run(m);
   auto io = m.def_submodule("io", "File formats of the core (safetensors)");
   sp::bind_io(io);
+  auto inference = m.def_submodule("inference", "Sparse inference (the swamp:: operators)");
+  sp::bind_inference(inference);
   auto analysis = m.def_submodule("analysis", "Analyses of what pruning found");
   sp::bind_analysis(analysis);
   auto testing = m.def_submodule(

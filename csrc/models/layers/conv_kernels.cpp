@@ -81,30 +81,50 @@ at::Tensor padded(const at::Tensor& x, const ConvGeometry& g) {
 // split into stride_h x stride_w planes of ceil(hp / stride_h) x ceil(wp / stride_w), phase
 // (py, px) holding padded positions (py + i * stride_h, px + j * stride_w) (zeros past the edge):
 // [B, in * stride_h * stride_w, hq, wq], channel c's phases at c * stride_h * stride_w + ...
+// With stride 1 the one phase is the zero-padded plane.
+struct PhaseGrid {
+  int64_t hq = 0, wq = 0;
+  int64_t per_channel() const { return hq * wq; }
+};
+PhaseGrid phase_grid(const ConvGeometry& g) {
+  const int64_t hp = g.h + 2 * g.pad_h, wp = g.w + 2 * g.pad_w;
+  return {(hp + g.stride_h - 1) / g.stride_h, (wp + g.stride_w - 1) / g.stride_w};
+}
+
+// One input plane [h, w] as its stride_h * stride_w phases, written to d.
+template <typename T>
+void phase_plane(const T* plane, T* d, const ConvGeometry& g, const PhaseGrid& q) {
+  const int64_t sh = g.stride_h, sw = g.stride_w, wq = q.wq;
+  for (int64_t py = 0; py < sh; ++py)
+    for (int64_t px = 0; px < sw; ++px)
+      for (int64_t r = 0; r < q.hq; ++r, d += wq) {
+        // phase row r: input row y, columns x0 + k * sw for k in [k0, k1)
+        const int64_t y = py + r * sh - g.pad_h;
+        std::fill_n(d, wq, T(0));
+        if (y < 0 || y >= g.h) continue;
+        const int64_t x0 = px - g.pad_w;
+        const int64_t k0 = x0 >= 0 ? 0 : (-x0 + sw - 1) / sw;
+        const int64_t k1 = std::min(wq, (g.w - x0 + sw - 1) / sw);
+        const T* row = plane + y * g.w;
+        if (sw == 1) {
+          if (k1 > k0) std::copy(row + x0 + k0, row + x0 + k1, d + k0);
+        } else {
+          for (int64_t k = k0; k < k1; ++k) d[k] = row[x0 + k * sw];
+        }
+      }
+}
+
 at::Tensor phases(const at::Tensor& x, const ConvGeometry& g) {
   const at::Tensor xc = x.contiguous();
-  const int64_t sh = g.stride_h, sw = g.stride_w, hp = g.h + 2 * g.pad_h, wp = g.w + 2 * g.pad_w;
-  const int64_t hq = (hp + sh - 1) / sh, wq = (wp + sw - 1) / sw;
-  const int64_t planes = x.size(0) * x.size(1);
-  at::Tensor out = at::empty({x.size(0), x.size(1) * sh * sw, hq, wq}, x.options());
+  const PhaseGrid q = phase_grid(g);
+  const int64_t sh = g.stride_h, sw = g.stride_w, planes = x.size(0) * x.size(1);
+  at::Tensor out = at::empty({x.size(0), x.size(1) * sh * sw, q.hq, q.wq}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_phases", [&] {
     const scalar_t* src = xc.const_data_ptr<scalar_t>();
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const scalar_t* plane = src + i * g.h * g.w;
-        scalar_t* d = dst + i * sh * sw * hq * wq;
-        for (int64_t py = 0; py < sh; ++py)
-          for (int64_t px = 0; px < sw; ++px)
-            for (int64_t r = 0; r < hq; ++r) {
-              const int64_t y = py + r * sh - g.pad_h;
-              for (int64_t q = 0; q < wq; ++q) {
-                const int64_t xx = px + q * sw - g.pad_w;
-                *d++ =
-                    (y >= 0 && y < g.h && xx >= 0 && xx < g.w) ? plane[y * g.w + xx] : scalar_t(0);
-              }
-            }
-      }
+      for (int64_t i = begin; i < end; ++i)
+        phase_plane(src + i * g.h * g.w, dst + i * sh * sw * q.per_channel(), g, q);
     });
   });
   return out;
@@ -112,11 +132,11 @@ at::Tensor phases(const at::Tensor& x, const ConvGeometry& g) {
 
 // out[q] = init + sum_e v[e] * src[e][q] for q in [0, n): the sum kept in registers over the
 // nonzeros, 4 vectors of q at a time (forward: src = an input plane shifted by the tap; input
-// gradient: a gradient plane shifted back).
-template <typename T>
-SWAMP_TARGET_CLONES_512 void gather_taps(int64_t n, int64_t taps, const T* v, const T* const* src,
-                                         T init, T* out) {
-  using W = Vec<T, 64>;
+// gradient: a gradient plane shifted back). Bytes: the vector width.
+template <typename T, int Bytes>
+inline __attribute__((always_inline)) void gather_taps_body(int64_t n, int64_t taps, const T* v,
+                                                            const T* const* src, T init, T* out) {
+  using W = Vec<T, Bytes>;
   using V = typename W::type;
   constexpr int64_t L = W::lanes;
   int64_t q = 0;
@@ -151,9 +171,9 @@ SWAMP_TARGET_CLONES_512 void gather_taps(int64_t n, int64_t taps, const T* v, co
 }
 
 // sum over q in [0, n) of a[q] * b[q], in a fixed order (4 vector accumulators).
-template <typename T>
-SWAMP_TARGET_CLONES_512 T vdot(int64_t n, const T* a, const T* b) {
-  using W = Vec<T, 64>;
+template <typename T, int Bytes>
+inline __attribute__((always_inline)) T vdot_body(int64_t n, const T* a, const T* b) {
+  using W = Vec<T, Bytes>;
   using V = typename W::type;
   constexpr int64_t L = W::lanes;
   V a0 = {}, a1 = {}, a2 = {}, a3 = {};
@@ -172,6 +192,52 @@ SWAMP_TARGET_CLONES_512 T vdot(int64_t n, const T* a, const T* b) {
   return sum;
 }
 
+// The bodies on 64-byte vectors where the CPU has AVX-512, on 32-byte ones (AVX2 clone or the
+// baseline) elsewhere.
+template <typename T>
+SWAMP_TARGET_AVX512 void gather_taps_512(int64_t n, int64_t taps, const T* v, const T* const* src,
+                                         T init, T* out) {
+  gather_taps_body<T, 64>(n, taps, v, src, init, out);
+}
+template <typename T>
+SWAMP_TARGET_CLONES void gather_taps_256(int64_t n, int64_t taps, const T* v, const T* const* src,
+                                         T init, T* out) {
+  gather_taps_body<T, 32>(n, taps, v, src, init, out);
+}
+template <typename T>
+void gather_taps(int64_t n, int64_t taps, const T* v, const T* const* src, T init, T* out) {
+  if (cpu_has_avx512())
+    gather_taps_512<T>(n, taps, v, src, init, out);
+  else
+    gather_taps_256<T>(n, taps, v, src, init, out);
+}
+template <typename T>
+SWAMP_TARGET_AVX512 T vdot_512(int64_t n, const T* a, const T* b) {
+  return vdot_body<T, 64>(n, a, b);
+}
+template <typename T>
+SWAMP_TARGET_CLONES T vdot_256(int64_t n, const T* a, const T* b) {
+  return vdot_body<T, 32>(n, a, b);
+}
+template <typename T>
+T vdot(int64_t n, const T* a, const T* b) {
+  return cpu_has_avx512() ? vdot_512<T>(n, a, b) : vdot_256<T>(n, a, b);
+}
+
+// Output plane `co` of one image and particle from its input planes `in` (plane_size apart, as
+// prepared: padded, or phases), `wp` wide: the taps of row co summed over the wide grid, then the
+// ow valid columns of each row copied out. `wide` holds oh * wp values, `src` is scratch.
+template <typename T>
+void output_plane(const ShiftTaps& taps, const int64_t* rp, int64_t co, const T* v, T init,
+                  const T* in, int64_t plane_size, int64_t wp, const ConvGeometry& g,
+                  std::vector<const T*>& src, T* wide, T* out) {
+  src.clear();
+  for (int64_t e = rp[co]; e < rp[co + 1]; ++e)
+    src.push_back(in + taps.channel[e] * plane_size + taps.offset[e]);
+  gather_taps<T>((g.oh - 1) * wp + g.ow, rp[co + 1] - rp[co], v + rp[co], src.data(), init, wide);
+  for (int64_t oy = 0; oy < g.oh; ++oy) std::copy_n(wide + oy * wp, g.ow, out + oy * g.ow);
+}
+
 // The particles of a stacked convolution (groups = particles, one structure): particle n reads
 // input channels [n * in, (n + 1) * in), writes output channels [n * out, (n + 1) * out) and has
 // its values at [n * nnz, (n + 1) * nnz).
@@ -180,7 +246,6 @@ at::Tensor shift_forward(const SparseStructure& s, const ConvGeometry& g, const 
   // planes per image: `in` (stride 1) or their phases; the output grid is as wide as a plane
   const int64_t B = xp.size(0), hp = xp.size(2), wp = xp.size(3), N = g.particles;
   const int64_t in_planes = g.in * g.stride_h * g.stride_w;
-  const int64_t L = (g.oh - 1) * wp + g.ow;
   const ShiftTaps taps = shift_taps(s, g, wp);
   at::Tensor y = at::empty({B, N * g.out, g.oh, g.ow}, xp.options());
   const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
@@ -194,15 +259,43 @@ at::Tensor shift_forward(const SparseStructure& s, const ConvGeometry& g, const 
       std::vector<scalar_t> wide(static_cast<size_t>(g.oh * wp));  // one plane, in cache
       for (int64_t i = begin; i < end; ++i) {                      // i = (b * N + n) * out + co
         const int64_t n = i / g.out % N, co = i % g.out;
-        const scalar_t* in = xv + (i / g.out) * in_planes * hp * wp;
-        src.clear();
-        for (int64_t e = rp[co]; e < rp[co + 1]; ++e)
-          src.push_back(in + taps.channel[e] * hp * wp + taps.offset[e]);
-        gather_taps<scalar_t>(L, rp[co + 1] - rp[co], v + n * s.nnz + rp[co], src.data(),
-                              bv ? bv[n * g.out + co] : scalar_t(0), wide.data());
-        scalar_t* out = yv + i * g.oh * g.ow;  // the plane without the discarded columns
-        for (int64_t oy = 0; oy < g.oh; ++oy)
-          std::copy_n(wide.data() + oy * wp, g.ow, out + oy * g.ow);
+        output_plane<scalar_t>(taps, rp, co, v + n * s.nnz, bv ? bv[n * g.out + co] : scalar_t(0),
+                               xv + (i / g.out) * in_planes * hp * wp, hp * wp, wp, g, src,
+                               wide.data(), yv + i * g.oh * g.ow);
+      }
+    });
+  });
+  return y;
+}
+
+// Inference with a batch of at least one image per thread: one image per task, its planes
+// padded (or split into phases) into a buffer of the task's that stays in cache while every
+// output plane is computed from it; no padded copy of the whole batch.
+at::Tensor infer_by_image(const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values,
+                          const at::Tensor& bias, const at::Tensor& x) {
+  const at::Tensor xc = x.contiguous();
+  const PhaseGrid q = phase_grid(g);
+  const int64_t B = x.size(0), ss = g.stride_h * g.stride_w;
+  const ShiftTaps taps = shift_taps(s, g, q.wq);
+  at::Tensor y = at::empty({B, g.out, g.oh, g.ow}, x.options());
+  const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_infer", [&] {
+    const scalar_t* xv = xc.const_data_ptr<scalar_t>();
+    const scalar_t* v = values.const_data_ptr<scalar_t>();
+    const scalar_t* bv = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* yv = y.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      std::vector<const scalar_t*> src;
+      std::vector<scalar_t> planes(static_cast<size_t>(g.in * ss * q.per_channel()));
+      std::vector<scalar_t> wide(static_cast<size_t>(g.oh * q.wq));
+      for (int64_t b = begin; b < end; ++b) {
+        for (int64_t c = 0; c < g.in; ++c)
+          phase_plane(xv + (b * g.in + c) * g.h * g.w, planes.data() + c * ss * q.per_channel(), g,
+                      q);
+        for (int64_t co = 0; co < g.out; ++co)
+          output_plane<scalar_t>(taps, rp, co, v, bv ? bv[co] : scalar_t(0), planes.data(),
+                                 q.per_channel(), q.wq, g, src, wide.data(),
+                                 yv + (b * g.out + co) * g.oh * g.ow);
       }
     });
   });
@@ -321,6 +414,15 @@ at::Tensor sparse_conv_forward(const SparseStructure& s, const ConvGeometry& g,
                                const at::Tensor& prepared) {
   check(s, g, values);
   return shift_forward(s, g, values, bias, prepared);
+}
+
+at::Tensor sparse_conv_infer(const SparseStructure& s, const ConvGeometry& g,
+                             const at::Tensor& values, const at::Tensor& bias,
+                             const at::Tensor& x) {
+  check(s, g, values);
+  TORCH_CHECK(g.particles == 1, "sparse conv inference: one particle");
+  if (x.size(0) >= at::get_num_threads()) return infer_by_image(s, g, values, bias, x);
+  return shift_forward(s, g, values, bias, sparse_conv_prepare(x, g));
 }
 
 std::pair<at::Tensor, at::Tensor> sparse_conv_backward(

@@ -32,6 +32,10 @@ at::Tensor sparse_conv_prepare(const at::Tensor& x, const ConvGeometry& g);
 at::Tensor sparse_conv_forward(const SparseStructure& s, const ConvGeometry& g,
                                const at::Tensor& values, const at::Tensor& bias,
                                const at::Tensor& prepared);
+// y = conv(x) for one particle without keeping anything for backward (inference): each image's
+// planes prepared in a buffer that stays in cache, where the batch has an image per thread.
+at::Tensor sparse_conv_infer(const SparseStructure& s, const ConvGeometry& g,
+                             const at::Tensor& values, const at::Tensor& bias, const at::Tensor& x);
 // From gy: the input gradient [B, particles * in, h, w] and the weight gradient at the nonzeros
 // only ([particles * nnz], CSR order), each where asked for.
 std::pair<at::Tensor, at::Tensor> sparse_conv_backward(

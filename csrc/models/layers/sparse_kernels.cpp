@@ -10,6 +10,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "vec.h"
 
 namespace swamp::layers {
@@ -153,9 +157,10 @@ at::Tensor spmm_csr(const at::Tensor& crow, const at::Tensor& col, const at::Ten
   const int64_t B = xT.size(1), out = crow.numel() - 1, in = xT.size(0), nnz = values.numel();
   at::Tensor y = at::empty_strided({B, out}, {1, B}, xT.options());
   at::Tensor yT = y.t();
-  // threads only where a task has work worth waking them for (batch 1 is a few microseconds)
+  // threads only where each has work worth waking it for: waking the pool costs tens of
+  // microseconds, as much as a product of a few hundred thousand multiply-adds
   const int64_t per_row = std::max<int64_t>(1, (nnz / std::max<int64_t>(out, 1) + 1) * B);
-  const int64_t grain = std::max<int64_t>(4, 32768 / per_row);
+  const int64_t grain = std::max<int64_t>(4, (int64_t{1} << 18) / per_row);
   AT_DISPATCH_FLOATING_TYPES(xT.scalar_type(), "swamp_sparse_linear", [&] {
     const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     auto run = [&](auto* ptr, auto* idx) {
@@ -222,6 +227,67 @@ SWAMP_TARGET_CLONES void transpose_tiles(int64_t rb_begin, int64_t rb_end, int64
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SWAMP_HAVE_AVX2_TRANSPOSE 1
+// The 8 x 8 float block at `in` (rows ldi apart) transposed into `out` (rows ldo apart), in
+// registers: unpack pairs of rows, shuffle pairs of pairs, swap 128-bit halves.
+__attribute__((target("avx2"))) inline void transpose8x8(const float* in, int64_t ldi, float* out,
+                                                         int64_t ldo) {
+  __m256 r[8], t[8];
+  for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(in + k * ldi);
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+  }
+  for (int k = 0; k < 8; k += 4) {
+    r[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_ps(out + k * ldo, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+    _mm256_storeu_ps(out + (k + 4) * ldo, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+  }
+}
+
+// transpose_tiles for floats on 8 x 8 register blocks (AVX2), the edges element by element.
+__attribute__((target("avx2"))) void transpose_tiles_avx2(int64_t rb_begin, int64_t rb_end,
+                                                          int64_t R, int64_t C, const float* in,
+                                                          float* out) {
+  constexpr int64_t K = 32;
+  for (int64_t rb = rb_begin; rb < rb_end; ++rb) {
+    const int64_t r0 = rb * K, r1 = std::min(R, r0 + K);
+    for (int64_t c0 = 0; c0 < C; c0 += K) {
+      const int64_t c1 = std::min(C, c0 + K);
+      int64_t r = r0;
+      for (; r + 8 <= r1; r += 8) {
+        int64_t c = c0;
+        for (; c + 8 <= c1; c += 8) transpose8x8(in + r * C + c, C, out + c * R + r, R);
+        for (; c < c1; ++c)
+          for (int64_t k = 0; k < 8; ++k) out[c * R + r + k] = in[(r + k) * C + c];
+      }
+      for (; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) out[c * R + r] = in[r * C + c];
+    }
+  }
+}
+#endif
+
+// Row blocks [b0, b1) of transpose_tiles: floats on AVX2 register blocks where the CPU has them.
+inline void transpose_rows(int64_t b0, int64_t b1, int64_t R, int64_t C, const float* in,
+                           float* out) {
+#ifdef SWAMP_HAVE_AVX2_TRANSPOSE
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return transpose_tiles_avx2(b0, b1, R, C, in, out);
+#endif
+  transpose_tiles<float>(b0, b1, R, C, in, out);
+}
+inline void transpose_rows(int64_t b0, int64_t b1, int64_t R, int64_t C, const double* in,
+                           double* out) {
+  transpose_tiles<double>(b0, b1, R, C, in, out);
+}
+
 // Rows of a [B, F] tensor as a contiguous [F, B] (of each [B, F] matrix of an [N, B, F] tensor:
 // [N, F, B]): free when x already has the batch contiguous (the output of a sparse layer), a
 // tiled transpose otherwise.
@@ -235,10 +301,12 @@ at::Tensor transposed(const at::Tensor& x) {
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "swamp_transpose", [&] {
     const scalar_t* in = c.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    // one task below a million elements (waking the threads would cost more than they save)
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(32 * C, 1));
+    at::parallel_for(0, N * blocks, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end;) {  // runs of row blocks within one matrix
         const int64_t n = i / blocks, b0 = i % blocks, b1 = std::min(blocks, b0 + (end - i));
-        transpose_tiles<scalar_t>(b0, b1, R, C, in + n * R * C, o + n * R * C);
+        transpose_rows(b0, b1, R, C, in + n * R * C, o + n * R * C);
         i += b1 - b0;
       }
     });
