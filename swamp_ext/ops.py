@@ -10,7 +10,8 @@ from ._core import _C
 
 Backend = Literal["auto", "native", "aten"]
 
-__all__ = ["global_magnitude_prune", "global_magnitude_prune_", "prune_count"]
+__all__ = ["global_magnitude_prune", "global_magnitude_prune_", "nm_fits", "nm_pattern",
+           "nm_prune", "prune_count"]
 
 
 def _as_tensor_list(name: str, value: object) -> list[torch.Tensor]:
@@ -75,3 +76,33 @@ def global_magnitude_prune_(
 def prune_count(ratio: float, remaining: int) -> int:
     """How many weights a pruning step removes: ``floor(ratio * remaining + 0.5)``."""
     return _C.ops.prune_count(_check_ratio(ratio), int(remaining))
+
+
+def nm_pattern(pruning: str) -> Optional[tuple[int, int]]:
+    """``(N, M)`` of an N:M ``Config.pruning`` such as ``"2:4"``; None for the other strategies
+    (``ValueError`` for N:M numbers out of range: 1 <= N < M <= 256)."""
+    return _C.ops.parse_nm(str(pruning))
+
+
+def nm_fits(weight: torch.Tensor, m: int) -> bool:
+    """Whether ``weight``'s rows (a conv weight flattened per output channel) split into whole
+    groups of ``m``: the layers an N:M run prunes (the others stay dense)."""
+    return bool(_C.ops.nm_fits(weight, int(m)))
+
+
+def nm_prune(weights: Sequence[torch.Tensor], masks: Optional[Sequence[torch.Tensor]],
+             keep: int, m: int) -> list[torch.Tensor]:
+    """New bool masks keeping, in every group of ``m`` consecutive entries along each row of
+    each weight (a conv weight flattened per output channel), the ``keep`` of largest ``|w|``
+    among the entries still unpruned in ``masks`` (all, when None); ties go to the lower
+    position. Weights whose rows are not whole groups of ``m`` keep their masks."""
+    w = _as_tensor_list("weights", weights)
+    if masks is None:
+        ms = [torch.ones_like(t, dtype=torch.bool) for t in w]
+    else:
+        ms = [t.clone().contiguous() for t in _as_tensor_list("masks", masks)]
+    if isinstance(keep, bool) or not isinstance(keep, int) or isinstance(m, bool) or \
+            not isinstance(m, int):
+        raise TypeError("keep and m must be integers")
+    _C.ops.nm_prune_(w, ms, keep, m)
+    return ms

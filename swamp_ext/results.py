@@ -184,6 +184,12 @@ class Result:
         ``swamp_ext.inference.choices(module)``)."""
         return self._to_module(self._state, sparse, batch_sizes)
 
+    @property
+    def dense_layers(self) -> list[str]:
+        """Eligible prunable weights the run left whole: with an N:M ``Config.pruning`` the
+        layers whose rows are not whole groups of M (as NVIDIA's ASP leaves them)."""
+        return [n for n, m in self.masks.items() if bool(m.all())]
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Final averaged weights and buffers, zeros where masked. For a run given
         ``model=module``, exactly the keys of ``module.state_dict()`` (loads with strict=True)."""

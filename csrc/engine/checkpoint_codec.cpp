@@ -178,10 +178,10 @@ ResumedGroup RunCheckpoint::restore_checked(
     }
     check_round(e, key, r, i, eligible, expect_remaining, masks.prunable());
     p.results.push_back(r);
-    expect_remaining = r.remaining - prune_count(cfg_.prune_ratio, r.remaining);
+    expect_remaining = masks.remaining_after(r.remaining, cfg_.prune_ratio, cfg_.pruning, i + 1);
   }
   const int64_t expect_kept = finished ? p.results.back().remaining : expect_remaining;
-  if (kept != expect_kept)
+  if (expect_kept >= 0 && kept != expect_kept)
     e.damaged("mask", "keeps " + std::to_string(kept) + " weights where the round records give " +
                           std::to_string(expect_kept));
 
@@ -190,21 +190,10 @@ ResumedGroup RunCheckpoint::restore_checked(
     load_module(e, "final/", models.average());
     if (finished) {
       check_pruned_zero(e, "final/", models.average(), masks);
-    } else {  // every kept weight at least as large as every pruned one
-      auto named = models.average().named_parameters(true);
-      double kept_min = HUGE_VAL, pruned_max = 0.0;
-      for (const auto& kv : masks.map()) {
-        const at::Tensor a = named[kv.first].detach().abs().to(at::kDouble);
-        if (kv.second.any().item<bool>())
-          kept_min = std::min(kept_min, a.masked_select(kv.second).min().item<double>());
-        if (!kv.second.all().item<bool>())
-          pruned_max =
-              std::max(pruned_max, a.masked_select(kv.second.logical_not()).max().item<double>());
-      }
-      if (kept_min < pruned_max)
-        e.damaged("mask",
-                  "does not keep the largest weights of the last round's average "
-                  "(it was not pruned from 'final/')");
+    } else if (!masks.pruned_from(models.average(), cfg_.pruning)) {
+      e.damaged("mask",
+                "does not keep the largest weights of the last round's average "
+                "(it was not pruned from 'final/')");
     }
   }
 
@@ -268,7 +257,7 @@ void RunCheckpoint::check_round(Entries& e, const std::string& key, const RoundR
   if (r.prunable != eligible)
     bad("counts " + std::to_string(r.prunable) + " prunable weights, the model " +
         std::to_string(eligible));
-  if (r.remaining != remaining)
+  if (remaining >= 0 ? r.remaining != remaining : (r.remaining < 0 || r.remaining > eligible))
     bad("says " + std::to_string(r.remaining) + " weights remain where pruning leaves " +
         std::to_string(remaining));
   auto unit = [](double v) { return std::isfinite(v) && v >= 0.0 && v <= 1.0; };

@@ -13,6 +13,7 @@
 #include "plan.h"
 #include "swamp/engine.h"
 #include "swamp/model_source.h"
+#include "swamp/pruning.h"
 
 namespace swamp {
 
@@ -65,8 +66,18 @@ void validate_config(const Config& c, bool check_model) {
                         c.particle_mode == "sequential" || c.particle_mode == "threads",
                     "Config.particle_mode must be auto, stacked, sequential or threads; got '",
                     c.particle_mode, "'");
-  TORCH_CHECK_VALUE(c.pruning == "global" || c.pruning == "layerwise" || c.pruning == "random",
-                    "Config.pruning must be global, layerwise or random; got '", c.pruning, "'");
+  if (const auto nm = parse_nm(c.pruning)) {
+    // one step a round from M:M (round 0) down to N:M: the last round must train at N:M
+    TORCH_CHECK_VALUE(c.rounds - 1 >= nm->m - nm->n, "Config.pruning '", c.pruning,
+                      "' steps down one weight per group of ", nm->m, " each round (", nm->m, ":",
+                      nm->m, " in round 0, ", nm->n, ":", nm->m, " from round ", nm->m - nm->n,
+                      " on): it needs rounds >= ", nm->m - nm->n + 1, ", got ", c.rounds);
+  } else {
+    TORCH_CHECK_VALUE(c.pruning == "global" || c.pruning == "layerwise" || c.pruning == "random",
+                      "Config.pruning must be global, layerwise, random or an N:M pattern such as "
+                      "2:4; got '",
+                      c.pruning, "'");
+  }
   TORCH_CHECK_VALUE(
       c.sparse_kernels == "auto" || c.sparse_kernels == "on" || c.sparse_kernels == "off",
       "Config.sparse_kernels must be auto, on or off; got '", c.sparse_kernels, "'");

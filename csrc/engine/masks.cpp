@@ -4,6 +4,8 @@
 #include <c10/util/Exception.h>
 #include <torch/types.h>
 
+#include <cmath>
+
 #include "swamp/pruning.h"
 
 namespace swamp::engine {
@@ -20,7 +22,69 @@ Masks::Masks(Model& model, std::vector<std::string> prunable, bool keep_first_la
   for (const auto& n : eligible_) {
     TORCH_CHECK_VALUE(named.contains(n), "prunable parameter '", n, "' is not in the model");
     masks_[n] = at::ones_like(named[n], named[n].options().dtype(at::kBool));
+    row_length_[n] =
+        named[n].dim() >= 1 && named[n].size(0) > 0 ? named[n].numel() / named[n].size(0) : 0;
   }
+}
+
+std::vector<std::string> Masks::unfit_for(int64_t m) const {
+  std::vector<std::string> out;
+  for (const auto& n : eligible_)
+    if (!nm_fits(masks_.at(n), m)) out.push_back(n);
+  return out;
+}
+
+int64_t Masks::remaining_after(int64_t remaining, double ratio, const std::string& strategy,
+                               int64_t round) const {
+  if (const auto nm = parse_nm(strategy)) {
+    int64_t out = 0;
+    for (const auto& n : eligible_) {
+      const at::Tensor& m = masks_.at(n);
+      out += nm_fits(m, nm->m) ? m.numel() / nm->m * nm_keep_after(*nm, round) : m.numel();
+    }
+    return out;
+  }
+  if (strategy == "layerwise") return -1;
+  return remaining - prune_count(ratio, remaining);  // global, and random (the same counts)
+}
+
+bool Masks::pruned_from(Model& model, const std::string& strategy) const {
+  if (strategy == "random") return true;
+  const auto nm = parse_nm(strategy);
+  auto named = model.named_parameters(true);
+  double kept_min = HUGE_VAL, pruned_max = 0.0;  // over all layers (global)
+  for (const auto& kv : masks_) {
+    const at::Tensor a = named[kv.first].detach().abs().to(at::kDouble);
+    const at::Tensor& keep = kv.second;
+    if (nm) {  // per group: each kept |w| >= each pruned one of its group
+      if (!nm_fits(keep, nm->m)) continue;
+      const at::Tensor ag = a.reshape({-1, nm->m}), kg = keep.reshape({-1, nm->m});
+      const at::Tensor lo = at::where(kg, ag, HUGE_VAL).amin(1);
+      const at::Tensor hi = at::where(kg, -1.0, ag).amax(1);
+      if ((lo < hi).any().item<bool>()) return false;
+      continue;
+    }
+    double lo = HUGE_VAL, hi = 0.0;
+    if (keep.any().item<bool>()) lo = a.masked_select(keep).min().item<double>();
+    if (!keep.all().item<bool>()) hi = a.masked_select(keep.logical_not()).max().item<double>();
+    if (strategy == "layerwise" && lo < hi) return false;
+    kept_min = std::min(kept_min, lo);
+    pruned_max = std::max(pruned_max, hi);
+  }
+  return nm || strategy == "layerwise" || kept_min >= pruned_max;
+}
+
+void Masks::check_strategy(const std::string& strategy) const {
+  const auto nm = parse_nm(strategy);
+  if (!nm) return;
+  if (unfit_for(nm->m).size() < eligible_.size()) return;
+  std::string layers;
+  for (const auto& n : eligible_)
+    layers += (layers.empty() ? "" : ", ") + n + " (" + std::to_string(row_length_.at(n)) + ")";
+  TORCH_CHECK_VALUE(false, "Config.pruning '", strategy,
+                    "': no prunable layer has rows that "
+                    "split into groups of ",
+                    nm->m, " (entries per output row: ", layers, ")");
 }
 
 void Masks::apply(Model& model) const {
@@ -29,14 +93,17 @@ void Masks::apply(Model& model) const {
   for (const auto& kv : masks_) named[kv.first].mul_(kv.second);
 }
 
-void Masks::prune(Model& model, double ratio, const std::string& strategy, uint64_t seed) {
+void Masks::prune(Model& model, double ratio, const std::string& strategy, uint64_t seed,
+                  int64_t round) {
   auto named = model.named_parameters(true);
   std::vector<at::Tensor> w, m;
   for (const auto& n : eligible_) {
     w.push_back(named[n].detach());
     m.push_back(masks_[n]);
   }
-  if (strategy == "layerwise")
+  if (const auto nm = parse_nm(strategy))
+    nm_prune_(w, m, nm_keep_after(*nm, round), nm->m);
+  else if (strategy == "layerwise")
     layerwise_magnitude_prune_(w, m, ratio);
   else if (strategy == "random")
     random_prune_(w, m, ratio, seed);

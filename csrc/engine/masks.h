@@ -28,8 +28,22 @@ class Masks {
   // Zeroes the pruned weights of a single-particle model.
   void apply(Model& model) const;
   // Removes `ratio` of the remaining eligible weights of `model` as `strategy` says
-  // (Config.pruning); `seed` drives the random strategy.
-  void prune(Model& model, double ratio, const std::string& strategy, uint64_t seed);
+  // (Config.pruning); `seed` drives the random strategy. An N:M strategy ignores `ratio` and
+  // gives the mask `round` trains with (nm_keep_after, swamp/pruning.h).
+  void prune(Model& model, double ratio, const std::string& strategy, uint64_t seed, int64_t round);
+  // Refuses a strategy the model cannot follow (an N:M pattern no eligible layer fits),
+  // naming the layers and their row lengths.
+  void check_strategy(const std::string& strategy) const;
+  // The eligible weights an N:M strategy leaves dense (rows not whole groups of `m`).
+  std::vector<std::string> unfit_for(int64_t m) const;
+  // How many eligible weights remain after pruning `remaining` of them for round `round` with
+  // `strategy`; -1 where only the masks themselves tell (layerwise: per-layer rounding).
+  int64_t remaining_after(int64_t remaining, double ratio, const std::string& strategy,
+                          int64_t round) const;
+  // Whether the masks are what `strategy` gives when pruning `model` (the round's average):
+  // every kept |w| at least every pruned one, over all layers (global), per layer (layerwise)
+  // or per group (N:M); true for the random control.
+  bool pruned_from(Model& model, const std::string& strategy) const;
   // Exact sparsity over the eligible weights and over all prunable ones, per-layer density.
   void fill_sparsity(Model& model, RoundResult& rr) const;
 
@@ -41,6 +55,7 @@ class Masks {
  private:
   std::vector<std::string> prunable_, eligible_;
   std::map<std::string, at::Tensor> masks_;
+  std::map<std::string, int64_t> row_length_;  // eligible weight -> entries per output row
 };
 
 }  // namespace swamp::engine

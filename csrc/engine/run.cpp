@@ -58,6 +58,7 @@ class Run {
 
   RunResult run() {
     check_model();
+    masks_.check_strategy(cfg_.pruning);
     agree_on_setup();
     ResumedGroup resumed;
     // spread over processes, the primary alone replaces a checkpoint (fresh) and writes them
@@ -300,7 +301,7 @@ class Run {
   void prune_for(int64_t round) {
     // the random control's positions: a stream of its own per round (unrelated to batch orders)
     masks_.prune(models_.average(), cfg_.prune_ratio, cfg_.pruning,
-                 hash_seed(cfg_.seed, round, 0, /*stream=*/0x70e7));
+                 hash_seed(cfg_.seed, round, 0, /*stream=*/0x70e7), round);
     p_.masks_round = round;
   }
 

@@ -38,6 +38,31 @@ void bind_ops(py::module_& m) {
       py::arg("weights"), py::arg("masks"), py::arg("ratio"),
       py::arg("backend") = PruneBackend::Auto);
   m.def("prune_count", &prune_count, py::arg("ratio"), py::arg("remaining"));
+  m.def(
+      "nm_prune_",
+      [](const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& masks, int64_t keep,
+         int64_t m) {
+        PruneStats s;
+        {
+          py::gil_scoped_release nogil;
+          s = nm_prune_(weights, masks, keep, m);
+        }
+        return py::make_tuple(s.remaining_before, s.pruned);
+      },
+      py::arg("weights"), py::arg("masks"), py::arg("keep"), py::arg("m"));
+  m.def("nm_fits", &nm_fits, py::arg("weight"), py::arg("m"));
+  m.def(
+      "parse_nm",
+      [](const std::string& text) -> py::object {
+        const auto p = parse_nm(text);
+        if (!p) return py::none();
+        return py::make_tuple(p->n, p->m);
+      },
+      py::arg("pruning"));
+  m.def(
+      "nm_keep_after",
+      [](int64_t n, int64_t m, int64_t round) { return nm_keep_after(NMPattern{n, m}, round); },
+      py::arg("n"), py::arg("m"), py::arg("round"));
 
   m.def("lanes_concurrent", &lanes_concurrent);
   m.def("channels_last_enabled", &layers::channels_last_enabled,

@@ -32,8 +32,13 @@ namespace swamp {
 //   single_particle_rounds  swamp_plus: rounds trained with one particle
 //   pruning         how a round's mask shrinks: "global" magnitude over all eligible weights (the
 //                   method), "layerwise" magnitude (each layer loses prune_ratio of its weights)
-//                   or "random" (the control: each layer loses as many as global magnitude would
-//                   take from it, at random positions); see swamp/pruning.h
+//                   , "random" (the control: each layer loses as many as global magnitude would
+//                   take from it, at random positions) or an N:M pattern such as "2:4": in every
+//                   group of M consecutive weights along a layer's rows (a conv weight flattened
+//                   per output channel) the largest |w| of the round's average are kept, one
+//                   fewer per group each round from M:M down to N:M (rounds >= M - N + 1;
+//                   prune_ratio is not used); layers whose rows are not whole groups of M stay
+//                   dense. See swamp/pruning.h
 //   bn_batch_size   0: batch_size
 //   deterministic   CUDA: deterministic algorithms (cuDNN deterministic, no benchmark,
 //                   deterministic index kernels; CUBLAS_WORKSPACE_CONFIG must be set). CPU results

@@ -8,6 +8,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "swamp/export.h"
@@ -53,6 +55,28 @@ SWAMP_API PruneStats layerwise_magnitude_prune_(const std::vector<at::Tensor>& w
 SWAMP_API PruneStats random_prune_(const std::vector<at::Tensor>& weights,
                                    const std::vector<at::Tensor>& masks, double ratio,
                                    uint64_t seed);
+
+// N:M structured sparsity (Config.pruning "N:M", e.g. "2:4").
+struct NMPattern {
+  int64_t n = 0, m = 0;  // at most n nonzeros in every group of m
+};
+// Parses "N:M" (1 <= N < M <= 256); nullopt for a string that is not of that form (e.g.
+// "global"); a c10::ValueError for N:M numbers out of range.
+SWAMP_API std::optional<NMPattern> parse_nm(const std::string& pruning);
+// Whether a weight can carry an N:M pattern: its rows (a conv weight flattened per output
+// channel, [out, in * kh * kw]) split into whole groups of m.
+SWAMP_API bool nm_fits(const at::Tensor& weight, int64_t m);
+// How many of each group of m round `round` trains with: one fewer each round, from m (round 0,
+// dense) down to n (round m - n and later), whatever the number of rounds (a run extended later
+// continues the same steps).
+SWAMP_API int64_t nm_keep_after(const NMPattern& pattern, int64_t round);
+// In every group of m consecutive entries along each row of each weight (a conv weight
+// flattened per output channel) keeps the `keep` of largest |w| among those still unpruned
+// (ties: the lower position), in place; every other entry is pruned. Weights whose rows do not
+// split into whole groups of m are left as they are (nm_fits). Groups with fewer than `keep`
+// unpruned entries keep those. Returns the counts as global_magnitude_prune_ does.
+SWAMP_API PruneStats nm_prune_(const std::vector<at::Tensor>& weights,
+                               const std::vector<at::Tensor>& masks, int64_t keep, int64_t m);
 
 // Number of pruned weights to remove for a given ratio and remaining count (the rounding rule).
 SWAMP_API int64_t prune_count(double ratio, int64_t remaining);
