@@ -15,6 +15,7 @@ there by the engine. --quick: tiny sizes (8x8 images; the CPU dry run), the figu
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -203,8 +204,66 @@ def bench_dataset(a: argparse.Namespace) -> tuple[dict, str]:
                               ["torch Dataset + workers", ds_s, ds_s / mem_s, wait]]))
 
 
+# ---- 2:4 sparse inference (torch's semi-structured kernels) -------------------------------------
+class _Block(torch.nn.Module):
+    """A ViT-like encoder block: attention (qkv and projection as nn.Linear) and an MLP."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.n1, self.n2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
+        self.qkv, self.proj = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d)
+        self.fc1, self.fc2 = torch.nn.Linear(d, 4 * d), torch.nn.Linear(4 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.n1(x)).view(B, T, 3, self.heads, D // self.heads).unbind(2)
+        a = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        x = x + self.proj(a.transpose(1, 2).reshape(B, T, D))
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.n2(x))))
+
+
+def bench_two_four(a: argparse.Namespace) -> tuple[dict, str]:
+    from swamp_ext.inference import choices, semi_structured_refusal, sparsify
+
+    why = semi_structured_refusal(torch.device(a.device))
+    if why is not None:
+        return {"skipped": why}, f"skipped: {why}"
+    d, tokens = (128, 17) if a.quick else (384, 197)
+    mlp = torch.nn.Sequential(torch.nn.Linear(4096, 4096), torch.nn.ReLU(),
+                              torch.nn.Linear(4096, 4096), torch.nn.ReLU(),
+                              torch.nn.Linear(4096, 1000))
+    vit = torch.nn.Sequential(*[_Block(d, 6 if d % 6 == 0 else 4) for _ in range(6)])
+    batches = [1, 16, 64] if a.quick else [1, 16, 64, 256, 1024]
+    figures, rows = {}, []
+    for name, net, shape in (("mlp 4096", mlp, (4096,)), (f"vit-like d{d} x6", vit,
+                                                          (tokens, d))):
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, torch.nn.Linear):
+                    m.weight.mul_(swamp_ext.ops.nm_prune([m.weight], None, 2, 4)[0])
+        net = net.eval()
+        sparse = sparsify(net, sparse="2:4", device=a.device, dtype=torch.bfloat16,
+                          example_input=torch.zeros(1, *shape), batch_sizes=[batches[-1]])
+        dense = net.to(a.device, torch.bfloat16)
+        kept = sum(c.sparse for c in choices(sparse))
+        for b in batches:
+            x = torch.randn(b, *shape, device=a.device, dtype=torch.bfloat16)
+            with torch.inference_mode():
+                td = min(timed(functools.partial(dense, x), a.device)[0] for _ in range(5))
+                ts = min(timed(functools.partial(sparse, x), a.device)[0] for _ in range(5))
+            figures[f"{name} b{b}"] = td / ts
+            rows.append([name, b, td * 1e3, ts * 1e3, td / ts,
+                         f"{kept}/{len(choices(sparse))}"])
+    return figures, ("bf16 inference, weights 2:4 by magnitude; 2:4 layers where torch converts "
+                     "them and they measured faster at the largest batch\n\n"
+                     + table(["model", "batch", "dense ms", "2:4 ms", "x dense",
+                              "2:4 layers"], rows))
+
+
 SECTIONS = {"rounds": bench_rounds, "run": bench_run, "zoo": bench_zoo, "prune": bench_prune,
-            "dataset": bench_dataset}
+            "dataset": bench_dataset, "two_four": bench_two_four}
 
 
 def main() -> None:

@@ -469,3 +469,35 @@ def test_dropout_is_reproducible_on_the_device_whatever_the_callers_generators(d
     if device == "cuda":
         assert torch.equal(torch.cuda.get_rng_state(), before)  # the caller's CUDA stream kept
     same_run(a, b)
+
+
+# ---- sparse inference: 2:4 on the GPU (issue 41) ----------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_two_four_layers_give_the_dense_outputs_or_are_refused_by_name(device, dtype):
+    from swamp_ext.inference import choices, sparsify
+
+    g = torch.Generator().manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(),
+                        nn.Linear(512, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    with torch.no_grad():
+        for layer in (mlp[0], mlp[2]):  # 2:4 by magnitude; mlp[4] unstructured
+            layer.weight.mul_(ops.nm_prune([layer.weight], None, 2, 4)[0])
+        mlp[4].weight.mul_(torch.rand(mlp[4].weight.shape, generator=g) < 0.3)
+    if device == "cpu" or torch.cuda.get_device_capability() < (8, 0):
+        with pytest.raises(ValueError, match="compute capability 8.0"):
+            sparsify(mlp, sparse="2:4", device=device, dtype=dtype)
+        return
+    out = sparsify(mlp, sparse="2:4", device=device, dtype=dtype,
+                   example_input=torch.zeros(1, 512), batch_sizes=(64, 1024))
+    by = {c.name: c for c in choices(out)}
+    assert not by["4"].sparse and "not 2:4" in by["4"].reason
+    for name in ("0", "2"):  # converted, or kept dense with the reason (measured, refused)
+        c = by[name]
+        assert c.sparse or "dense kept" in c.reason or "refuses" in c.reason, c
+        assert c.sparse == isinstance(out[int(name)].weight,
+                                      torch.sparse.SparseSemiStructuredTensor)
+    x = torch.randn(1024, 512, generator=g)
+    ref = mlp.to(device, dtype)(x.to(device, dtype)).float()
+    with torch.inference_mode():
+        got = out(x.to(device, dtype)).float()
+    torch.testing.assert_close(got, ref, rtol=2e-2, atol=2e-2)

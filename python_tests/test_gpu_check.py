@@ -37,7 +37,7 @@ def test_the_dry_run_writes_both_reports_within_the_file_limit(dry_run):
     assert r["device"] == "cpu" and r["build_seconds"] > 0
     t = r["tests"]
     assert t["failed"] == 0 and t["failures"] == [] and t["passed"] >= 40, t
-    assert set(r["benchmarks"]) == {"rounds", "run", "zoo", "prune", "dataset"}
+    assert set(r["benchmarks"]) == {"rounds", "run", "zoo", "prune", "dataset", "two_four"}
     for name, fig in r["benchmarks"].items():
         assert "error" not in fig, (name, fig)
     assert r["benchmarks"]["prune"]["speedup"] > 0

@@ -365,3 +365,16 @@ def test_from_csr_explains_what_it_lacks(tmp_path, digits):
     assert isinstance(net.fc1, SparseLinear)
     with pytest.raises(ValueError, match="does not fit the module"):
         from_csr(p, sparse=True, module=nn.Linear(3, 3))
+
+
+# ---- 2:4 on GPUs ---------------------------------------------------------------------------
+
+def test_two_four_is_refused_by_name_where_its_kernels_cannot_run():
+    m = nn.Sequential(nn.Linear(8, 4))
+    with pytest.raises(ValueError, match="compute capability 8.0 or later.*cpu"):
+        sparsify(m, sparse="2:4", device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees none"):
+            sparsify(m, sparse="2:4")
+    with pytest.raises(ValueError, match="device and dtype are for sparse='2:4'"):
+        sparsify(m, sparse=True, device="cpu")

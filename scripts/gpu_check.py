@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 import linkfacts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ["rounds", "run", "zoo", "prune", "dataset"]
+SECTIONS = ["rounds", "run", "zoo", "prune", "dataset", "two_four"]
 
 
 def say(msg: str) -> None:

@@ -140,7 +140,7 @@ class Result:
         return _rounds.RoundModel(rec, masks, state, parts, self._to_module)
 
     def _to_module(self, state: dict[str, torch.Tensor], sparse: Any = False,
-                   batch_sizes: Sequence[int] = (1, 64)) -> torch.nn.Module:
+                   batch_sizes: Sequence[int] = (1, 64), **where: Any) -> torch.nn.Module:
         if self._adapter is not None:
             module = self._adapter.to_module(state).eval()
         elif self._identity is not None:
@@ -155,14 +155,14 @@ class Result:
         from .inference import sparsify
 
         example = None
-        if sparse == "auto":
+        if sparse == "auto" or (sparse == "2:4" and self.input_shape):
             if not self.input_shape:
                 raise ValueError("sparse='auto' times the layers on inputs of the model's shape, "
                                  "which this run does not record (structured inputs): use "
                                  "swamp_ext.inference.sparsify(module, example_input=...)")
             example = torch.zeros((1, *self.input_shape))
         return sparsify(module, sparse=sparse, example_input=example, batch_sizes=batch_sizes,
-                        inplace=True).eval()
+                        inplace=True, **where).eval()
 
     @property
     def model(self) -> str:
@@ -171,8 +171,8 @@ class Result:
             return self._adapter.identity
         return self._identity or self.config.model
 
-    def to_torch(self, sparse: Any = False, *,
-                 batch_sizes: Sequence[int] = (1, 64)) -> torch.nn.Module:
+    def to_torch(self, sparse: Any = False, *, batch_sizes: Sequence[int] = (1, 64),
+                 device: Any = None, dtype: Optional[torch.dtype] = None) -> torch.nn.Module:
         """The final model as a plain ``torch.nn.Module`` in eval mode: for a run given
         ``model=module``, a copy of that module carrying the final weights. Inputs are what the
         model saw: for uint8 datasets, ``(x / 255 - mean) / std``.
@@ -181,8 +181,11 @@ class Result:
         ``True`` every pruned Linear / Conv2d the sparse CPU kernels compute holds and computes
         with its nonzeros only; ``"auto"`` only those measured faster here at every batch size
         of ``batch_sizes`` (see ``swamp_ext.inference.sparsify``; the choices:
-        ``swamp_ext.inference.choices(module)``)."""
-        return self._to_module(self._state, sparse, batch_sizes)
+        ``swamp_ext.inference.choices(module)``); ``"2:4"`` (a ``Config(pruning="2:4")`` run, on
+        an NVIDIA GPU of compute capability 8.0+: ``device``, default ``"cuda"``, ``dtype``,
+        default bfloat16) the 2:4 Linear layers in torch's semi-structured sparse form."""
+        where = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        return self._to_module(self._state, sparse, batch_sizes, **where)
 
     @property
     def dense_layers(self) -> list[str]:

@@ -15,7 +15,7 @@ from .modules import SparseConv2d, SparseLinear, conv_refusal
 
 __all__ = ["LayerChoice", "Sparse", "choices", "sparsify", "state_bytes"]
 
-Sparse = Union[bool, str]  # True, False or "auto"
+Sparse = Union[bool, str]  # True, False, "auto" or "2:4"
 
 # auto: a layer goes sparse only where the sparse kernel took at most this share of the dense
 # layer's time at every batch size measured (a margin for the noise of a busy machine)
@@ -96,9 +96,91 @@ def _input_shapes(module: nn.Module, names: Sequence[str], example_input: Any
     return shapes
 
 
+def semi_structured_refusal(device: torch.device) -> Optional[str]:
+    """Why torch's 2:4 (semi-structured) kernels cannot run on ``device`` (None: they can)."""
+    if device.type != "cuda":
+        return (f"sparse='2:4' runs on NVIDIA GPUs of compute capability 8.0 or later (torch's "
+                f"semi-structured sparse kernels); the device asked for is {device}")
+    if not torch.cuda.is_available():
+        return "sparse='2:4' needs a CUDA device; torch sees none on this machine"
+    cap = torch.cuda.get_device_capability(device)
+    if cap < (8, 0):
+        return (f"sparse='2:4' needs compute capability 8.0 or later; "
+                f"{torch.cuda.get_device_name(device)} has {cap[0]}.{cap[1]}")
+    return None
+
+
+def _is_two_four(w: torch.Tensor) -> bool:
+    if w.dim() != 2 or w.shape[1] % 4:
+        return False
+    return bool(((w.reshape(-1, 4) != 0).sum(1) <= 2).all())
+
+
+def _two_four(out: nn.Module, candidates: list[tuple[str, nn.Module, str]],
+              shapes: dict[str, tuple[int, ...]], bs: list[int]) -> list[LayerChoice]:
+    """The 2:4-patterned Linear layers of `out` (already on the GPU, half precision) with their
+    weights in torch's semi-structured form where that converts and measures faster."""
+    from torch.sparse import to_sparse_semi_structured
+
+    made = []
+    for name, m, kind in candidates:
+        w = m.weight.detach()
+        density = float((w != 0).float().mean()) if w.numel() else 1.0
+        base = dict(name=name, kind=kind, shape=tuple(w.shape), density=density)
+        why = None
+        if kind != "linear":
+            why = "2:4 kernels compute matrix products only (torch's semi-structured sparsity)"
+        elif not _is_two_four(w):
+            why = "not 2:4 (a group of 4 along a row holds more than 2 nonzeros)"
+        if why is None:
+            try:
+                sparse_w = to_sparse_semi_structured(w)
+            except (RuntimeError, ValueError) as e:  # shapes / dtypes the kernels refuse
+                why = f"torch refuses it: {str(e).splitlines()[0][:160]}"
+        if why is not None:
+            made.append(LayerChoice(**base, sparse=False, reason=why))
+            continue
+        dense_w = m.weight
+        speedup: dict[int, float] = {}
+        if name in shapes:
+            with torch.inference_mode():
+                for b in bs:
+                    x = torch.randn((b, *shapes[name]), dtype=w.dtype, device=w.device)
+                    t_dense = _per_call_cuda(m, x)
+                    m.weight = nn.Parameter(sparse_w, requires_grad=False)
+                    try:
+                        t_sparse = _per_call_cuda(m, x)
+                    except RuntimeError as e:  # e.g. an input shape the kernel refuses
+                        t_sparse = float("inf")
+                        why = f"torch's kernel failed at batch {b}: {str(e)[:120]}"
+                    m.weight = dense_w
+                    speedup[b] = t_dense / t_sparse
+        if why is None and speedup and min(speedup.values()) < 1 / AUTO_MARGIN:
+            why = "measured: 2:4 " + ", ".join(f"{v:.2f}x at batch {b}"
+                                               for b, v in speedup.items()) + " (dense kept)"
+        if why is not None:
+            made.append(LayerChoice(**base, sparse=False, reason=why, speedup=speedup))
+            continue
+        m.weight = nn.Parameter(sparse_w, requires_grad=False)
+        reason = ("measured: 2:4 " + ", ".join(f"{v:.2f}x at batch {b}"
+                                               for b, v in speedup.items())
+                  if speedup else "2:4 (not timed: not reached by example_input)")
+        made.append(LayerChoice(**base, sparse=True, reason=reason, speedup=speedup))
+    return made
+
+
+def _per_call_cuda(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> float:
+    torch.cuda.synchronize()
+    t = _per_call(fn, x)
+    torch.cuda.synchronize()
+    return t
+
+
 def sparsify(module: nn.Module, *, sparse: Sparse = "auto",
              masks: Optional[dict[str, torch.Tensor]] = None, example_input: Any = None,
-             batch_sizes: Sequence[int] = (1, 64), inplace: bool = False) -> nn.Module:
+             batch_sizes: Sequence[int] = (1, 64), inplace: bool = False,
+             device: Optional[Union[str, torch.device]] = None,
+             dtype: Optional[torch.dtype] = None) -> nn.Module:
     """A copy of ``module`` (``module`` itself with ``inplace=True``) whose pruned ``nn.Linear``
     and ``nn.Conv2d`` layers hold only their nonzeros and compute with the core's sparse
     operators (CPU): ``SparseLinear`` / ``SparseConv2d``. Outputs equal the dense module's up to
@@ -111,15 +193,35 @@ def sparsify(module: nn.Module, *, sparse: Sparse = "auto",
     one at those sizes. A layer is pruned when its weight has zeros (``masks``, keyed
     ``"<layer>.weight"`` as a run's masks are, limits the layers considered to those named).
     The choice for each layer, with its reason and timings, is ``choices(result)``.
+
+    ``"2:4"``: for NVIDIA GPUs (compute capability 8.0 or later; refused by name elsewhere): the
+    module moves to ``device`` (default ``"cuda"``) in ``dtype`` (default bfloat16), and each
+    ``nn.Linear`` whose weight holds at most 2 nonzeros in every group of 4 along its rows (a
+    ``Config(pruning="2:4")`` run) gets its weight in torch's semi-structured form
+    (``torch.sparse.to_sparse_semi_structured``) where torch converts it and it measured
+    faster at every batch size; every other layer stays dense, its reason recorded.
     """
-    if sparse not in (True, False, "auto"):
-        raise ValueError(f"sparse must be True, False or 'auto', got {sparse!r}")
+    if sparse not in (True, False, "auto", "2:4"):
+        raise ValueError(f"sparse must be True, False, 'auto' or '2:4', got {sparse!r}")
+    if sparse == "2:4":
+        target = torch.device(device if device is not None else "cuda")
+        why = semi_structured_refusal(target)
+        if why is not None:
+            raise ValueError(why)
+        half = dtype if dtype is not None else torch.bfloat16
+        if half not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"sparse='2:4' computes in float16 or bfloat16, got dtype={half}")
+    elif device is not None or dtype is not None:
+        raise ValueError("device and dtype are for sparse='2:4' (the CPU kernels compute the "
+                         "module's own float32 / float64)")
     if not isinstance(module, nn.Module):
         raise TypeError(f"sparsify takes an nn.Module, got {type(module).__name__}")
     bs = [int(b) for b in batch_sizes]
     if not bs or any(b < 1 for b in bs):
         raise ValueError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
     out = module if inplace else copy.deepcopy(module)
+    if sparse == "2:4":
+        out = out.to(device=target, dtype=half)
     candidates: list[tuple[str, nn.Module, str]] = []
     for name, m in out.named_modules():
         kind = _kind(m)
@@ -127,6 +229,14 @@ def sparsify(module: nn.Module, *, sparse: Sparse = "auto",
             continue
         candidates.append((name, m, kind))
     shapes: dict[str, tuple[int, ...]] = {}
+    if sparse == "2:4":
+        if example_input is not None and candidates:
+            ex = tuple(t.to(target, half) if t.is_floating_point() else t.to(target)
+                       for t in (example_input if isinstance(example_input, tuple)
+                                 else (example_input,)))
+            shapes = _input_shapes(out, [n for n, _, _ in candidates], ex)
+        out.swamp_layers = tuple(_two_four(out, candidates, shapes, bs))  # type: ignore
+        return out
     if sparse == "auto" and candidates:
         if example_input is None:
             raise ValueError("sparse='auto' times each layer on its own inputs: give "

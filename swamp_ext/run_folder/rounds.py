@@ -88,13 +88,16 @@ class RoundModel:
         return self.record.sparsity
 
     def to_torch(self, state: Optional[dict[str, torch.Tensor]] = None, sparse: Any = False, *,
-                 batch_sizes: Sequence[int] = (1, 64)) -> torch.nn.Module:
+                 batch_sizes: Sequence[int] = (1, 64), device: Any = None,
+                 dtype: Optional[torch.dtype] = None) -> torch.nn.Module:
         """The averaged model of this round (or ``state``, e.g. a particle) as a plain
         ``torch.nn.Module`` in eval mode; ``sparse`` as in ``Result.to_torch``."""
         if self._to_module is None:
             raise ValueError("this run pruned your own module: rebuild it and load "
                              "round.state into it (load_state_dict)")
-        return self._to_module(self.state if state is None else state, sparse, batch_sizes)
+        where = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        return self._to_module(self.state if state is None else state, sparse, batch_sizes,
+                               **where)
 
 
 def decode_round(tensors: dict[str, torch.Tensor], meta: dict[str, str], where: str,
