@@ -48,6 +48,20 @@ def test_readme_python_block_runs(index, tmp_path):
     assert r.returncode == 0, f"README python block {index} failed:\n{code}\n{r.stderr[-3000:]}"
 
 
+GUIDES_RUN_WHOLE = ["docs/guides/deploying.md"]
+
+
+@pytest.mark.parametrize("guide", GUIDES_RUN_WHOLE)
+def test_a_guides_python_blocks_run_in_order(guide, tmp_path):
+    """Guides that promise runnable code: their python blocks, in order, as one program."""
+    text = (ROOT / guide).read_text()
+    code = "\n".join(re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M))
+    assert code.strip(), guide
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"{guide} failed:\n{r.stderr[-3000:]}"
+
+
 # Commands of the README's bash blocks that this file does not run, and where they are covered.
 COVERED_ELSEWHERE = {
     "bash scripts/test.sh": ".ci/run runs it: it is the test suite itself",
@@ -159,7 +173,7 @@ def test_type_stub_lists_every_public_binding():
     top = names(tree.body)
     subs = {n.name: names(n.body) for n in tree.body if isinstance(n, ast.ClassDef)}
     where = {"ops": "_Ops", "models": "_Models", "testing": "_Testing", "io": "_Io",
-             "analysis": "_Analysis"}
+             "analysis": "_Analysis", "inference": "_Inference"}
     missing = []
     for name in dir(swamp_ext._C):
         if name.startswith("_"):

@@ -58,6 +58,15 @@ class _Ops:
     @staticmethod
     def prune_count(ratio: float, remaining: int) -> int: ...
     @staticmethod
+    def nm_prune_(weights: list[torch.Tensor], masks: list[torch.Tensor], keep: int,
+                  m: int) -> tuple[int, int]: ...
+    @staticmethod
+    def nm_fits(weight: torch.Tensor, m: int) -> bool: ...
+    @staticmethod
+    def parse_nm(pruning: str) -> Optional[tuple[int, int]]: ...
+    @staticmethod
+    def nm_keep_after(n: int, m: int, round: int) -> int: ...
+    @staticmethod
     def lanes_concurrent() -> bool: ...
     @staticmethod
     def channels_last_enabled() -> bool: ...
@@ -217,6 +226,19 @@ class _Io:
     def save_checkpoint_tensors(path: str, tensors: dict[str, torch.Tensor]) -> None: ...
 
 io: _Io
+
+class _Inference:
+    @staticmethod
+    def sparse_linear(input: torch.Tensor, crow_indices: torch.Tensor,
+                      col_indices: torch.Tensor, values: torch.Tensor,
+                      bias: Optional[torch.Tensor], in_features: int) -> torch.Tensor: ...
+    @staticmethod
+    def sparse_conv2d(input: torch.Tensor, crow_indices: torch.Tensor,
+                      col_indices: torch.Tensor, values: torch.Tensor,
+                      bias: Optional[torch.Tensor], weight_shape: list[int], stride: list[int],
+                      padding: list[int]) -> torch.Tensor: ...
+
+inference: _Inference
 
 class _Overlap:  # analysis.Overlap
     kept_a: int

@@ -95,10 +95,16 @@ class Config:
     keep_first_last_dense: bool = _doc(False, "keep the first and the last prunable layer dense",
                                        "bool")
     pruning: str = _doc("global", "how a round's mask shrinks: ``global`` magnitude over all "
-                                  "prunable weights (the method), ``layerwise`` magnitude, or "
+                                  "prunable weights (the method), ``layerwise`` magnitude, "
                                   "``random`` positions at global magnitude's layer densities "
-                                  "(the control)", "one of the three",
-                        choices=("global", "layerwise", "random"))
+                                  "(the control), or an N:M pattern such as ``2:4``: in every "
+                                  "group of M weights along a layer's rows the N largest of the "
+                                  "round's average are kept, one fewer per group each round "
+                                  "from M:M (prune_ratio unused; layers whose rows are not "
+                                  "whole groups of M stay dense, ``Result.dense_layers``)",
+                        "global, layerwise, random, or N:M with 1 <= N < M <= 256 and "
+                        "rounds >= M - N + 1",
+                        choices=("global", "layerwise", "random", "2:4"))
     seed: int = _doc(0, "seeds the initialisation, the batch orders (hashed per round and "
                         "particle), augmentation and your model's dropout", "[0, 2**64)")
     device: str = _doc("cpu", "where training runs: ``cpu``, ``cuda`` (the current CUDA "

@@ -33,10 +33,12 @@
 
 namespace swamp::inference {
 
+// swamp::sparse_linear (above): input @ W^T + bias with W the [out, in_features] CSR matrix.
 SWAMP_API at::Tensor sparse_linear(const at::Tensor& input, const at::Tensor& crow_indices,
                                    const at::Tensor& col_indices, const at::Tensor& values,
                                    const std::optional<at::Tensor>& bias, int64_t in_features);
 
+// swamp::sparse_conv2d (above): conv2d with the weight of `weight_shape` in CSR form.
 SWAMP_API at::Tensor sparse_conv2d(const at::Tensor& input, const at::Tensor& crow_indices,
                                    const at::Tensor& col_indices, const at::Tensor& values,
                                    const std::optional<at::Tensor>& bias,
