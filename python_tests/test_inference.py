@@ -74,11 +74,12 @@ def test_sparse_linear_reads_any_input_layout(gen):
     (1, 0, 3), (1, 1, 3), (2, 1, 3), (2, 0, 1), (3, 2, 5), ((1, 2), (0, 1), (3, 1)),
     ((2, 1), (1, 0), (2, 3)),
 ])
-def test_sparse_conv2d_equals_torch_conv2d(gen, stride, padding, k):
+@pytest.mark.parametrize("batch", [1, 3, 37])  # 37: blocks of images, the last one partial
+def test_sparse_conv2d_equals_torch_conv2d(gen, stride, padding, k, batch):
     k = (k, k) if isinstance(k, int) else k
     w = pruned(torch.randn(6, 4, *k, generator=gen), 0.3, gen)
     b = torch.randn(6, generator=gen)
-    x = torch.randn(3, 4, 11, 10, generator=gen)
+    x = torch.randn(batch, 4, 11, 10, generator=gen)
     s2 = stride if isinstance(stride, tuple) else (stride, stride)
     p2 = padding if isinstance(padding, tuple) else (padding, padding)
     for bias in (b, None):

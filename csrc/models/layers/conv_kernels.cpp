@@ -91,27 +91,31 @@ PhaseGrid phase_grid(const ConvGeometry& g) {
   return {(hp + g.stride_h - 1) / g.stride_h, (wp + g.stride_w - 1) / g.stride_w};
 }
 
-// One input plane [h, w] as its stride_h * stride_w phases, written to d.
+// One input plane [h, w] as its stride_h * stride_w phases, written to d, phase k at
+// d + k * phase_stride.
 template <typename T>
-void phase_plane(const T* plane, T* d, const ConvGeometry& g, const PhaseGrid& q) {
+void phase_plane(const T* plane, T* d, const ConvGeometry& g, const PhaseGrid& q,
+                 int64_t phase_stride) {
   const int64_t sh = g.stride_h, sw = g.stride_w, wq = q.wq;
-  for (int64_t py = 0; py < sh; ++py)
-    for (int64_t px = 0; px < sw; ++px)
-      for (int64_t r = 0; r < q.hq; ++r, d += wq) {
-        // phase row r: input row y, columns x0 + k * sw for k in [k0, k1)
-        const int64_t y = py + r * sh - g.pad_h;
-        std::fill_n(d, wq, T(0));
-        if (y < 0 || y >= g.h) continue;
-        const int64_t x0 = px - g.pad_w;
-        const int64_t k0 = x0 >= 0 ? 0 : (-x0 + sw - 1) / sw;
-        const int64_t k1 = std::min(wq, (g.w - x0 + sw - 1) / sw);
-        const T* row = plane + y * g.w;
-        if (sw == 1) {
-          if (k1 > k0) std::copy(row + x0 + k0, row + x0 + k1, d + k0);
-        } else {
-          for (int64_t k = k0; k < k1; ++k) d[k] = row[x0 + k * sw];
-        }
+  for (int64_t ph = 0; ph < sh * sw; ++ph) {
+    const int64_t py = ph / sw, px = ph % sw;
+    T* dp = d + ph * phase_stride;
+    for (int64_t r = 0; r < q.hq; ++r, dp += wq) {
+      // phase row r: input row y, columns x0 + k * sw for k in [k0, k1)
+      const int64_t y = py + r * sh - g.pad_h;
+      std::fill_n(dp, wq, T(0));
+      if (y < 0 || y >= g.h) continue;
+      const int64_t x0 = px - g.pad_w;
+      const int64_t k0 = x0 >= 0 ? 0 : (-x0 + sw - 1) / sw;
+      const int64_t k1 = std::min(wq, (g.w - x0 + sw - 1) / sw);
+      const T* row = plane + y * g.w;
+      if (sw == 1) {
+        if (k1 > k0) std::copy(row + x0 + k0, row + x0 + k1, dp + k0);
+      } else {
+        for (int64_t k = k0; k < k1; ++k) dp[k] = row[x0 + k * sw];
       }
+    }
+  }
 }
 
 at::Tensor phases(const at::Tensor& x, const ConvGeometry& g) {
@@ -124,7 +128,8 @@ at::Tensor phases(const at::Tensor& x, const ConvGeometry& g) {
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
-        phase_plane(src + i * g.h * g.w, dst + i * sh * sw * q.per_channel(), g, q);
+        phase_plane(src + i * g.h * g.w, dst + i * sh * sw * q.per_channel(), g, q,
+                    q.per_channel());
     });
   });
   return out;
@@ -268,14 +273,22 @@ at::Tensor shift_forward(const SparseStructure& s, const ConvGeometry& g, const 
   return y;
 }
 
-// Inference with a batch of at least one image per thread: one image per task, its planes
-// padded (or split into phases) into a buffer of the task's that stays in cache while every
-// output plane is computed from it; no padded copy of the whole batch.
+// Inference with a batch of at least one image per thread: a block of images per task, their
+// planes padded (or split into phases) into a buffer of the task's that stays in cache while
+// every output plane is computed from it, no padded copy of the whole batch. In the buffer each
+// input plane of the block's images follows the previous image's, so one pass of the taps covers
+// the whole block: small planes (a 14 x 14 map) make long vector loops. The rows of the wide
+// grid past an image's last output row read into the next image and are discarded.
 at::Tensor infer_by_image(const SparseStructure& s, const ConvGeometry& g, const at::Tensor& values,
                           const at::Tensor& bias, const at::Tensor& x) {
   const at::Tensor xc = x.contiguous();
   const PhaseGrid q = phase_grid(g);
-  const int64_t B = x.size(0), ss = g.stride_h * g.stride_w;
+  const int64_t B = x.size(0), ss = g.stride_h * g.stride_w, plane = q.per_channel();
+  const int64_t per_image = g.in * ss * plane;
+  // images a block: their planes within 256 KiB of floats, at least 1, at most B / threads
+  const int64_t fit = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(per_image, 1));
+  const int64_t nb = std::min(fit, std::max<int64_t>(1, B / at::get_num_threads()));
+  const int64_t blocks = (B + nb - 1) / nb;
   const ShiftTaps taps = shift_taps(s, g, q.wq);
   at::Tensor y = at::empty({B, g.out, g.oh, g.ow}, x.options());
   const int64_t* rp = s.row_ptr.const_data_ptr<int64_t>();
@@ -284,18 +297,30 @@ at::Tensor infer_by_image(const SparseStructure& s, const ConvGeometry& g, const
     const scalar_t* v = values.const_data_ptr<scalar_t>();
     const scalar_t* bv = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* yv = y.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
       std::vector<const scalar_t*> src;
-      std::vector<scalar_t> planes(static_cast<size_t>(g.in * ss * q.per_channel()));
-      std::vector<scalar_t> wide(static_cast<size_t>(g.oh * q.wq));
-      for (int64_t b = begin; b < end; ++b) {
-        for (int64_t c = 0; c < g.in; ++c)
-          phase_plane(xv + (b * g.in + c) * g.h * g.w, planes.data() + c * ss * q.per_channel(), g,
-                      q);
-        for (int64_t co = 0; co < g.out; ++co)
-          output_plane<scalar_t>(taps, rp, co, v, bv ? bv[co] : scalar_t(0), planes.data(),
-                                 q.per_channel(), q.wq, g, src, wide.data(),
-                                 yv + (b * g.out + co) * g.oh * g.ow);
+      // [in * ss planes][nb images][plane]
+      std::vector<scalar_t> buf(static_cast<size_t>(nb * per_image));
+      std::vector<scalar_t> wide(static_cast<size_t>(nb * plane));
+      for (int64_t blk = begin; blk < end; ++blk) {
+        const int64_t b0 = blk * nb, n = std::min(nb, B - b0);
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t c = 0; c < g.in; ++c)
+            phase_plane(xv + ((b0 + j) * g.in + c) * g.h * g.w,
+                        buf.data() + (c * ss * nb + j) * plane, g, q, nb * plane);
+        const int64_t L = (n - 1) * plane + (g.oh - 1) * q.wq + g.ow;
+        for (int64_t co = 0; co < g.out; ++co) {
+          src.clear();
+          for (int64_t e = rp[co]; e < rp[co + 1]; ++e)
+            src.push_back(buf.data() + taps.channel[e] * nb * plane + taps.offset[e]);
+          gather_taps<scalar_t>(L, rp[co + 1] - rp[co], v + rp[co], src.data(),
+                                bv ? bv[co] : scalar_t(0), wide.data());
+          for (int64_t j = 0; j < n; ++j) {
+            scalar_t* out = yv + ((b0 + j) * g.out + co) * g.oh * g.ow;
+            for (int64_t oy = 0; oy < g.oh; ++oy)
+              std::copy_n(wide.data() + j * plane + oy * q.wq, g.ow, out + oy * g.ow);
+          }
+        }
       }
     });
   });
