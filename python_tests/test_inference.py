@@ -26,6 +26,7 @@ from swamp_ext.inference import (
     sparsify,
     state_bytes,
 )
+from swamp_ext.inference.convert import AUTO_MARGIN
 
 
 def pruned(t: torch.Tensor, density: float, g: torch.Generator) -> torch.Tensor:
@@ -239,7 +240,10 @@ def test_auto_keeps_a_layer_dense_unless_it_measured_faster_at_every_batch_size(
     assert by["fc3"].reason == "not pruned" and not by["fc3"].sparse
     for c in (by["fc1"], by["fc2"]):
         assert set(c.speedup) == {1, 8} and all(v > 0 for v in c.speedup.values())
-        assert c.sparse == (min(c.speedup.values()) >= 1 / 0.9), c
+        if c.sparse:
+            assert min(c.speedup.values()) >= 1 / AUTO_MARGIN, c
+        else:  # slower alone, or taken back because the whole module was slower with it
+            assert min(c.speedup.values()) < 1 / AUTO_MARGIN or "whole module" in c.reason, c
         assert isinstance(s.get_submodule(c.name), SparseLinear) == c.sparse
     x = torch.randn(8, *shape, generator=gen)
     torch.testing.assert_close(s(x), dense(x))

@@ -4,6 +4,7 @@ the choice it makes per layer (``LayerChoice``)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
@@ -288,5 +289,48 @@ def sparsify(module: nn.Module, *, sparse: Sparse = "auto",
         parent = parents[parent_name] if parent_name else out
         setattr(parent, attr, layer)
         made.append(LayerChoice(**base, sparse=True, reason=reason, speedup=speedup))
+    if sparse == "auto" and any(c.sparse for c in made):
+        made = _whole_module_check(out, made, {n: m for n, m, _ in candidates}, example_input,
+                                   bs)
     out.swamp_layers = tuple(made)  # type: ignore[assignment]
     return out
+
+
+def _whole_module_check(out: nn.Module, made: list[LayerChoice],
+                        dense_layers: dict[str, nn.Module], example_input: Any,
+                        bs: list[int]) -> list[LayerChoice]:
+    """Layers timed alone do not always add up (a dense layer between sparse ones reads their
+    layout): the converted module against the dense one at every batch size, and while it is
+    slower, the sparse layer with the smallest gain goes back to dense."""
+    dense = copy.deepcopy(out)
+    for name, layer in dense_layers.items():
+        parent_name, _, attr = name.rpartition(".")
+        setattr(dense.get_submodule(parent_name) if parent_name else dense, attr, layer)
+
+    def batch(b: int) -> Any:
+        ex = example_input if isinstance(example_input, tuple) else (example_input,)
+        return tuple(t.expand(b, *t.shape[1:]).contiguous() if isinstance(t, torch.Tensor)
+                     else t for t in ex)
+
+    def slower() -> Optional[str]:
+        with torch.inference_mode():
+            for b in bs:
+                x = batch(b)
+                t_d = _per_call(lambda a: dense(*a), x)
+                t_s = _per_call(lambda a: out(*a), x)
+                if t_s > t_d:
+                    return f"{t_d / t_s:.2f}x at batch {b}"
+        return None
+
+    while (why := slower()) is not None:
+        sparse_now = [c for c in made if c.sparse]
+        if not sparse_now:
+            break
+        worst = min(sparse_now, key=lambda c: min(c.speedup.values()))
+        parent_name, _, attr = worst.name.rpartition(".")
+        setattr(out.get_submodule(parent_name) if parent_name else out, attr,
+                dense_layers[worst.name])
+        made = [dataclasses.replace(c, sparse=False, reason=c.reason + " (dense kept: the whole "
+                                    f"module measured {why} with it sparse)")
+                if c is worst else c for c in made]
+    return made
