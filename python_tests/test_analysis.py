@@ -270,7 +270,8 @@ def test_random_pruning_keeps_the_layer_densities_of_magnitude_pruning(digits):
     again = swamp_ext.run_imp(cfg, digits, progress=False)
     for n, m in res.masks.items():
         assert torch.equal(again.masks[n], m)  # the positions come from the seed
-    with pytest.raises(ValueError, match="Config.pruning must be global, layerwise or random"):
+    with pytest.raises(ValueError,
+                       match="Config.pruning must be global, layerwise, random or an N:M"):
         swamp_ext.Config(pruning="magnitude")
 
 

@@ -217,7 +217,7 @@ def test_a_users_module_keeps_what_the_kernels_do_not_compute_and_says_why(gen):
 
 def test_sparsify_refuses_bad_requests():
     m = nn.Sequential(nn.Linear(4, 3))
-    with pytest.raises(ValueError, match="sparse must be True, False or 'auto'"):
+    with pytest.raises(ValueError, match="sparse must be True, False, 'auto' or '2:4'"):
         sparsify(m, sparse="yes")
     with torch.no_grad():
         m[0].weight[0] = 0
