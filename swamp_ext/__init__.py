@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from . import analysis, callbacks, datasets, distributed, models, modules, ops, report, testing  # noqa: I001,E501
+from . import (  # noqa: I001,E501
+    analysis,
+    callbacks,
+    datasets,
+    distributed,
+    inference,
+    models,
+    modules,
+    ops,
+    report,
+    testing,
+)
 from ._core import _C
 from .config import Config
 from .results import Result, RoundModels, RoundRecord, TrainingDivergedError
 from .run_folder import load_run
+from .run_folder.lock import FolderInUseError
 from .running import run_imp
 
 __version__: str = _C.version()
 
 __all__ = [
-    "Config", "Result", "RoundModels", "RoundRecord", "TrainingDivergedError", "__version__",
-    "analysis", "callbacks", "datasets", "distributed", "load_run", "models", "modules", "ops",
-    "report", "run_imp", "testing",
+    "Config", "FolderInUseError", "Result", "RoundModels", "RoundRecord", "TrainingDivergedError",
+    "__version__", "analysis", "callbacks", "datasets", "distributed", "inference", "load_run",
+    "models", "modules", "ops", "report", "run_imp", "testing",
 ]

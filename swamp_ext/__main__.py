@@ -153,8 +153,12 @@ def _run(args: argparse.Namespace) -> int:
         result = swamp_ext.run_imp(cfg, data, on_round=on_round,
                                    progress=args.progress if primary else False,
                                    checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
-                                   fresh=args.fresh, dist_timeout=args.dist_timeout,
+                                   fresh=args.fresh, force=args.force,
+                                   dist_timeout=args.dist_timeout,
                                    keep_particles=args.keep_particles)
+    except swamp_ext.run_folder.lock.FolderInUseError as e:
+        print(f"swamp-ext: error: {e}", file=sys.stderr)
+        return 2
     except swamp_ext.TrainingDivergedError as e:
         print(f"swamp-ext: {e}\n{len(e.rounds)} completed round(s) kept"
               + (f" in {args.out}" if args.out else ""), file=sys.stderr)
@@ -319,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="epochs between checkpoints inside a particle's training (0: never)")
     run.add_argument("--fresh", action="store_true",
                      help="ignore an existing checkpoint in --out and start over")
+    run.add_argument("--force", action="store_true",
+                     help="take --out over from a lock naming another machine (only when that "
+                          "run is gone: one writer per folder)")
     run.add_argument("--dist-timeout", type=float, default=1800.0,
                      help="under torchrun: seconds a process waits for the others before the run "
                           "stops with an error (default 1800)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any, Callable, Optional, Union
@@ -19,6 +20,7 @@ from .precision import warn_precision
 from .progress import TerminalProgress
 from .results import Result, RoundModels, RoundRecord, TrainingDivergedError
 from .run_folder import rounds as _rounds
+from .run_folder.lock import RunFolderLock
 from .run_folder.write import results_json, write_json
 
 __all__ = ["plan_of", "run_imp"]
@@ -43,6 +45,7 @@ def run_imp(
     dist_timeout: float = _distributed.DEFAULT_TIMEOUT_S,
     keep_rounds: bool = True,
     keep_particles: bool = False,
+    force: bool = False,
 ) -> Result:
     """Runs IMP / SWAMP as configured, entirely in the C++ core.
 
@@ -66,7 +69,10 @@ def run_imp(
       ``results.json`` after every round. Calling again with the same config resumes where it
       stopped, giving bitwise the same result on the CPU. A checkpoint of another config is
       refused (the error names the fields) unless ``fresh=True``; only ``rounds`` may grow.
-    on_ticket: called with the ticket's state dict (the rewind point) once it exists.
+      One run writes a folder at a time: the run holds ``DIR/.swamp.lock`` (host, pid, start
+      time) and a second one raises ``FolderInUseError`` naming the holder at once. A lock left
+      by a dead process of this host is taken over; one naming another host only with
+      ``force=True``. called with the ticket's state dict (the rewind point) once it exists.
     on_models: called after each round's evaluation with a ``RoundModels``: the particles'
       solutions (SWA averages with their batch-norm statistics), the averaged final model and the
       masks the round trained under (copies; costs a copy of every model per round).
@@ -185,6 +191,16 @@ def run_imp(
                               _distributed.data_parallel_subgroups(group, config,
                                                                    float(dist_timeout),
                                                                    plan.particles))
+    # one writer per run folder (under torchrun rank 0 holds it for the group)
+    lock = RunFolderLock(ckpt, force=force) if ckpt and primary else contextlib.nullcontext()
+    with lock:
+        return _run_locked(request, data, config, records=records, bar=bar, kept=kept,
+                           adapter=adapter, ckpt=ckpt, keep_rounds=keep_rounds)
+
+
+def _run_locked(request: Any, data: Any, config: Config, *, records: list, bar: Any, kept: dict,
+                adapter: Any, ckpt: str, keep_rounds: bool) -> Result:
+    """The run itself, its folder (if any) held."""
     feeder = _core_data(data, config.device, request)
     try:
         if feeder is not None:
