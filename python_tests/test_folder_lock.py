@@ -80,3 +80,20 @@ def test_a_lock_naming_another_machine_needs_force(tmp_path, digits):
         run_imp(Config(**CFG), digits, progress=False, checkpoint_dir=tmp_path)
     res = run_imp(Config(**CFG), digits, progress=False, checkpoint_dir=tmp_path, force=True)
     assert len(res.rounds) == 2
+
+
+def test_every_file_a_run_writes_has_the_umasks_permissions(tmp_path, digits):
+    old = os.umask(0o027)
+    try:
+        res = run_imp(Config(**CFG), digits, progress=False, checkpoint_dir=tmp_path / "run")
+        res.save(tmp_path / "run" / "out")
+    finally:
+        os.umask(old)
+    files = [os.path.join(root, f) for root, _, fs in os.walk(tmp_path / "run") for f in fs]
+    assert any(f.endswith("model.safetensors") for f in files) and len(files) >= 6, files
+    for f in files:  # as open(path, 0o666) under umask 027 gives
+        assert os.stat(f).st_mode & 0o777 == 0o640, (f, oct(os.stat(f).st_mode))
+    from safetensors.torch import load_file  # the file is still what the safetensors package reads
+
+    loaded = load_file(str(tmp_path / "run" / "out" / "model.safetensors"))
+    assert set(loaded) >= {f"mask.{k}" for k in res.masks}

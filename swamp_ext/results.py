@@ -213,14 +213,9 @@ class Result:
         out_dir = os.fspath(out_dir)
         _C.ensure_writable_dir(out_dir, "output folder")
         write_json(os.path.join(out_dir, "results.json"), self.to_json())
-        try:
-            from safetensors.torch import save_file
-        except ImportError:
-            raise ImportError(
-                "saving weights needs safetensors: pip install 'swamp_ext[io]'"
-            ) from None
         tensors = {k: v.contiguous() for k, v in self.state_dict().items()}
         tensors.update({f"mask.{k}": v.contiguous() for k, v in self.masks.items()})
-        tmp = os.path.join(out_dir, "model.safetensors.tmp")
-        save_file(tensors, tmp, metadata={"format": "swamp_ext", "model": self.model})
-        os.replace(tmp, os.path.join(out_dir, "model.safetensors"))
+        # the core's writer: atomic (a temporary file renamed), the permissions the umask gives
+        # as every other file of the folder (the safetensors package's file came out 0600)
+        _C.io.save_safetensors(os.path.join(out_dir, "model.safetensors"), tensors,
+                               {"format": "swamp_ext", "model": self.model})
