@@ -37,6 +37,10 @@ class LayerChoice:
     speedup: dict[int, float] = field(default_factory=dict)
 
 
+def _timings(speedup: dict[int, float]) -> str:
+    return ", ".join(f"{v:.2f}x at batch {b}" for b, v in speedup.items())
+
+
 def state_bytes(module: nn.Module) -> int:
     """Bytes of the module's state dict (parameters and buffers, as saved)."""
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
@@ -157,15 +161,13 @@ def _two_four(out: nn.Module, candidates: list[tuple[str, nn.Module, str]],
                     m.weight = dense_w
                     speedup[b] = t_dense / t_sparse
         if why is None and speedup and min(speedup.values()) < 1 / AUTO_MARGIN:
-            why = "measured: 2:4 " + ", ".join(f"{v:.2f}x at batch {b}"
-                                               for b, v in speedup.items()) + " (dense kept)"
+            why = f"measured: 2:4 {_timings(speedup)} (dense kept)"
         if why is not None:
             made.append(LayerChoice(**base, sparse=False, reason=why, speedup=speedup))
             continue
         m.weight = nn.Parameter(sparse_w, requires_grad=False)
-        reason = ("measured: 2:4 " + ", ".join(f"{v:.2f}x at batch {b}"
-                                               for b, v in speedup.items())
-                  if speedup else "2:4 (not timed: not reached by example_input)")
+        reason = (f"measured: 2:4 {_timings(speedup)}" if speedup
+                  else "2:4 (not timed: not reached by example_input)")
         made.append(LayerChoice(**base, sparse=True, reason=reason, speedup=speedup))
     return made
 
@@ -277,12 +279,10 @@ def sparsify(module: nn.Module, *, sparse: Sparse = "auto",
                     speedup[b] = _per_call(m, x) / _per_call(layer, x)
             worst = min(speedup.values())
             if worst < 1 / AUTO_MARGIN:
-                timing = ", ".join(f"{v:.2f}x at batch {b}" for b, v in speedup.items())
-                made.append(LayerChoice(**base, sparse=False, speedup=speedup,
-                                        reason=f"measured: sparse {timing} (dense kept)"))
+                why = f"measured: sparse {_timings(speedup)} (dense kept)"
+                made.append(LayerChoice(**base, sparse=False, speedup=speedup, reason=why))
                 continue
-            reason = "measured: sparse " + ", ".join(f"{v:.2f}x at batch {b}"
-                                                     for b, v in speedup.items())
+            reason = f"measured: sparse {_timings(speedup)}"
         else:
             reason = "sparse=True"
         parent_name, _, attr = name.rpartition(".")

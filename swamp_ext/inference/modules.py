@@ -86,6 +86,14 @@ class _SparseBase(nn.Module):
         dense[r, self.col_indices.long()] = self.values
         return dense.reshape(self.weight_shape)
 
+    def _filled(self, layer: nn.Module) -> nn.Module:
+        """`layer` (a dense torch layer of this shape) carrying this layer's weight and bias."""
+        with torch.no_grad():
+            layer.weight.copy_(self.dense_weight())
+            if self.bias is not None:
+                layer.bias.copy_(self.bias)
+        return layer
+
 
 class SparseLinear(_SparseBase):
     """``nn.Linear`` computed from its nonzeros (``torch.ops.swamp.sparse_linear``, CPU):
@@ -117,13 +125,8 @@ class SparseLinear(_SparseBase):
 
     def to_dense(self) -> nn.Linear:
         """The equivalent ``nn.Linear``."""
-        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                        dtype=self.values.dtype)
-        with torch.no_grad():
-            out.weight.copy_(self.dense_weight())
-            if self.bias is not None:
-                out.bias.copy_(self.bias)
-        return out
+        return self._filled(nn.Linear(self.in_features, self.out_features,
+                                      bias=self.bias is not None, dtype=self.values.dtype))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         b = self._buffers  # one lookup instead of four through nn.Module.__getattr__
@@ -200,13 +203,9 @@ class SparseConv2d(_SparseBase):
 
     def to_dense(self) -> nn.Conv2d:
         """The equivalent ``nn.Conv2d``."""
-        out = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                        self.padding, bias=self.bias is not None, dtype=self.values.dtype)
-        with torch.no_grad():
-            out.weight.copy_(self.dense_weight())
-            if self.bias is not None:
-                out.bias.copy_(self.bias)
-        return out
+        return self._filled(nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
+                                      self.stride, self.padding, bias=self.bias is not None,
+                                      dtype=self.values.dtype))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         b = self._buffers

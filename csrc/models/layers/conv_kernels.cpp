@@ -54,29 +54,6 @@ ShiftTaps shift_taps(const SparseStructure& s, const ConvGeometry& g, int64_t wp
   return t;
 }
 
-// x zero-padded, one plane per task, each byte written once.
-at::Tensor padded(const at::Tensor& x, const ConvGeometry& g) {
-  if (g.pad_h == 0 && g.pad_w == 0) return x.contiguous();
-  const at::Tensor xc = x.contiguous();
-  const int64_t planes = x.size(0) * x.size(1), hp = g.h + 2 * g.pad_h, wp = g.w + 2 * g.pad_w;
-  at::Tensor xp = at::empty({x.size(0), x.size(1), hp, wp}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sparse_conv_pad", [&] {
-    const scalar_t* src = xc.const_data_ptr<scalar_t>();
-    scalar_t* dst = xp.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        scalar_t* d = dst + i * hp * wp;
-        std::fill_n(d, g.pad_h * wp + g.pad_w, scalar_t(0));
-        for (int64_t y = 0; y < g.h; ++y)  // a row, then the right and next left padding
-          copy_then_zero(src + (i * g.h + y) * g.w, g.w, d + (y + g.pad_h) * wp + g.pad_w,
-                         y + 1 < g.h ? wp : wp - g.pad_w);
-        std::fill(d + (g.h + g.pad_h) * wp, d + hp * wp, scalar_t(0));
-      }
-    });
-  });
-  return xp;
-}
-
 // A strided convolution as a stride-1 one over the input's phases: each zero-padded input plane
 // split into stride_h x stride_w planes of ceil(hp / stride_h) x ceil(wp / stride_w), phase
 // (py, px) holding padded positions (py + i * stride_h, px + j * stride_w) (zeros past the edge):
@@ -430,7 +407,8 @@ at::Tensor shift_weight_grad(const SparseStructure& s, const ConvGeometry& g, co
 
 at::Tensor sparse_conv_prepare(const at::Tensor& x, const ConvGeometry& g) {
   TORCH_CHECK(g.stride_h >= 1 && g.stride_w >= 1, "sparse conv: strides must be >= 1");
-  if (g.stride_h == 1 && g.stride_w == 1) return padded(x, g);
+  // stride 1: the one phase is the zero-padded plane (none to add: the input itself)
+  if (g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0) return x.contiguous();
   return phases(x, g);
 }
 
