@@ -18,6 +18,7 @@ its shard of a batch (data parallel inside a particle) the samples the whole bat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import threading
@@ -301,10 +302,14 @@ class _Feeder:
         self.test_seen = 0
 
     # ---- announcements ---------------------------------------------------------------------
-    def start(self) -> None:
-        """Starts the worker processes (before the core's threads run)."""
+    def start(self, ignore_signals: tuple[int, ...] = ()) -> None:
+        """Starts the worker processes (before the core's threads run); they ignore
+        ``ignore_signals`` (the run's stop signals: the main process acts on them)."""
         with self.lock:
             if self.data.num_workers > 0 and self.it is None:
+                if ignore_signals:
+                    self.loader.worker_init_fn = functools.partial(
+                        _worker_init, tuple(int(s) for s in ignore_signals))
                 self.plan.segment = []
                 self.it = iter(self.loader)
 
@@ -427,6 +432,12 @@ class _Feeder:
 
 def _identity(batch: Any) -> Any:
     return batch
+
+
+def _worker_init(signals: tuple[int, ...], worker_id: int) -> None:
+    from .stopping import ignore_in_worker
+
+    ignore_in_worker(signals)
 
 
 def _fingerprint(data: TorchData, samples: _Samples) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
 import sys
 from typing import Any, Callable, Optional, Union
 
@@ -13,6 +15,7 @@ from . import distributed as _distributed
 from ._core import _C
 from .config import Config
 from .datasets import Dataset
+from .errors import RunStopped
 from .module_checks import check_module_on_data
 from .modules import Prunable, _ModuleAdapter
 from .pipeline import TorchData
@@ -22,8 +25,11 @@ from .results import Result, RoundModels, RoundRecord, TrainingDivergedError
 from .run_folder import rounds as _rounds
 from .run_folder.lock import RunFolderLock
 from .run_folder.write import results_json, write_json
+from .stopping import DEFAULT_STOP_SIGNALS, SignalSpec, StopOnSignals, resolve_signals
 
 __all__ = ["plan_of", "run_imp"]
+
+_log = logging.getLogger("swamp_ext")
 
 
 def run_imp(
@@ -34,6 +40,7 @@ def run_imp(
     progress: Union[bool, None, Callable[[Any], None]] = None,
     checkpoint_dir: Optional[Union[str, os.PathLike]] = None,
     checkpoint_every: int = 1,
+    checkpoint_every_steps: int = 0,
     fresh: bool = False,
     loss_sync_every: int = 0,
     on_ticket: Optional[Callable[[dict[str, torch.Tensor]], None]] = None,
@@ -46,6 +53,7 @@ def run_imp(
     keep_rounds: bool = True,
     keep_particles: bool = False,
     force: bool = False,
+    stop_signals: SignalSpec = DEFAULT_STOP_SIGNALS,
 ) -> Result:
     """Runs IMP / SWAMP as configured, entirely in the C++ core.
 
@@ -65,17 +73,25 @@ def run_imp(
     progress: None = a status line when stderr is a terminal; True / False force it on / off;
       a callable receives a progress object per epoch (round, particle, epoch, loss, lr).
     checkpoint_dir: write ``checkpoint.swamp`` there (atomically, with a checksum) at the end of
-      every round, after every particle, every ``checkpoint_every`` epochs and on Ctrl-C, and
-      ``results.json`` after every round. Calling again with the same config resumes where it
-      stopped, giving bitwise the same result on the CPU. A checkpoint of another config is
-      refused (the error names the fields) unless ``fresh=True``; only ``rounds`` may grow.
+      every round, after every particle, every ``checkpoint_every`` epochs, every
+      ``checkpoint_every_steps`` steps (0: off; for long epochs: a resume continues mid-epoch),
+      on Ctrl-C and on a stop signal, and ``results.json`` after every round. Calling again
+      with the same config resumes where it stopped, giving bitwise the same result on the CPU.
+      A checkpoint of another config is refused (the error names the fields) unless
+      ``fresh=True``; only ``rounds`` may grow.
       One run writes a folder at a time: the run holds ``DIR/.swamp.lock`` (host, pid, start
       time) and a second one raises ``FolderInUseError`` naming the holder at once. A lock left
       by a dead process of this host is taken over; one naming another host only with
-      ``force=True``. called with the ticket's state dict (the rewind point) once it exists.
+      ``force=True``. Under torchrun checkpoints are written at round ends only.
+    on_ticket: called with the ticket's state dict (the rewind point) once it exists.
     on_models: called after each round's evaluation with a ``RoundModels``: the particles'
       solutions (SWA averages with their batch-norm statistics), the averaged final model and the
       masks the round trained under (copies; costs a copy of every model per round).
+    stop_signals: signals that save and stop the run at the next step boundary (default
+      SIGTERM and SIGUSR1: a scheduler's preemption or warning; None: none): ``RunStopped`` is
+      raised, a ``SystemExit`` with status 75 (``errors.STOPPED_EXIT_STATUS``) that a scheduler
+      can requeue on; the same call resumes bitwise. Handlers are installed for the run's
+      duration from the main thread only; data-loading workers ignore these signals.
     loss_sync_every: read the training losses back from the device every this many steps (0:
       every step on the CPU, every 32 on a GPU); divergence is named at its exact step either way.
 
@@ -107,6 +123,11 @@ def run_imp(
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
             or checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be an int >= 0, got {checkpoint_every!r}")
+    if isinstance(checkpoint_every_steps, bool) or not isinstance(checkpoint_every_steps, int) \
+            or checkpoint_every_steps < 0:
+        raise ValueError("checkpoint_every_steps must be an int >= 0, got "
+                         f"{checkpoint_every_steps!r}")
+    signals = resolve_signals(stop_signals)
     if isinstance(loss_sync_every, bool) or not isinstance(loss_sync_every, int) \
             or loss_sync_every < 0:
         raise ValueError(f"loss_sync_every must be an int >= 0, got {loss_sync_every!r}")
@@ -185,6 +206,7 @@ def run_imp(
     hooks.models_with_particles = on_models is not None or keep_particles
     hooks.loss_sync_every = loss_sync_every
     request.checkpoint.dir, request.checkpoint.every_epochs = ckpt, checkpoint_every
+    request.checkpoint.every_steps = checkpoint_every_steps
     request.checkpoint.fresh = fresh
     if group is not None:
         request.set_processes(group.name, float(dist_timeout),
@@ -195,21 +217,32 @@ def run_imp(
     lock = RunFolderLock(ckpt, force=force) if ckpt and primary else contextlib.nullcontext()
     with lock:
         return _run_locked(request, data, config, records=records, bar=bar, kept=kept,
-                           adapter=adapter, ckpt=ckpt, keep_rounds=keep_rounds)
+                           adapter=adapter, ckpt=ckpt, keep_rounds=keep_rounds,
+                           signals=signals)
 
 
 def _run_locked(request: Any, data: Any, config: Config, *, records: list, bar: Any, kept: dict,
-                adapter: Any, ckpt: str, keep_rounds: bool) -> Result:
+                adapter: Any, ckpt: str, keep_rounds: bool,
+                signals: tuple[signal.Signals, ...]) -> Result:
     """The run itself, its folder (if any) held."""
     feeder = _core_data(data, config.device, request)
     try:
-        if feeder is not None:
-            feeder.start()  # worker processes start before the core's threads
-        out = _C.run(request)
-    except RuntimeError as e:
-        if str(e).startswith("training diverged"):
-            raise TrainingDivergedError(str(e), list(records)) from None
-        raise
+        with StopOnSignals(signals, request):
+            if feeder is not None:
+                feeder.start(signals)  # worker processes start before the core's threads
+            try:
+                out = _C.run(request)
+            except Exception as e:
+                if request.stop_signal:
+                    # saved at a step boundary (StopRequested), or, spread over processes, a
+                    # collective cut short by another process that stopped first
+                    stopped = RunStopped(request.stop_signal,
+                                         signal.Signals(request.stop_signal).name, ckpt or None)
+                    _log.warning("swamp_ext: %s", stopped)
+                    raise stopped from (None if isinstance(e, _C.StopRequested) else e)
+                if isinstance(e, RuntimeError) and str(e).startswith("training diverged"):
+                    raise TrainingDivergedError(str(e), list(records)) from None
+                raise
     finally:
         if feeder is not None:
             feeder.close()

@@ -49,6 +49,7 @@ RunCheckpoint::RunCheckpoint(const CheckpointOptions& options, const Config& cfg
       identity_(std::move(model_identity)) {
   if (options_.dir.empty()) return;
   TORCH_CHECK_VALUE(options_.every_epochs >= 0, "checkpoint_every must be >= 0");
+  TORCH_CHECK_VALUE(options_.every_steps >= 0, "checkpoint_every_steps must be >= 0");
   ensure_writable_dir(options_.dir, "checkpoint folder");
   path_ = options_.dir + "/checkpoint.swamp";
   fingerprint_ = data.fingerprint();  // only checkpoints need it
@@ -75,6 +76,9 @@ void RunCheckpoint::save(const RunProgress& p, ParticleModels& models, const Mas
   m["meta/masks_round"] = scalar_i(p.masks_round);
   m["meta/particles_done"] = scalar_i(p.particles_done);
   m["meta/round_seconds"] = scalar_d(round_seconds);
+  // where a particle's training stands, for readers of the folder (swamp-ext show)
+  m["meta/steps_per_epoch"] = scalar_i(plan_.steps_per_epoch);
+  m["meta/total_steps"] = scalar_i(plan_.total_steps);
   if (p.ticket_done) save_module(m, "ticket/", models.ticket());
   masks.save(m, "mask/");
   if (p.rounds_done > 0) save_module(m, "final/", models.average());
@@ -156,6 +160,11 @@ ResumedGroup RunCheckpoint::restore_checked(
   p.particles_done = e.integer("meta/particles_done", 0, n);
   if (!p.ticket_done && p.rounds_done > 0) e.damaged("meta/ticket_done", "is 0 after round 1");
   p.round_seconds = e.real("meta/round_seconds", 0.0, HUGE_VAL);
+  // informative only (absent from checkpoints of 0.x versions before step checkpoints)
+  if (e.has("meta/steps_per_epoch"))
+    e.integer("meta/steps_per_epoch", plan_.steps_per_epoch, plan_.steps_per_epoch);
+  if (e.has("meta/total_steps"))
+    e.integer("meta/total_steps", plan_.total_steps, plan_.total_steps);
   TORCH_CHECK_VALUE(p.rounds_done <= cfg_.rounds && p.masks_round < cfg_.rounds,
                     "the checkpoint in ", options_.dir, " has gone on to round ", p.masks_round,
                     ": ask for at least ", p.masks_round + 1,

@@ -50,6 +50,7 @@ class RunCheckpoint {
   bool enabled() const { return !path_.empty(); }
   const std::string& path() const { return path_; }
   int64_t every_epochs() const { return options_.every_epochs; }
+  int64_t every_steps() const { return options_.every_steps; }
   // Whether there is a checkpoint to resume from (removed first when options.fresh).
   bool resumable();
 

@@ -136,7 +136,8 @@ class Run {
     trainer_.train(grp, *st, round, first, plan_.total_steps, plan_.swa,
                    processes_.spread()
                        ? SavePoints{}
-                       : SavePoints{[&] { save(st.get(), &grp); }, checkpoint_.every_epochs()},
+                       : SavePoints{[&] { save(st.get(), &grp); }, checkpoint_.every_epochs(),
+                                    checkpoint_.every_steps()},
                    data_parallel(n));
     // The particles' SWA solutions (or last weights) into their own models.
     const int64_t group = grp.particles();

@@ -213,6 +213,7 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
   const int64_t particles = particles_in_round(cfg_, std::max<int64_t>(round, 0));
   const int64_t G = st.size();
   int64_t epochs_since_save = 0;
+  int64_t steps_since_save = 0;
   // The CPU reads the loss every step; a GPU reads it in groups and at epoch ends, so that the
   // host does not wait for the device on every step. Divergence names the exact step either way.
   const size_t sync_every = hooks_.loss_sync_every > 0 ? static_cast<size_t>(hooks_.loss_sync_every)
@@ -285,10 +286,17 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
       st.epoch_steps = 0;
       epoch_end = b == spe - 1;
     }
-    if (save.save && epoch_end && st.step < end && save.every_epochs > 0 &&
-        ++epochs_since_save >= save.every_epochs) {
-      save.save();
-      epochs_since_save = 0;
+    if (save.save && st.step < end) {
+      // every N epochs and / or every N steps; whichever saves restarts both counts
+      const bool by_epochs =
+          epoch_end && save.every_epochs > 0 && ++epochs_since_save >= save.every_epochs;
+      const bool by_steps = save.every_steps > 0 && ++steps_since_save >= save.every_steps;
+      if (by_epochs || by_steps) {
+        flush();
+        save.save();
+        epochs_since_save = 0;
+        steps_since_save = 0;
+      }
     }
     // The hooks may stop the run (Ctrl-C seen in a Python callback, or check_interrupt): the
     // state is consistent here, so it is saved first and nothing done is lost. Progress is

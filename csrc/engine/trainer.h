@@ -40,11 +40,12 @@ struct ParticleState {
   int64_t size() const { return static_cast<int64_t>(orders.size()); }
 };
 
-// Where the trainer may save: `save()` at every `every_epochs`-th epoch end and when
-// interrupted (null: never).
+// Where the trainer may save: `save()` at every `every_epochs`-th epoch end, every
+// `every_steps`-th step and when interrupted (null: never).
 struct SavePoints {
   std::function<void()> save;
   int64_t every_epochs = 0;
+  int64_t every_steps = 0;
 };
 
 // Data parallel inside a particle: layout.per_particle processes train one particle together,

@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "swamp/checkpoint.h"
+
 namespace swamp::io {
 namespace {
 
@@ -29,9 +31,11 @@ const char* kind_of(mode_t mode) {
 
 [[noreturn]] void fail_write(const std::string& path, const std::string& what, const char* step,
                              int err) {
-  TORCH_CHECK(false, "cannot write ", what, " ", path, ": ", step, " failed: ", std::strerror(err),
-              err == ENOSPC || err == EFBIG ? " (disk full?)" : "",
-              "; the previous file, if any, is unchanged");
+  throw FileWriteError(
+      c10::str("cannot write ", what, " ", path, ": ", step, " failed: ", std::strerror(err),
+               err == ENOSPC || err == EFBIG ? " (disk full?)" : "",
+               "; the previous file, if any, is unchanged"),
+      err, path);
 }
 
 }  // namespace

@@ -22,8 +22,8 @@ std::string read_regular_file(const std::string& path, const std::string& what,
 // the total; chunks are at most half the file when an observer is given.
 using ChunkObserver = std::function<void(const std::string&, size_t, size_t)>;
 
-// Throws c10::Error naming the file when it cannot be written (disk full, permissions); the
-// previous file at `path` is left untouched then.
+// Throws swamp::FileWriteError (swamp/checkpoint.h) naming the file when it cannot be written
+// (disk full, permissions); the previous file at `path` is left untouched then.
 void write_file_atomic(const std::string& path, const std::string& bytes, const std::string& what,
                        const ChunkObserver& observer = nullptr);
 

@@ -5,7 +5,10 @@
 #include <pybind11/functional.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <chrono>
+#include <stdexcept>
+#include <string>
 
 #include "bindings.h"
 #include "py_batch_source.h"
@@ -41,6 +44,9 @@ struct PyRunRequest {
   Subgroups subgroups;
   Hooks hooks;
   CheckpointOptions checkpoint;
+  // A stop asked for (a signal's number; 0: none), seen at the next step boundary: set from a
+  // Python signal handler, which must not raise inside whatever Python code it interrupts.
+  std::shared_ptr<std::atomic<int>> stop_signal = std::make_shared<std::atomic<int>>(0);
 
   // The model source, made once (the plan and the run share it).
   std::shared_ptr<const ModelSource> source() {
@@ -67,6 +73,12 @@ struct PyRunRequest {
   std::shared_ptr<const RunPlan> plan_;
 };
 
+// Thrown between two steps when a stop was asked for: the trainer saves, then lets it through.
+struct StopRequested : std::runtime_error {
+  explicit StopRequested(int sig)
+      : std::runtime_error("stopped by signal " + std::to_string(sig)) {}
+};
+
 RunResult run(PyRunRequest& rq) {
   const std::shared_ptr<const RunPlan> plan = rq.plan();
   RunRequest core{rq.config, {}, rq.hooks, rq.checkpoint, plan};
@@ -89,9 +101,12 @@ RunResult run(PyRunRequest& rq) {
         rq.process_group,
         std::chrono::milliseconds(static_cast<int64_t>(rq.dist_timeout_s * 1000.0)), rq.subgroups));
   }
-  core.hooks.check_interrupt = [] {
-    py::gil_scoped_acquire gil;
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  core.hooks.check_interrupt = [stop = rq.stop_signal] {
+    {
+      py::gil_scoped_acquire gil;  // Python's handlers run here (Ctrl-C raises)
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+    if (const int sig = stop->load(); sig != 0) throw StopRequested(sig);
   };
   py::gil_scoped_release nogil;
   return run_imp(core);
@@ -130,6 +145,7 @@ void bind_run(py::module_& m) {
       .def(py::init<>())
       .def_readwrite("dir", &CheckpointOptions::dir)
       .def_readwrite("every_epochs", &CheckpointOptions::every_epochs)
+      .def_readwrite("every_steps", &CheckpointOptions::every_steps)
       .def_readwrite("fresh", &CheckpointOptions::fresh);
 
   py::class_<RunResult>(m, "RunResult")
@@ -165,12 +181,21 @@ void bind_run(py::module_& m) {
           py::arg("process_group"), py::arg("timeout_s"), py::arg("subgroups"),
           "Spread the run over a torch.distributed process group (by name), with the subgroups "
           "that train one particle together.")
+      .def(
+          "request_stop", [](PyRunRequest& rq, int sig) { rq.stop_signal->store(sig); },
+          py::arg("signal"),
+          "Asks the run to save and stop at the next step boundary (safe in a signal handler).")
+      .def_property_readonly(
+          "stop_signal", [](const PyRunRequest& rq) { return rq.stop_signal->load(); },
+          "The signal that asked the run to stop (0: none).")
       .def_readwrite("hooks", &PyRunRequest::hooks)
       .def_readwrite("checkpoint", &PyRunRequest::checkpoint)
       .def(
           "plan", [](PyRunRequest& rq) { return *rq.plan(); },
           "The run's plan (decided once; the configuration is validated here).");
 
+  py::register_local_exception<StopRequested>(
+      m, "StopRequested", PyExc_Exception);  // swamp_ext.RunStopped is what users see
   m.def("run", &run, py::arg("request"), "Runs IMP / SWAMP as requested.");
   m.def("particles_per_round", &particles_per_round, py::arg("config"),
         "Particles the configured method trains in each round.");

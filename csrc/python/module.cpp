@@ -1,6 +1,9 @@
 #include <c10/util/Exception.h>
 
+#include <cstring>
+
 #include "bindings.h"
+#include "swamp/checkpoint.h"
 #include "swamp/version.h"
 
 namespace swamp::python {
@@ -9,6 +12,17 @@ namespace {
 void translate(std::exception_ptr p) {
   try {
     if (p) std::rethrow_exception(p);
+  } catch (const swamp::FileWriteError& e) {
+    // an OSError carrying errno and the file (swamp_ext.errors.FileWriteError)
+    const char* msg = e.what_without_backtrace();
+    try {
+      pybind11::object cls = pybind11::module_::import("swamp_ext.errors").attr("FileWriteError");
+      pybind11::object err =
+          cls(e.error_number(), std::strerror(e.error_number()), e.path(), std::string(msg));
+      PyErr_SetObject(cls.ptr(), err.ptr());
+    } catch (const pybind11::error_already_set&) {
+      PyErr_SetString(PyExc_OSError, msg);  // the package is not importable: a plain OSError
+    }
   } catch (const c10::ValueError& e) {
     PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
   } catch (const c10::TypeError& e) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 
 #include <cstddef>
 #include <functional>
@@ -21,8 +22,23 @@ namespace swamp {
 
 using TensorMap = std::map<std::string, at::Tensor>;
 
-// Throws c10::Error (RuntimeError) naming the file when it cannot be written (disk full,
-// permissions); the previous file at `path` is left untouched then.
+// A file of the core's that could not be written (disk full, permissions, a read-only folder):
+// the system's error number, the file, and a message that names what was kept (the previous
+// file is left untouched). Python: swamp_ext.FileWriteError, an OSError.
+class SWAMP_API FileWriteError : public c10::Error {
+ public:
+  FileWriteError(std::string message, int error_number, std::string path)
+      : c10::Error(std::move(message)), errno_(error_number), path_(std::move(path)) {}
+  int error_number() const { return errno_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  int errno_;
+  std::string path_;
+};
+
+// Throws FileWriteError naming the file when it cannot be written (disk full, permissions); the
+// previous file at `path` is left untouched then.
 SWAMP_API void save_tensors_atomic(const std::string& path, const TensorMap& tensors);
 // Throws c10::Error naming the file when it is truncated, corrupt (checksum mismatch) or not a
 // checkpoint. Tensors are loaded on the CPU.

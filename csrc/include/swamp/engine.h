@@ -204,6 +204,9 @@ struct RunParts {
 struct CheckpointOptions {
   std::string dir;           // empty: no checkpoints
   int64_t every_epochs = 1;  // also inside a particle's training, every this many epochs (0: never)
+  // also every this many training steps inside a particle's training (0: never), resumed
+  // mid-epoch: for epochs long enough that losing one to a kill matters
+  int64_t every_steps = 0;
   bool fresh = false;        // ignore (and replace) an existing checkpoint
 };
 
