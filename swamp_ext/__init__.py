@@ -7,6 +7,7 @@ from . import (  # noqa: I001,E501
     callbacks,
     datasets,
     distributed,
+    errors,
     inference,
     models,
     modules,
@@ -16,6 +17,7 @@ from . import (  # noqa: I001,E501
 )
 from ._core import _C
 from .config import Config
+from .errors import FileWriteError, RunStopped
 from .results import Result, RoundModels, RoundRecord, TrainingDivergedError
 from .run_folder import load_run
 from .run_folder.lock import FolderInUseError
@@ -24,7 +26,8 @@ from .running import run_imp
 __version__: str = _C.version()
 
 __all__ = [
-    "Config", "FolderInUseError", "Result", "RoundModels", "RoundRecord", "TrainingDivergedError",
-    "__version__", "analysis", "callbacks", "datasets", "distributed", "inference", "load_run",
-    "models", "modules", "ops", "report", "run_imp", "testing",
+    "Config", "FileWriteError", "FolderInUseError", "Result", "RoundModels", "RoundRecord",
+    "RunStopped", "TrainingDivergedError", "__version__", "analysis", "callbacks", "datasets",
+    "distributed", "errors", "inference", "load_run", "models", "modules", "ops", "report",
+    "run_imp", "testing",
 ]

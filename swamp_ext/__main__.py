@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 from typing import Any, Optional, Sequence
@@ -101,36 +102,24 @@ def _run(args: argparse.Namespace) -> int:
     from swamp_ext.running import plan_of
 
     primary = True
-    try:
-        cfg, dataset = _config_from_args(args)
-        if distributed.launched_by_torchrun():
-            device = distributed.init_from_env(cfg.device, args.dist_timeout)
-            cfg = dataclasses.replace(cfg, device=device)
-            primary = distributed.resolve(None).primary
-        options = {k: v for k, v in (("image_size", args.image_size),
-                                     ("num_workers", args.workers)) if v is not None}
-        if args.stream is not None:
-            options["stream"] = {"on": True, "off": False}.get(args.stream, args.stream)
-        data = swamp_ext.datasets.load(dataset, root=args.data_root, **options)
-    except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
-        print(f"swamp-ext: error: {e}", file=sys.stderr)
-        return 2
+    cfg, dataset = _config_from_args(args)
+    if distributed.launched_by_torchrun():
+        device = distributed.init_from_env(cfg.device, args.dist_timeout)
+        cfg = dataclasses.replace(cfg, device=device)
+        primary = distributed.resolve(None).primary
+    options = {k: v for k, v in (("image_size", args.image_size),
+                                 ("num_workers", args.workers)) if v is not None}
+    if args.stream is not None:
+        options["stream"] = {"on": True, "off": False}.get(args.stream, args.stream)
+    data = swamp_ext.datasets.load(dataset, root=args.data_root, **options)
     if args.out:
-        try:
-            swamp_ext._C.ensure_writable_dir(args.out, "--out")
-        except ValueError as e:
-            print(f"swamp-ext: error: {e}", file=sys.stderr)
-            return 2
+        swamp_ext._C.ensure_writable_dir(args.out, "--out")
     say = print if primary else (lambda *a, **k: None)
     spread = ""
     if distributed.launched_by_torchrun():
         world = int(os.environ.get("WORLD_SIZE", "1"))
         spread = f", particles spread over {distributed.describe_layout(world, cfg)}"
-    try:
-        layout = plan_of(cfg, data.input_shape, data.num_classes).channels_last
-    except ValueError as e:
-        print(f"swamp-ext: error: {e}", file=sys.stderr)
-        return 2
+    layout = plan_of(cfg, data.input_shape, data.num_classes).channels_last
     numerics = "" if cfg.precision == "fp32" and not layout else \
         f", {cfg.precision}" + (", channels-last" if layout else "")
     say(f"swamp_ext {swamp_ext.__version__}: {cfg.method} on {data.name} with {cfg.model}, "
@@ -140,11 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     board = None
     on_round = _print_round if primary else None
     if args.tensorboard and primary:
-        try:
-            board = swamp_ext.callbacks.TensorBoard(args.tensorboard)
-        except ImportError as e:
-            print(f"swamp-ext: error: {e}", file=sys.stderr)
-            return 2
+        board = swamp_ext.callbacks.TensorBoard(args.tensorboard)
 
         def on_round(r: Any) -> None:
             _print_round(r)
@@ -153,24 +138,15 @@ def _run(args: argparse.Namespace) -> int:
         result = swamp_ext.run_imp(cfg, data, on_round=on_round,
                                    progress=args.progress if primary else False,
                                    checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
+                                   checkpoint_every_steps=args.checkpoint_every_steps,
                                    fresh=args.fresh, force=args.force,
                                    dist_timeout=args.dist_timeout,
-                                   keep_particles=args.keep_particles)
-    except swamp_ext.run_folder.lock.FolderInUseError as e:
-        print(f"swamp-ext: error: {e}", file=sys.stderr)
-        return 2
+                                   keep_particles=args.keep_particles,
+                                   stop_signals=args.stop_signals)
     except swamp_ext.TrainingDivergedError as e:
-        print(f"swamp-ext: {e}\n{len(e.rounds)} completed round(s) kept"
+        print(f"swamp-ext: error: {e}\n{len(e.rounds)} completed round(s) kept"
               + (f" in {args.out}" if args.out else ""), file=sys.stderr)
         return 3
-    except ValueError as e:  # e.g. a checkpoint of another configuration
-        print(f"swamp-ext: error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        if not str(e).startswith("distributed run:"):
-            raise
-        print(f"swamp-ext: error: {e}", file=sys.stderr)  # another process died or hangs
-        return 1
     finally:
         if board is not None:
             board.close()
@@ -254,43 +230,64 @@ def _analyze(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> int:
     import swamp_ext
     from swamp_ext import report
+    from swamp_ext.run_folder.progress import RunNotFinishedError
 
-    try:
-        runs = [swamp_ext.load_run(d) for d in getattr(args, "run_dir", ())] \
-            if args.command in ("show", "compare") else []
-        if args.command == "plot":
-            from swamp_ext import plots
+    if args.command == "show":
+        shown = []
+        for d in args.run_dir:
+            try:
+                shown.append(report.show(swamp_ext.load_run(d), d))
+            except RunNotFinishedError as e:  # interrupted: where it stands, how to resume
+                shown.append(str(e))
+        print("\n\n".join(shown))
+        return 0
+    runs = [swamp_ext.load_run(d) for d in getattr(args, "run_dir", ())] \
+        if args.command == "compare" else []
+    if args.command == "plot":
+        from swamp_ext import plots
 
-            print(f"wrote {plots.plot(args.run_dir, args.output, args.kind, args.title)}")
-        elif args.command == "export":
-            from swamp_ext import export
+        print(f"wrote {plots.plot(args.run_dir, args.output, args.kind, args.title)}")
+    elif args.command == "export":
+        from swamp_ext import export
 
-            res = swamp_ext.load_run(args.run_dir)
-            e = export.export(res, args.output, args.format, args.round)
-            print(f"wrote {e.path} ({args.format}): {e.bytes} bytes, dense tensors "
-                  f"{e.dense_bytes} bytes ({100 * e.ratio:.1f}%)")
-        elif args.command == "analyze" and args.analysis != "overlap":
-            _analyze(args)
-        elif args.command == "analyze":
-            a, b = swamp_ext.load_run(args.run_a), swamp_ext.load_run(args.run_b)
-            k = args.round
-            if k is None:
-                k = min(a.rounds[-1].round, b.rounds[-1].round)
-            ra, rb = a.round(k), b.round(k)
-            print(f"mask overlap at round {k}: {args.run_a} ({100 * ra.sparsity:.2f}% sparse) "
-                  f"vs {args.run_b} ({100 * rb.sparsity:.2f}%)")
-            for name, o in swamp_ext.analysis.mask_overlap(ra, rb).items():
-                print(f"  {name or 'all prunable':<24} IoU {o.iou:.4f}  kept {o.kept_a} / "
-                      f"{o.kept_b} of {o.total}, both {o.intersection}")
-        elif args.command == "show":
-            print("\n\n".join(report.show(r, d) for r, d in zip(runs, args.run_dir)))
-        else:
-            at = None if args.at is None else [a / 100 for a in args.at]
-            print(report.compare(runs, at, markdown=args.markdown, metric=args.metric))
-    except (ValueError, FileNotFoundError, IndexError, ImportError, TypeError) as e:
-        print(f"swamp-ext: error: {e}", file=sys.stderr)
-        return 2
+        res = swamp_ext.load_run(args.run_dir)
+        e = export.export(res, args.output, args.format, args.round)
+        print(f"wrote {e.path} ({args.format}): {e.bytes} bytes, dense tensors "
+              f"{e.dense_bytes} bytes ({100 * e.ratio:.1f}%)")
+    elif args.command == "analyze" and args.analysis != "overlap":
+        _analyze(args)
+    elif args.command == "analyze":
+        a, b = swamp_ext.load_run(args.run_a), swamp_ext.load_run(args.run_b)
+        k = args.round
+        if k is None:
+            k = min(a.rounds[-1].round, b.rounds[-1].round)
+        ra, rb = a.round(k), b.round(k)
+        print(f"mask overlap at round {k}: {args.run_a} ({100 * ra.sparsity:.2f}% sparse) "
+              f"vs {args.run_b} ({100 * rb.sparsity:.2f}%)")
+        for name, o in swamp_ext.analysis.mask_overlap(ra, rb).items():
+            print(f"  {name or 'all prunable':<24} IoU {o.iou:.4f}  kept {o.kept_a} / "
+                  f"{o.kept_b} of {o.total}, both {o.intersection}")
+    else:
+        at = None if args.at is None else [a / 100 for a in args.at]
+        print(report.compare(runs, at, markdown=args.markdown, metric=args.metric))
     return 0
+
+
+def _signal_list(text: str) -> tuple:
+    from .stopping import resolve_signals
+
+    names = [t for t in text.replace(" ", "").split(",") if t]
+    if names in ([], ["none"]):
+        return ()
+    try:
+        return resolve_signals(names, "--stop-signals")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_debug(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show the traceback of an error (otherwise one line)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cmake-prefix-path", action="store_true",
         help="print the folder to put in CMAKE_PREFIX_PATH for find_package(swamp_core)")
     parser.add_argument("--version", action="store_true", help="print the version")
+    _add_debug(parser, False)
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run IMP / SWAMP")
     run.add_argument("--dataset", default=None,
@@ -321,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="status line (default: when stderr is a terminal)")
     run.add_argument("--checkpoint-every", type=int, default=1,
                      help="epochs between checkpoints inside a particle's training (0: never)")
+    run.add_argument("--checkpoint-every-steps", type=int, default=0,
+                     help="also every N training steps (0: never): for long epochs; a resume "
+                          "continues mid-epoch")
+    run.add_argument("--stop-signals", default="SIGTERM,SIGUSR1", type=_signal_list,
+                     help="signals that save at the next step and stop with exit status 75 "
+                          "(comma-separated; 'none': none; default SIGTERM,SIGUSR1)")
     run.add_argument("--fresh", action="store_true",
                      help="ignore an existing checkpoint in --out and start over")
     run.add_argument("--force", action="store_true",
@@ -406,12 +410,60 @@ def build_parser() -> argparse.ArgumentParser:
                     default="safetensors", help="file format (csr: pruned weights in compressed "
                                                 "sparse rows)")
     ex.add_argument("--round", type=int, default=None, help="default: the last round")
+    # --debug after the command too (swamp-ext run ... --debug)
+    for p in list(sub.choices.values()) + list(kinds.choices.values()):
+        _add_debug(p, argparse.SUPPRESS)
     return parser
+
+
+# Exit statuses (docs/guides/runs.md): 0 done; 1 a failure of the machine or the files (disk
+# full, permissions, a process of the group died); 2 what was asked cannot be done (a bad flag,
+# configuration, file or folder); 3 training diverged; 75 stopped by a signal after saving
+# (EX_TEMPFAIL: run the same command to resume); 130 Ctrl-C, after saving.
+EXIT_FAILURE, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("SWAMP_EXT_DEBUG") == "1"
+    try:
+        return _main(parser, args)
+    except BaseException as e:  # noqa: BLE001 - every expected error becomes one line
+        status = _exit_status(e)
+        if status is None or debug:
+            raise
+        print(f"swamp-ext: error: {_one_line(e)}", file=sys.stderr)
+        return status
+
+
+def _exit_status(e: BaseException) -> Optional[int]:
+    """The exit status of an expected error; None: a bug (its traceback is shown)."""
+    from .errors import RunStopped
+    from .run_folder.lock import FolderInUseError
+
+    if isinstance(e, RunStopped):
+        return e.code
+    if isinstance(e, FolderInUseError):
+        return EXIT_USAGE
+    if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return EXIT_USAGE  # a run folder or file that is not there / not one
+    if isinstance(e, OSError):
+        return EXIT_FAILURE  # disk full, permissions, ...
+    if isinstance(e, (ValueError, TypeError, IndexError, ImportError)):
+        return EXIT_USAGE
+    if isinstance(e, RuntimeError):
+        return EXIT_FAILURE  # a corrupt checkpoint, a process of the group died or hangs
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split("\n")) if str(e) else type(e).__name__
+    return text + " (--debug for the traceback)" if not isinstance(e, (OSError, ValueError)) \
+        and "RunStopped" not in type(e).__name__ else text
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.cmake_prefix_path:
         print(cmake_prefix_path())
         return 0
@@ -433,13 +485,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "run":
         from . import distributed
 
+        # the library's own warning of a stop is the CLI's error line here
+        logging.getLogger("swamp_ext").addHandler(logging.NullHandler())
         try:
             return _run(args)
         except KeyboardInterrupt:
             print("\nswamp-ext: interrupted" + (
                 f"; progress saved in {args.out}, run the same command to resume"
                 if args.out else ""), file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
         finally:
             distributed.leave()
     parser.print_help()

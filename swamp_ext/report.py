@@ -46,7 +46,24 @@ def show(result: Any, where: str = "") -> str:
     else:
         lines.append(f"sparsest within 1 point of dense: {_pct(best.sparsity)} (round "
                      f"{best.round}, accuracy {_pct(best.test_acc)})")
-    return "\n".join(lines + _saved_analyses(getattr(result, "_run_dir", None)))
+    run_dir = getattr(result, "_run_dir", None)
+    return "\n".join(lines + _in_progress(run_dir) + _saved_analyses(run_dir))
+
+
+def _in_progress(run_dir: Optional[str]) -> list[str]:
+    """A line when the folder's checkpoint is ahead of its finished rounds (interrupted, or
+    still running)."""
+    from .run_folder.progress import checkpoint_progress, how_to_resume
+
+    if not run_dir:
+        return []
+    try:
+        prog = checkpoint_progress(run_dir)
+    except (OSError, ValueError, RuntimeError) as e:
+        return [f"its checkpoint cannot be read: {e}"]
+    if prog is None or prog.finished:
+        return []
+    return [f"in progress: {prog.describe()}; {how_to_resume(run_dir)}"]
 
 
 def _saved_analyses(run_dir: Optional[str]) -> list[str]:

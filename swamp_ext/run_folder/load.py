@@ -26,12 +26,14 @@ def load_run(run_dir: Union[str, os.PathLike],
     run_dir = os.fspath(run_dir)
     path = os.path.join(run_dir, "results.json")
     if not os.path.isdir(run_dir) or not os.path.lexists(path):
+        _refuse_unfinished(run_dir)
         raise FileNotFoundError(f"{run_dir}: not a swamp_ext run folder (no results.json)")
     # a regular file of bounded size, every field checked; one ValueError naming the field
     saved = strict.check_results(strict.read_json(path), path)
     cfg = dict(saved["config"])
     rounds = [RoundRecord(**r) for r in saved["rounds"]]
     if not rounds:
+        _refuse_unfinished(run_dir)
         raise ValueError(f"{path} holds no finished round")
     module_run = "module" in saved
     adapter, identity = None, None
@@ -61,3 +63,18 @@ def load_run(run_dir: Union[str, os.PathLike],
     last = res.round(rounds[-1].round)  # the final model is the last round's average
     res.masks, res._state = last.masks, last.state
     return res
+
+
+def _refuse_unfinished(run_dir: str) -> None:
+    """Raises RunNotFinishedError when ``run_dir`` holds a checkpoint (an interrupted run)."""
+    from .progress import RunNotFinishedError, checkpoint_progress, how_to_resume
+
+    try:
+        prog = checkpoint_progress(run_dir)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise FileNotFoundError(f"{run_dir}: no finished round, and its checkpoint cannot be "
+                                f"read ({e})") from None
+    if prog is not None:
+        raise RunNotFinishedError(
+            f"{run_dir}: no finished round yet ({prog.describe()}); {how_to_resume(run_dir)}",
+            prog)

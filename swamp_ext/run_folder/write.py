@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from dataclasses import asdict
@@ -10,15 +12,32 @@ from typing import Any, Optional
 import torch
 
 from .._core import _C
+from ..errors import FileWriteError
 
 
 def write_json(path: str, obj: Any) -> None:
+    """Writes ``obj`` to ``path`` through ``path.tmp`` (fsync, rename): a crash or a full disk
+    leaves the previous file whole. Raises FileWriteError (an OSError) naming the file."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2)
+    step = "open"
+    try:
+        with open(tmp, "w") as f:
+            step = "write"
+            f.write(text)
+            f.flush()
+            step = "fsync"
+            os.fsync(f.fileno())
+        step = "rename"
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        code = e.errno or 0
+        why = e.strerror or str(e)
+        full = " (disk full?)" if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ""
+        raise FileWriteError(code, why, path, f"cannot write {path}: {step} failed: {why}{full}; "
+                                              "the previous file, if any, is unchanged") from None
 
 
 def results_json(config: Any, dataset: str, rounds: list[Any],
