@@ -37,6 +37,28 @@ CHILD = textwrap.dedent(
         import swamp_ext.testing
         swamp_ext.testing.crash_in_checkpoint_write(int(sys.argv[4]))
     pause_at = os.environ.get("SWAMP_TEST_PAUSE_AT")
+    full_at = os.environ.get("SWAMP_TEST_FULL_AT")  # the kind of file that finds the disk full
+    import contextlib, resource
+    @contextlib.contextmanager
+    def disk_full(limit=1000):  # a file may not grow past `limit` bytes: EFBIG
+        old = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, old)
+    def second_call_fails(module, name):  # the call for round 1 finds the disk full
+        real, calls = getattr(module, name), []
+        def wrapped(*a, **k):
+            calls.append(1)
+            with disk_full() if len(calls) == 2 else contextlib.nullcontext():
+                return real(*a, **k)
+        setattr(module, name, wrapped)
+    import swamp_ext.running
+    if full_at == "results.json":
+        second_call_fails(swamp_ext.running, "write_json")
+    elif full_at == "round file":
+        second_call_fails(swamp_ext.running._rounds, "write_round")
     def report(line):
         print(line, flush=True)
         if pause_at and line.startswith(pause_at):
@@ -48,14 +70,27 @@ CHILD = textwrap.dedent(
             os._exit(3)
     def prog(p):
         report(f"EPOCH {p.round} {p.particle} {p.epoch}")
+        if full_at == "checkpoint" and (p.round, p.particle, p.epoch) == (1, 0, 2):
+            # the next checkpoint does not fit
+            resource.setrlimit(resource.RLIMIT_FSIZE,
+                               (1000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
     def rnd(r):
         report(f"ROUND {r.round}")
+    every = int(os.environ.get("SWAMP_TEST_CHECKPOINT_EVERY", "1"))
+    steps = int(os.environ.get("SWAMP_TEST_CHECKPOINT_STEPS", "0"))
     try:
-        res = swamp_ext.run_imp(cfg, data, checkpoint_dir=sys.argv[2], checkpoint_every=1,
-                                progress=prog, on_round=rnd)
+        res = swamp_ext.run_imp(cfg, data, checkpoint_dir=sys.argv[2], checkpoint_every=every,
+                                checkpoint_every_steps=steps, progress=prog, on_round=rnd)
+        # results.json fits, the model does not
+        with disk_full(200_000) if full_at == "model" else contextlib.nullcontext():
+            res.save(sys.argv[2])
     except KeyboardInterrupt:
         print("INTERRUPTED", flush=True)
         sys.exit(130)
+    except OSError as e:
+        print(f"ERROR {type(e).__name__} OSError errno={e.errno} file={e.filename} : {e}",
+              flush=True)
+        sys.exit(1)
     except Exception as e:
         print(f"ERROR {type(e).__name__}: {e}", flush=True)
         sys.exit(1)

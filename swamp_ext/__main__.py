@@ -170,11 +170,11 @@ def _run_data(result: Any, args: argparse.Namespace) -> Any:
 
 
 def _save_analysis(run_dir: str, name: str, obj: Any) -> str:
-    from .run_folder import write_json
+    from .run_folder.write import make_folder, write_json
 
     folder = os.path.join(run_dir, "analysis")
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
+    make_folder(folder, path)
     write_json(path, obj)
     return path
 

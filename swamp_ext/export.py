@@ -23,6 +23,7 @@ import torch
 
 from ._core import _C
 from .inference.modules import csr_of
+from .run_folder.write import make_folder
 
 FORMATS = ("safetensors", "torch", "onnx", "csr")
 CSR_FORMAT = "swamp_ext-csr-1"
@@ -128,7 +129,7 @@ def export(result: Any, out: Union[str, os.PathLike], fmt: str = "safetensors",
     r = result.round(k)
     out = os.fspath(out)
     folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder, out)
     if fmt == "csr":
         state = {k2: v.detach().cpu() for k2, v in r.state.items()}
         tensors = to_csr(state, r.masks)

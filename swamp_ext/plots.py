@@ -15,6 +15,7 @@ import statistics
 from typing import Any, Sequence, Union
 
 from . import report
+from .run_folder.write import make_folder
 
 KINDS = ("accuracy", "layers", "barrier")
 
@@ -183,7 +184,7 @@ def plot(run_dirs: Sequence[Union[str, os.PathLike]], out: Union[str, os.PathLik
     fig.suptitle(title or f"{_setup_title(results)}: {what}")
     out = os.fspath(out)
     folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder, out)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out

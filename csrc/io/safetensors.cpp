@@ -271,12 +271,8 @@ std::string safetensors_bytes(const std::map<std::string, at::Tensor>& tensors,
 
 void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata) {
-  const std::string bytes = safetensors_bytes(tensors, metadata);
-  try {
-    io::write_file_atomic(path, bytes, "safetensors file");
-  } catch (const c10::Error& e) {
-    TORCH_CHECK_VALUE(false, e.what_without_backtrace());
-  }
+  // a failed write is a FileWriteError (Python: an OSError with errno and the file)
+  io::write_file_atomic(path, safetensors_bytes(tensors, metadata), "safetensors file");
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {

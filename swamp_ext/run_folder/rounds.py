@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from .._core import _C
+from .write import make_folder
 
 FORMAT = "swamp_ext-round-1"
 _BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
@@ -61,7 +62,7 @@ def round_tensors(models: Any, keep_particles: bool) -> tuple[dict[str, torch.Te
 def write_round(run_dir: Union[str, os.PathLike], models: Any, keep_particles: bool) -> None:
     """Writes round ``models.round``'s file into ``run_dir/rounds`` (atomically)."""
     folder = os.path.join(os.fspath(run_dir), "rounds")
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder, round_path(run_dir, models.round))
     tensors, meta = round_tensors(models, keep_particles)
     _C.io.save_safetensors(round_path(run_dir, models.round), tensors, meta)
 

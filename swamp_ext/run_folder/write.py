@@ -15,6 +15,19 @@ from .._core import _C
 from ..errors import FileWriteError
 
 
+def make_folder(folder: str, for_file: str) -> None:
+    """Creates ``folder`` (and its parents) for ``for_file``; FileWriteError naming both when it
+    cannot be (a file in the way, permissions, a full disk)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        code = e.errno or 0
+        why = e.strerror or str(e)
+        where = f" ({e.filename} is in the way)" if code in (errno.EEXIST, errno.ENOTDIR) else ""
+        raise FileWriteError(code, why, for_file, f"cannot write {for_file}: its folder {folder} "
+                                                  f"cannot be created: {why}{where}") from None
+
+
 def write_json(path: str, obj: Any) -> None:
     """Writes ``obj`` to ``path`` through ``path.tmp`` (fsync, rename): a crash or a full disk
     leaves the previous file whole. Raises FileWriteError (an OSError) naming the file."""

@@ -19,7 +19,8 @@ struct SafetensorsFile {
 };
 
 // Writes `tensors` (any device; stored contiguous, little-endian) atomically: a temporary file
-// renamed over `path`. Dtypes: float64/32/16, bfloat16, int64/32/16/8, uint8, bool.
+// renamed over `path`. Dtypes: float64/32/16, bfloat16, int64/32/16/8, uint8, bool. A write that
+// fails throws swamp::FileWriteError (swamp/checkpoint.h; the previous file is unchanged).
 SWAMP_API void save_safetensors(const std::string& path,
                                 const std::map<std::string, at::Tensor>& tensors,
                                 const std::map<std::string, std::string>& metadata = {});
