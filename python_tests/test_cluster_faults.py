@@ -337,3 +337,77 @@ def test_cli_sigterm_exits_75_with_one_line_and_resumes(tmp_path, finished_run):
     assert "Traceback" not in stderr
     again = cli([*CLI_RUN, "--epochs", "4", "--out", str(out)])
     assert again.returncode == 0 and "resuming from the checkpoint" in again.stdout
+
+
+# ---- under torchrun ---------------------------------------------------------------------------
+
+needs_dist = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="torch.distributed not available")
+DIST_RUN = ["run", "--dataset", "digits", "--model", "lenet_300_100", "--method", "swamp",
+            "--particles", "2", "--epochs", "3", "--rounds", "3", "--seed", "4", "--no-progress",
+            "--dist-timeout", "60"]
+
+
+def dist_env():
+    return dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", PYTHONUNBUFFERED="1")
+
+
+def torchrun(args):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "swamp_ext", *args]
+
+
+HOLDER = (
+    "import sys, time\n"
+    "from swamp_ext.run_folder.lock import RunFolderLock\n"
+    "with RunFolderLock(sys.argv[1]):\n"
+    "    print('held', flush=True)\n"
+    "    time.sleep(300)\n")
+
+
+@needs_dist
+def test_a_torchrun_job_into_a_held_folder_is_refused_and_writes_nothing(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True, env=dist_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        p = subprocess.run(torchrun([*DIST_RUN, "--out", str(tmp_path)]), capture_output=True,
+                           text=True, env=dist_env(), timeout=300)
+        assert p.returncode != 0
+        refusal = [s for s in p.stderr.splitlines() if "is in use by another run" in s]
+        assert refusal and f"pid {holder.pid}" in refusal[0], p.stderr[-3000:]
+        assert refusal[0].startswith("swamp-ext: error: run folder")
+        assert not (tmp_path / "checkpoint.swamp").exists()
+        assert holder.poll() is None  # the holder is unharmed, its record intact
+        assert json.loads((tmp_path / ".swamp.lock").read_text())["pid"] == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@needs_dist
+def test_sigterm_to_torchrun_stops_every_rank_and_the_job_resumes(tmp_path):
+    ref = subprocess.run(torchrun([*DIST_RUN, "--out", str(tmp_path / "ref")]),
+                         capture_output=True, text=True, env=dist_env(), timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    out = tmp_path / "run"
+    p = subprocess.Popen(torchrun([*DIST_RUN, "--out", str(out)]), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=dist_env())
+    for line in p.stdout:  # round 0 is done and checkpointed: the signal lands in round 1
+        if line.split()[:2] == ["round", "0"]:
+            break
+    p.send_signal(signal.SIGTERM)  # torchrun passes it on to every rank
+    _, stderr = p.communicate(timeout=300)
+    assert p.returncode != 0
+    # each rank says it in one line (torchrun's own agent reports the signal after them)
+    stopped = [s for s in stderr.splitlines() if "swamp-ext: error: stopped by SIGTERM" in s]
+    assert stopped, stderr[-3000:]
+    assert checkpoint_progress(str(out)).rounds_done >= 1
+    again = subprocess.run(torchrun([*DIST_RUN, "--out", str(out)]), capture_output=True,
+                           text=True, env=dist_env(), timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a = json.loads((tmp_path / "ref" / "results.json").read_text())["rounds"]
+    b = json.loads((out / "results.json").read_text())["rounds"]
+    strip = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in strip} for r in a] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in b]
