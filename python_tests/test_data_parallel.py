@@ -122,6 +122,41 @@ for model in ("lenet_300_100", "conv4_small"):
                                      .abs().max()) for k in tickets[0]
                                if tickets[0][k].is_floating_point() and "running" not in k)
 
+# Config.sync_batchnorm: the statistics of the whole batch, forward and backward: one step is
+# float rounding again, for the zoo's batch norm and for nn.BatchNorm2d in your module
+class BnNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1),
+                                        torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                        torch.nn.Flatten(), torch.nn.Linear(8 * 64, 32),
+                                        torch.nn.BatchNorm1d(32, momentum=None),
+                                        torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    def forward(self, x):
+        return self.body(x)
+
+for name, kw in (("zoo", dict(model="conv4_small")), ("module", {})):
+    cfg = swamp_ext.Config(method="imp", rounds=1, epochs=1, rewind_epochs=0, rewind_steps=1,
+                           sync_batchnorm=True, **kw)
+    tickets = []
+    for group in (None, False):
+        torch.manual_seed(0)
+        extra = {} if name == "zoo" else dict(model=BnNet())
+        swamp_ext.run_imp(cfg, digits, progress=False, process_group=group,
+                          on_ticket=tickets.append, **extra)
+    out["sync_step_" + name] = max(float((tickets[0][k].double() - tickets[1][k].double())
+                                         .abs().max()) for k in tickets[0]
+                                   if tickets[0][k].is_floating_point())
+    out["sync_tracked_" + name] = [int(v) for k, v in tickets[0].items()
+                                   if k.endswith("num_batches_tracked")]
+compare("sync_bn", swamp_ext.Config(model="conv4_small", method="imp", rounds=3, epochs=3,
+                                    seed=5, sync_batchnorm=True), digits)
+compare("local_bn", swamp_ext.Config(model="conv4_small", method="imp", rounds=3, epochs=3,
+                                     seed=5), digits)
+torch.manual_seed(0)
+compare("sync_bn_module", swamp_ext.Config(method="imp", rounds=2, epochs=2, seed=5,
+                                           sync_batchnorm=True), digits, model=BnNet())
+
 # Config.augment: crop and flip drawn for the whole batch, each shard keeps its samples' draws
 m = swamp_ext.datasets.load("mnist5k")
 small = swamp_ext.datasets.from_arrays(m.x_train[:1024], m.y_train[:1024], m.x_test[:256],
@@ -238,6 +273,20 @@ def test_one_step_differs_by_float_rounding_and_batch_norm_is_local(two):
     assert two["step_lenet_300_100"] <= 1e-6
     # each shard normalised by its own statistics: a real difference, not rounding
     assert two["step_conv4_small"] > 1e-4
+
+
+def test_sync_batchnorm_makes_data_parallel_the_one_process_run(two):
+    print(f"\nafter one step with sync_batchnorm: conv4_small {two['sync_step_zoo']:.3g}, "
+          f"your module {two['sync_step_module']:.3g} (running statistics included); "
+          f"conv4_small IMP masks {two['sync_bn']['masks']:.6f} equal with, "
+          f"{two['local_bn']['masks']:.6f} without")
+    # one step: rounding only, running statistics included (the whole batch's, unbiased)
+    assert two["sync_step_zoo"] <= 1e-5 and two["sync_step_module"] <= 1e-5
+    assert two["sync_tracked_zoo"] and set(two["sync_tracked_zoo"]) == {1}
+    assert set(two["sync_tracked_module"]) == {1}
+    _agrees(two["sync_bn"], masks=0.999, acc=0.002)
+    _agrees(two["sync_bn_module"], masks=0.999, acc=0.002)
+    assert two["sync_bn"]["masks"] >= two["local_bn"]["masks"]
 
 
 def test_shards_keep_the_whole_batchs_random_draws(two):

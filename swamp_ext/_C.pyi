@@ -71,6 +71,13 @@ class _Ops:
     @staticmethod
     def channels_last_enabled() -> bool: ...
     @staticmethod
+    def sync_batchnorm_active() -> bool: ...
+    @staticmethod
+    def sync_batch_norm(input: torch.Tensor, weight: Optional[torch.Tensor],
+                        bias: Optional[torch.Tensor], running_mean: torch.Tensor,
+                        running_var: torch.Tensor, num_batches_tracked: Optional[torch.Tensor],
+                        momentum: Optional[float], eps: float) -> torch.Tensor: ...
+    @staticmethod
     def learning_rate(kind: str, lr: float, total_steps: int, warmup_steps: int,
                       swa_start_step: int, swa_lr: float, step: int) -> float: ...
     @staticmethod
@@ -116,6 +123,7 @@ class Config:
     precision: str
     diagnostics: bool
     channels_last: str
+    sync_batchnorm: bool
     def __init__(self) -> None: ...
 
 def config_fields(config: Config) -> list[tuple[str, str]]: ...

@@ -147,6 +147,12 @@ class Config:
                 "``auto`` turns it on for conv models in mixed precision on a GPU or on a CPU "
                 "with bf16 instructions (``Result.channels_last`` says what the run picked)",
         "auto, True, False", choices=("auto", True, False))
+    sync_batchnorm: bool = _doc(False, "a particle trained data-parallel by several processes "
+                                       "(more processes than particles) computes its batch-norm "
+                                       "statistics over the whole batch, reduced over its "
+                                       "processes every step, as torch.nn.SyncBatchNorm "
+                                       "(zoo models and the nn.BatchNorm layers of your module); "
+                                       "off: each process's own shard, as DDP", "bool")
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -192,7 +198,7 @@ class Config:
             if not isinstance(v, str):
                 raise TypeError(f"Config.{name} must be a string, got {type(v).__name__}")
         for name in ("nesterov", "keep_first_last_dense", "deterministic", "augment", "flip",
-                     "diagnostics"):
+                     "diagnostics", "sync_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Config.{name} must be a bool")
         if not (isinstance(self.channels_last, bool) or self.channels_last == "auto"):

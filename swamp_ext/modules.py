@@ -13,10 +13,12 @@ the module, stacked: N particles as one ``vmap(functional_call)`` over particle-
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -83,6 +85,32 @@ def _batchnorms(module: nn.Module) -> list[_BatchNorm]:
     return [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
+def _sync_bn_forward(m: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    if not m.training:
+        return type(m).forward(m, x)
+    m._check_input_dim(x)
+    return _C.ops.sync_batch_norm(x, m.weight, m.bias, m.running_mean, m.running_var,
+                                  m.num_batches_tracked, m.momentum, m.eps)
+
+
+@contextlib.contextmanager
+def _synchronised_batchnorm(module: nn.Module) -> Iterator[None]:
+    """Inside the core's data-parallel training step with Config.sync_batchnorm: the module's
+    nn.BatchNorm layers compute the statistics of the group's whole batch (the core's
+    sync_batch_norm, as the zoo's layers do); the module itself is not changed."""
+    if not _C.ops.sync_batchnorm_active():
+        yield
+        return
+    bns = _batchnorms(module)
+    for m in bns:
+        m.forward = functools.partial(_sync_bn_forward, m)
+    try:
+        yield
+    finally:
+        for m in bns:
+            del m.forward
+
+
 class _Single:
     """One copy of the module: one particle (or the ticket, or the average)."""
 
@@ -94,9 +122,10 @@ class _Single:
         self._loss_fn = adapter.loss_fn
 
     def _call(self, x: Any) -> Any:
-        if _C.ops.channels_last_enabled():  # the core's Config.channels_last, this thread
-            return call_channels_last(self.module, x)
-        return call_module(self.module, x)
+        with _synchronised_batchnorm(self.module):
+            if _C.ops.channels_last_enabled():  # the core's Config.channels_last, this thread
+                return call_channels_last(self.module, x)
+            return call_module(self.module, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _logits(self._call(x))

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <optional>
 #include <tuple>
 
 #include "../common/autocast.h"
@@ -122,6 +123,9 @@ at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t epoc
     for (int64_t k = lane; k < K; k += grp.lanes) {
       const size_t t0 = grp.first[k], t1 = grp.first[k + 1];
       st.opt.zero_grad(t0, t1);
+      // batch-norm statistics of the group's whole batch, forward and backward
+      std::optional<layers::SyncBatchNormScope> sync_bn;
+      if (dp_.on() && cfg_.sync_batchnorm) sync_bn.emplace(dp_.sum);
       at::Tensor loss;
       if (draws_random_) {  // this particle's stream at this step (not the threads path), and
         // in a data-parallel group this process's own draws for its shard

@@ -23,7 +23,7 @@ inline layers::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, i
                            int64_t P) {
   return layers::conv2d(in, out, k, stride, pad, P);
 }
-inline torch::nn::BatchNorm2d bn(int64_t channels, int64_t P) {
+inline layers::BatchNorm2d bn(int64_t channels, int64_t P) {
   return layers::batchnorm(channels, P);
 }
 
@@ -59,7 +59,7 @@ class BasicBlockImpl : public torch::nn::Module {
 
  private:
   layers::Conv2d conv1{nullptr}, conv2{nullptr}, shortcut_conv{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, shortcut_bn{nullptr};
+  layers::BatchNorm2d bn1{nullptr}, bn2{nullptr}, shortcut_bn{nullptr};
 };
 TORCH_MODULE(BasicBlock);
 
@@ -82,7 +82,7 @@ class WideBlockImpl : public torch::nn::Module {
   }
 
  private:
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  layers::BatchNorm2d bn1{nullptr}, bn2{nullptr};
   layers::Conv2d conv1{nullptr}, conv2{nullptr}, shortcut_conv{nullptr};
 };
 TORCH_MODULE(WideBlock);
@@ -147,7 +147,7 @@ class ConvNet : public Model {
 
  private:
   std::vector<layers::Conv2d> convs;
-  std::vector<torch::nn::BatchNorm2d> bns;
+  std::vector<layers::BatchNorm2d> bns;
   layers::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
 };
 

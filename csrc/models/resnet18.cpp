@@ -34,7 +34,7 @@ class ResNet18 : public Model {
  private:
   bool imagenet_;
   layers::Conv2d conv1{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  layers::BatchNorm2d bn1{nullptr};
   torch::nn::ModuleList layer1{nullptr}, layer2{nullptr}, layer3{nullptr}, layer4{nullptr};
   layers::Linear fc{nullptr};
 };

@@ -26,7 +26,7 @@ class ResNetCifar : public Model {
 
  private:
   layers::Conv2d conv1{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  layers::BatchNorm2d bn1{nullptr};
   torch::nn::ModuleList layer1{nullptr}, layer2{nullptr}, layer3{nullptr};
   layers::Linear fc{nullptr};
 };

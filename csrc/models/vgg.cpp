@@ -41,7 +41,7 @@ class VGG : public Model {
 
  private:
   std::vector<layers::Conv2d> convs;
-  std::vector<torch::nn::BatchNorm2d> bns;
+  std::vector<layers::BatchNorm2d> bns;
   layers::Linear fc{nullptr};
   std::vector<int> pools_;  // max-pools after each convolution
 };

@@ -34,7 +34,7 @@ class WideResNet : public Model {
  private:
   layers::Conv2d conv1{nullptr};
   torch::nn::ModuleList layer1{nullptr}, layer2{nullptr}, layer3{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
+  layers::BatchNorm2d bn{nullptr};
   layers::Linear fc{nullptr};
 };
 

@@ -67,6 +67,22 @@ void bind_ops(py::module_& m) {
   m.def("lanes_concurrent", &lanes_concurrent);
   m.def("channels_last_enabled", &layers::channels_last_enabled,
         "Whether this thread's training forward runs channels-last (Config.channels_last).");
+  m.def("sync_batchnorm_active", &layers::sync_batchnorm_active,
+        "Whether this thread trains a data-parallel particle with Config.sync_batchnorm.");
+  m.def(
+      "sync_batch_norm",
+      [](const at::Tensor& x, const std::optional<at::Tensor>& weight,
+         const std::optional<at::Tensor>& bias, const at::Tensor& running_mean,
+         const at::Tensor& running_var, const std::optional<at::Tensor>& num_batches_tracked,
+         std::optional<double> momentum, double eps) {
+        return layers::sync_batch_norm(
+            x, weight.value_or(at::Tensor()), bias.value_or(at::Tensor()), running_mean,
+            running_var, num_batches_tracked.value_or(at::Tensor()), momentum.value_or(-1.0), eps);
+      },
+      py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("running_mean"),
+      py::arg("running_var"), py::arg("num_batches_tracked"), py::arg("momentum"), py::arg("eps"),
+      "Training-mode batch norm with the statistics of the data-parallel group's whole batch "
+      "(inside the core's training step with Config.sync_batchnorm); momentum None: cumulative.");
 
   py::class_<MaskedSGD>(m, "MaskedSGD")
       .def(py::init([](std::vector<at::Tensor> params, std::vector<at::Tensor> masks,

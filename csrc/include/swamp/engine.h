@@ -106,7 +106,8 @@ namespace swamp {
   X(double, sparse_conv_density, 0.1)    \
   X(std::string, precision, "fp32")      \
   X(bool, diagnostics, true)             \
-  X(std::string, channels_last, "auto")
+  X(std::string, channels_last, "auto")  \
+  X(bool, sync_batchnorm, false)
 
 struct Config {
 #define SWAMP_CONFIG_MEMBER(type, name, value) type name = value;

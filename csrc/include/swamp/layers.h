@@ -24,6 +24,7 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -176,8 +177,47 @@ SWAMP_API std::vector<at::Tensor> trainable_masks(torch::nn::Module& model, cons
 // Conv2d with `particles` groups (no bias unless asked), see above.
 SWAMP_API Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding,
                         int64_t particles = 1, bool bias = false);
+// torch's BatchNorm2d (same options, parameters, buffers and eval-mode kernel) whose training
+// statistics are those of the whole data-parallel batch while a SyncBatchNormScope is alive on
+// the calling thread (Config::sync_batchnorm); torch's own forward otherwise.
+class SWAMP_API BatchNorm2dImpl : public torch::nn::BatchNorm2dImpl {
+ public:
+  using torch::nn::BatchNorm2dImpl::BatchNorm2dImpl;
+  at::Tensor forward(const at::Tensor& input);
+};
+TORCH_MODULE(BatchNorm2d);
+
 // BatchNorm2d over `particles` x `channels` channels (the stacked layout).
-SWAMP_API torch::nn::BatchNorm2d batchnorm(int64_t channels, int64_t particles = 1);
+SWAMP_API BatchNorm2d batchnorm(int64_t channels, int64_t particles = 1);
+
+// Synchronised batch norm. While a scope is alive on this thread, batch norm in training mode
+// (the zoo's BatchNorm2d, and a Python module's nn.BatchNorm layers through swamp_ext) reduces its
+// statistics over the processes that train the particle together: `sum` adds tensors in place
+// over them (every member calls it with the same shapes, in the same order). The backward pass
+// reduces the statistics' gradients the same way, so every member's gradient is that of the
+// whole batch's loss, as torch.nn.SyncBatchNorm.
+using GroupSum = std::function<void(std::vector<at::Tensor>&)>;
+class SWAMP_API SyncBatchNormScope {
+ public:
+  explicit SyncBatchNormScope(GroupSum sum);
+  ~SyncBatchNormScope();
+  SyncBatchNormScope(const SyncBatchNormScope&) = delete;
+  SyncBatchNormScope& operator=(const SyncBatchNormScope&) = delete;
+
+ private:
+  int64_t id_;
+  const SyncBatchNormScope* outer_;
+};
+// Whether a SyncBatchNormScope is alive on this thread.
+SWAMP_API bool sync_batchnorm_active();
+// Training-mode batch norm over the channels (dim 1) of `input` ([N, C, ...]) with the
+// statistics of the whole group's batch (the active scope's), updating `running_mean`,
+// `running_var` (unbiased variance) and `num_batches_tracked` as torch does: momentum `momentum`,
+// or the cumulative average when `momentum` < 0. `weight` / `bias` may be undefined.
+SWAMP_API at::Tensor sync_batch_norm(const at::Tensor& input, const at::Tensor& weight,
+                                     const at::Tensor& bias, at::Tensor running_mean,
+                                     at::Tensor running_var, at::Tensor num_batches_tracked,
+                                     double momentum, double eps);
 
 // Stacked layout helpers. Per-particle inputs [N, B, ...] -> the stacked [B, N*C, ...] layout.
 SWAMP_API at::Tensor stack_inputs(const at::Tensor& per_particle);

@@ -18,9 +18,9 @@ Conv2d conv2d(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t p
                 particles);
 }
 
-torch::nn::BatchNorm2d batchnorm(int64_t channels, int64_t particles) {
+BatchNorm2d batchnorm(int64_t channels, int64_t particles) {
   TORCH_CHECK_VALUE(particles >= 1, "batchnorm: particles must be >= 1, got ", particles);
-  return torch::nn::BatchNorm2d(channels * particles);
+  return BatchNorm2d(channels * particles);
 }
 
 at::Tensor stack_inputs(const at::Tensor& x) {
