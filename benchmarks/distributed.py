@@ -7,7 +7,8 @@ Data parallel inside a particle (more processes than particles): IMP of --dp-mod
 of 1 thread against 2 processes of 1 thread each (the closest a 2-core machine comes to two
 devices): the speed-up and the share of the round spent summing gradients; then agreement with
 one process: IMP on 2 processes and SWAMP-2 on 4 processes, masks equal and test accuracy per
-round, and how far the weights are apart after one SGD step.
+round, and how far the weights are apart after one SGD step, for batch-norm models also with
+Config.sync_batchnorm (the whole batch's statistics, as torch.nn.SyncBatchNorm).
 
     python benchmarks/distributed.py                       # both tables
     python benchmarks/distributed.py --table spread --model conv4_small --ranks 1 2 --rounds 2
@@ -97,12 +98,17 @@ def dp_worker(a) -> None:
     out: dict = {}
     if a.dp_worker == "scale":
         cfg = swamp_ext.Config(model=a.dp_model, method="imp", rounds=a.dp_rounds,
-                               epochs=a.dp_epochs, seed=1)
+                               epochs=a.dp_epochs, seed=1, data_parallel=a.dp_layout)
         res = swamp_ext.run_imp(cfg, data, progress=False)
         out["round"] = statistics.fmean(r.seconds for r in res.rounds[1:] or res.rounds)
         out["acc"] = [r.test_acc for r in res.rounds]
         out["comm"] = 0.0
+        out["processes_per_particle"] = [r.processes_per_particle for r in res.rounds]
         if dist.is_initialized():
+            out["auto"] = distributed.data_parallel_choice(
+                dataclasses.replace(cfg, data_parallel="auto"), data.input_shape,
+                data.num_classes, dist.get_world_size())
+        if dist.is_initialized() and a.dp_layout == "always":
             # what a step sends: every parameter's gradient (one fp32 bucket for these models)
             # and the loss, summed over the group
             state = swamp_ext.models.create(a.dp_model, list(data.input_shape),
@@ -143,13 +149,18 @@ def dp_worker(a) -> None:
                 layout=[r.processes_per_particle for r in spread.rounds])
 
         method = "imp" if a.dp_particles == 1 else "swamp"
-        for model in a.dp_agree_models:
-            compare(model, swamp_ext.Config(model=model, method=method,
-                                            particles=a.dp_particles, rounds=a.dp_rounds,
-                                            epochs=a.dp_epochs, seed=5))
+        runs = [(m, sync) for m in a.dp_agree_models for sync in (False, True)
+                if not sync or m in a.dp_sync_models]
+        for model, sync in runs:
+            key = model + (" sync_bn" if sync else "")
+            compare(key, swamp_ext.Config(model=model, method=method,
+                                          particles=a.dp_particles, rounds=a.dp_rounds,
+                                          epochs=a.dp_epochs, seed=5, sync_batchnorm=sync,
+                                          data_parallel="always"))
             # one SGD step from the same init: the ticket at step 1, spread and alone
             cfg = swamp_ext.Config(model=model, method="imp", rounds=1, epochs=1,
-                                   rewind_epochs=0, rewind_steps=1)
+                                   rewind_epochs=0, rewind_steps=1, sync_batchnorm=sync,
+                                   data_parallel="always")
             tickets: list = []
             swamp_ext.run_imp(cfg, data, progress=False, on_ticket=tickets.append)
             if primary:
@@ -158,9 +169,9 @@ def dp_worker(a) -> None:
             dist.barrier()
             if not primary:
                 continue
-            for key, keep in (("step", lambda k: "running_" not in k and "num_batches" not in k),
-                              ("step_bn", lambda k: "running_" in k)):
-                out[model][key] = max((float((tickets[0][k].double() - tickets[1][k].double())
+            for part, keep in (("step", lambda k: "running_" not in k and "num_batches" not in k),
+                               ("step_bn", lambda k: "running_" in k)):
+                out[key][part] = max((float((tickets[0][k].double() - tickets[1][k].double())
                                              .abs().max()) for k in tickets[0] if keep(k)),
                                       default=0.0)
     if not dist.is_initialized() or dist.get_rank() == 0:
@@ -183,38 +194,49 @@ def _launch(script_args: list, ranks: int, threads: int):
 
 
 def data_parallel_table(a) -> None:
-    base = ["--dataset", a.dataset, "--dp-model", a.dp_model, "--dp-rounds", str(a.dp_rounds),
+    base = ["--dataset", a.dataset, "--dp-rounds", str(a.dp_rounds),
             "--dp-epochs", str(a.dp_epochs)]
-    print(f"\ndata parallel inside a particle: IMP of {a.dp_model} on {a.dataset}, "
-          f"{a.dp_rounds} rounds x {a.dp_epochs} epochs, 1 thread per process; mean round "
-          f"seconds over rounds 1..{a.dp_rounds - 1}")
-    print(f"{'processes':>9} {'round s':>8} {'speed-up':>8} {'all-reduce s':>12} "
-          f"{'comm share':>10}  test accuracy per round")
-    one = None
-    for ranks in (1, 2):
-        r = _launch([*base, "--dp-worker", "scale"], ranks, 1)
-        if r is None:
-            continue
-        one = one or r["round"]
-        print(f"{ranks:9d} {r['round']:8.2f} {one / r['round']:7.2f}x {r['comm']:12.2f} "
-              f"{100 * r['comm'] / r['round']:9.1f}%  {[round(x, 4) for x in r['acc']]}")
+    print(f"\ndata parallel inside a particle: IMP on {a.dataset}, {a.dp_rounds} rounds x "
+          f"{a.dp_epochs} epochs, 1 thread per process; mean round seconds over rounds "
+          f"1..{a.dp_rounds - 1}. 2 processes: data parallel (always) or one process per "
+          "particle, the other idle (never); auto: Config.data_parallel's rule")
+    print(f"{'model':>14} {'processes':>9} {'layout':>7} {'round s':>8} {'speed-up':>8} "
+          f"{'all-reduce s':>12} {'comm share':>10}  test accuracy per round")
+    for model in [a.dp_model, *a.dp_scale_models]:
+        one, times, auto = None, {}, None
+        for ranks, layout in ((1, "always"), (2, "always"), (2, "never")):
+            r = _launch([*base, "--dp-model", model, "--dp-layout", layout,
+                         "--dp-worker", "scale"], ranks, 1)
+            if r is None:
+                continue
+            one = one or r["round"]
+            times[(ranks, layout)] = r["round"]
+            auto = r.get("auto", auto)
+            print(f"{model:>14} {ranks:9d} {layout if ranks > 1 else '':>7} {r['round']:8.2f} "
+                  f"{one / r['round']:7.2f}x {r['comm']:12.2f} "
+                  f"{100 * r['comm'] / r['round']:9.1f}%  {[round(x, 4) for x in r['acc']]}")
+        if auto is not None and len(times) == 3:
+            faster = "always" if times[(2, "always")] < times[(2, "never")] else "never"
+            picked = "always" if auto[0] else "never"
+            print(f"{model:>14} auto picks {picked} ({auto[1]}); measured faster: {faster}")
     print(f"\nagreement with one process ({a.dp_rounds} rounds x {a.dp_epochs} epochs; the same "
           "run in one process and spread, inside one job)")
     print("masks equal and max |test accuracy difference| over the rounds, spread vs one process"
           " and, for scale, one process with another seed vs one process; after 1 step: the max "
           "|difference| of the weights and of the batch-norm running statistics")
-    print(f"{'run':>22} {'model':>14} {'masks equal':>11} {'max |acc diff|':>14} "
+    print(f"{'run':>22} {'model':>22} {'masks equal':>11} {'max |acc diff|':>14} "
           f"{'other seed':>19} {'1 step: weights':>15} {'bn stats':>8}  processes per particle")
     for ranks, particles in ((2, 1), (4, 2)):
         r = _launch([*base, "--dp-worker", "agree", "--dp-particles", str(particles),
-                     "--dp-agree-models", *a.dp_agree_models], ranks, 1)
+                     "--dp-agree-models", *a.dp_agree_models,
+                     "--dp-sync-models", *a.dp_sync_models], ranks, 1)
         if r is None:
             continue
         what = f"{'IMP' if particles == 1 else f'SWAMP-{particles}'} on {ranks} processes"
         for model, m in r.items():
             worst = max(abs(x - y) for x, y in zip(m["acc"], m["acc_alone"]))
             seed = max(abs(x - y) for x, y in zip(m["acc_seed"], m["acc_alone"]))
-            print(f"{what:>22} {model:>14} {100 * m['masks']:10.3f}% {100 * worst:11.2f} pt "
+            print(f"{what:>22} {model:>22} {100 * m['masks']:10.3f}% {100 * worst:11.2f} pt "
                   f"{100 * m['masks_seed']:7.2f}% {100 * seed:6.2f} pt "
                   f"{m['step']:15.3g} {m['step_bn']:8.3g}  {m['layout']}")
 
@@ -233,6 +255,11 @@ def main() -> None:
     p.add_argument("--dp-rounds", type=int, default=3)
     p.add_argument("--dp-epochs", type=int, default=2)
     p.add_argument("--dp-agree-models", nargs="+", default=["lenet_300_100", "conv4_small"])
+    p.add_argument("--dp-scale-models", nargs="*", default=["lenet_300_100"],
+                   help="also time these (data parallel against one process per particle)")
+    p.add_argument("--dp-layout", default="always", help=argparse.SUPPRESS)
+    p.add_argument("--dp-sync-models", nargs="*", default=["conv4_small"],
+                   help="also run these with Config.sync_batchnorm")
     p.add_argument("--dp-particles", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--dp-worker", choices=("scale", "agree"), help=argparse.SUPPRESS)

@@ -84,7 +84,7 @@ torch.distributed.destroy_process_group()
 """
 
 _TWO = r"""
-lenet = dict(model="lenet_300_100", rounds=3, epochs=3, seed=5)
+lenet = dict(model="lenet_300_100", rounds=3, epochs=3, seed=5, data_parallel="always")
 compare("imp", swamp_ext.Config(method="imp", **lenet), digits)
 # SWAMP+: round 0 one particle on both processes, then one particle each
 compare("swamp_plus", swamp_ext.Config(method="swamp_plus", particles=2,
@@ -96,7 +96,7 @@ compare("fp16", swamp_ext.Config(method="imp", precision="fp16", **lenet), digit
 torch.manual_seed(0)
 module = Poisoned()
 cfg = swamp_ext.Config(method="imp", precision="fp16", particle_mode="sequential", rounds=2,
-                       epochs=3, seed=5)
+                       epochs=3, seed=5, data_parallel="always")
 Poisoned.calls, Poisoned.poison = 0, set()
 clean = swamp_ext.run_imp(cfg, digits, model=module, progress=False)
 Poisoned.calls, Poisoned.poison = 0, ({15, 16, 40} if rank == 1 else set())
@@ -113,7 +113,7 @@ out["poison"] = dict(
 # normalises its shard with the shard's own statistics (as DistributedDataParallel)
 for model in ("lenet_300_100", "conv4_small"):
     cfg = swamp_ext.Config(model=model, method="imp", rounds=1, epochs=1, rewind_epochs=0,
-                           rewind_steps=1)
+                           rewind_steps=1, data_parallel="always")
     tickets = []
     for group in (None, False):
         swamp_ext.run_imp(cfg, digits, progress=False, process_group=group,
@@ -137,7 +137,7 @@ class BnNet(torch.nn.Module):
 
 for name, kw in (("zoo", dict(model="conv4_small")), ("module", {})):
     cfg = swamp_ext.Config(method="imp", rounds=1, epochs=1, rewind_epochs=0, rewind_steps=1,
-                           sync_batchnorm=True, **kw)
+                           sync_batchnorm=True, data_parallel="always", **kw)
     tickets = []
     for group in (None, False):
         torch.manual_seed(0)
@@ -150,19 +150,31 @@ for name, kw in (("zoo", dict(model="conv4_small")), ("module", {})):
     out["sync_tracked_" + name] = [int(v) for k, v in tickets[0].items()
                                    if k.endswith("num_batches_tracked")]
 compare("sync_bn", swamp_ext.Config(model="conv4_small", method="imp", rounds=3, epochs=3,
-                                    seed=5, sync_batchnorm=True), digits)
+                                    seed=5, sync_batchnorm=True, data_parallel="always"), digits)
 compare("local_bn", swamp_ext.Config(model="conv4_small", method="imp", rounds=3, epochs=3,
-                                     seed=5), digits)
+                                     seed=5, data_parallel="always"), digits)
 torch.manual_seed(0)
 compare("sync_bn_module", swamp_ext.Config(method="imp", rounds=2, epochs=2, seed=5,
-                                           sync_batchnorm=True), digits, model=BnNet())
+                                           sync_batchnorm=True, data_parallel="always"), digits,
+        model=BnNet())
+# Config.data_parallel="never": one process trains the particle (and the ticket, handed to the
+# other): the one-process run exactly; "auto" keeps lenet_300_100 (too little compute per
+# parameter) on one process and trains conv4_small data parallel
+compare("never", swamp_ext.Config(model="lenet_300_100", method="imp", rounds=3, epochs=3,
+                                  seed=5, data_parallel="never"), digits)
+compare("never_swamp_plus", swamp_ext.Config(model="conv4_small", method="swamp_plus",
+                                             particles=2, single_particle_rounds=1, rounds=2,
+                                             epochs=2, seed=5, data_parallel="never"), digits)
+compare("auto_lenet", swamp_ext.Config(model="lenet_300_100", method="imp", rounds=2, epochs=2,
+                                       seed=5), digits)
 
 # Config.augment: crop and flip drawn for the whole batch, each shard keeps its samples' draws
 m = swamp_ext.datasets.load("mnist5k")
 small = swamp_ext.datasets.from_arrays(m.x_train[:1024], m.y_train[:1024], m.x_test[:256],
                                        m.y_test[:256], 10)
 compare("augment", swamp_ext.Config(model="lenet5", method="imp", rounds=2, epochs=2,
-                                    augment=True, crop_padding=2, seed=1), small)
+                                    augment=True, crop_padding=2, seed=1,
+                                    data_parallel="always"), small)
 
 # a torch Dataset with a random transform, fetched by one worker per process (its shard only)
 class Noisy(torch.utils.data.Dataset):
@@ -177,7 +189,7 @@ torch_data = swamp_ext.datasets.from_torch(Noisy(digits.x_train, digits.y_train)
                                            Noisy(digits.x_test, digits.y_test), 10,
                                            num_workers=1)
 compare("torch_data", swamp_ext.Config(model="lenet_300_100", method="imp", rounds=2,
-                                       epochs=2, seed=2), torch_data)
+                                       epochs=2, seed=2, data_parallel="always"), torch_data)
 
 # your module that draws dropout: each process its own draws for its shard
 class Net(torch.nn.Module):
@@ -190,7 +202,8 @@ class Net(torch.nn.Module):
         return self.body(x)
 
 torch.manual_seed(0)
-res = swamp_ext.run_imp(swamp_ext.Config(method="imp", rounds=2, epochs=3), digits,
+res = swamp_ext.run_imp(swamp_ext.Config(method="imp", rounds=2, epochs=3,
+                                         data_parallel="always"), digits,
                         progress=False, model=Net())
 out["module"] = dict(acc=[r.test_acc for r in res.rounds],
                      layout=[[r.processes, r.processes_per_particle] for r in res.rounds],
@@ -198,7 +211,8 @@ out["module"] = dict(acc=[r.test_acc for r in res.rounds],
 
 try:
     swamp_ext.run_imp(swamp_ext.Config(model="lenet_300_100", method="imp", rounds=1, epochs=1,
-                                       rewind_epochs=0, batch_size=1), digits, progress=False)
+                                       rewind_epochs=0, batch_size=1, data_parallel="always"),
+                      digits, progress=False)
     out["refused"] = ""
 except ValueError as e:
     out["refused"] = str(e)
@@ -289,6 +303,16 @@ def test_sync_batchnorm_makes_data_parallel_the_one_process_run(two):
     assert two["sync_bn"]["masks"] >= two["local_bn"]["masks"]
 
 
+def test_data_parallel_never_is_the_one_process_run(two):
+    for case in ("never", "never_swamp_plus"):
+        rep = two[case]
+        assert rep["masks"] == 1.0 and rep["diff"] == 0.0, rep  # bitwise
+        assert rep["acc"] == rep["acc_alone"], rep
+    assert two["never"]["layout"] == [[2, 1]] * 3
+    assert two["never_swamp_plus"]["layout"] == [[2, 1], [2, 1]]
+    assert two["auto_lenet"]["layout"] == [[2, 1]] * 2 and two["auto_lenet"]["masks"] == 1.0
+
+
 def test_shards_keep_the_whole_batchs_random_draws(two):
     # Config.augment, and a torch Dataset's transforms in worker processes: the shards get the
     # samples and draws the whole batch has, so the run follows the one-process run
@@ -309,7 +333,7 @@ def test_a_batch_smaller_than_the_group_is_refused(two):
 
 
 _GROUPS = r"""
-lenet = dict(model="lenet_300_100", rounds=2, epochs=3, seed=5)
+lenet = dict(model="lenet_300_100", rounds=2, epochs=3, seed=5, data_parallel="always")
 compare("swamp2", swamp_ext.Config(method="swamp", particles=2, **lenet), digits)
 """
 
@@ -323,6 +347,38 @@ def test_groups_of_processes_per_particle(tmp_path, world, layout):
           f"{rep['diff']:.3g}")
     _agrees(rep)
     assert rep["layout"] == [layout] * 2
+
+
+def test_the_auto_layout_rule_and_its_words():
+    from swamp_ext.distributed import (
+        DATA_PARALLEL_MIN_REUSE,
+        data_parallel_choice,
+        describe_layout,
+        macs_per_parameter,
+    )
+
+    imp = dict(method="imp", batch_size=64)
+    lenet = swamp_ext.Config(model="lenet_300_100", **imp)
+    conv = swamp_ext.Config(model="conv4_small", **imp)
+    # a linear layer does one multiply-add per weight and sample (biases aside)
+    assert 0.95 < macs_per_parameter(lenet, (1, 28, 28), 10) <= 1.0
+    # conv4_small on 28x28: each 3x3 weight is used at every output position
+    assert macs_per_parameter(conv, (1, 28, 28), 10) > 10
+    pays, why = data_parallel_choice(lenet, (1, 28, 28), 10, 2)
+    assert not pays and "< 128" in why and 32 * 0.95 < float(why.split()[1]) <= 32
+    pays, why = data_parallel_choice(conv, (1, 28, 28), 10, 2)
+    assert pays and f">= {DATA_PARALLEL_MIN_REUSE:.0f}" in why
+    # a group of 4 processes per particle: a quarter of the batch each
+    assert not data_parallel_choice(swamp_ext.Config(model="conv4_small", method="imp",
+                                                     batch_size=16), (1, 8, 8), 10, 4)[0]
+    for layout, expect in (("always", True), ("never", False)):
+        cfg = swamp_ext.Config(model="lenet_300_100", method="imp", data_parallel=layout)
+        assert data_parallel_choice(cfg, (1, 28, 28), 10, 2) == \
+            (expect, f"Config.data_parallel={layout}")
+    # SWAMP-4 on 2 processes: only the ticket is a round of fewer particles (1) than processes
+    assert "1 process per particle, 1 idle" in describe_layout(2, lenet, False)
+    with pytest.raises(ValueError, match="data_parallel"):
+        swamp_ext.Config(data_parallel="sometimes")
 
 
 def test_results_json_records_the_layout_and_the_strict_reader_checks_it(tmp_path):

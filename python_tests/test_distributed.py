@@ -104,7 +104,7 @@ def _wait_for_round(out: Path, job: subprocess.Popen, k: int, limit: float = 300
 
 # IMP on 2 processes: one particle, trained data-parallel by both (the gradient all-reduce)
 RUN_IMP = ["run", "--dataset", "digits", "--model", "lenet_300_100", "--method", "imp",
-           "--epochs", "3", "--seed", "3"]
+           "--epochs", "3", "--seed", "3", "--data-parallel", "always"]
 
 
 @pytest.mark.parametrize("fault,method", [("kill", "swamp"), ("hang", "swamp"), ("kill", "imp"),

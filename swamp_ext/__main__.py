@@ -118,7 +118,10 @@ def _run(args: argparse.Namespace) -> int:
     spread = ""
     if distributed.launched_by_torchrun():
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        spread = f", particles spread over {distributed.describe_layout(world, cfg)}"
+        dp, why = distributed.data_parallel_choice(cfg, data.input_shape, data.num_classes,
+                                                   world)
+        spread = f", particles spread over {distributed.describe_layout(world, cfg, dp)}" + \
+            (f" ({why})" if cfg.data_parallel == "auto" and world > 1 else "")
     layout = plan_of(cfg, data.input_shape, data.num_classes).channels_last
     numerics = "" if cfg.precision == "fp32" and not layout else \
         f", {cfg.precision}" + (", channels-last" if layout else "")

@@ -153,6 +153,15 @@ class Config:
                                        "processes every step, as torch.nn.SyncBatchNorm "
                                        "(zoo models and the nn.BatchNorm layers of your module); "
                                        "off: each process's own shard, as DDP", "bool")
+    data_parallel: str = _doc("auto", "with more processes than a round has particles: "
+                                      "``always`` trains each particle on a group of processes "
+                                      "(each its shard of every batch, gradients summed every "
+                                      "step), ``never`` on one process (the others sit the round "
+                                      "out), ``auto`` data parallel only where a process's share "
+                                      "of a step computes enough per parameter to pay for "
+                                      "summing the gradients (swamp_ext.distributed."
+                                      "data_parallel_choice)", "auto, always, never",
+                              choices=("auto", "always", "never"))
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -193,7 +202,7 @@ class Config:
                 raise _fail(name, f"must be finite, got {v}")
             setattr(self, name, float(v))
         for name in ("model", "method", "schedule", "device", "particle_mode", "sparse_kernels",
-                     "pruning", "precision"):
+                     "pruning", "precision", "data_parallel"):
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise TypeError(f"Config.{name} must be a string, got {type(v).__name__}")

@@ -120,7 +120,62 @@ def _name(process_group: Any) -> str:
     return name or dist.distributed_c10d._get_process_group_name(process_group)
 
 
-def describe_layout(world: int, config: Any) -> str:
+# Data parallel pays where a process's share of a step computes long enough to hide summing the
+# gradients: its multiply-adds per parameter per step (its shard of the batch x the model's
+# multiply-adds per sample / its parameters) at least this many. Measured on 2 processes of one
+# thread (benchmarks/distributed.py, AMD EPYC): lenet_300_100 (32 per step) 3x slower data
+# parallel, conv4_small on 28x28 digits (656) 1.6x faster.
+DATA_PARALLEL_MIN_REUSE = 128.0
+
+
+def macs_per_parameter(config: Any, input_shape: Any, num_classes: int,
+                       model: Any = None) -> Optional[float]:
+    """Multiply-adds of one sample's forward pass per parameter of the model (the zoo's
+    ``config.model``, or the ``_ModuleAdapter`` of your module); None when it cannot be counted
+    (inputs that are not one tensor)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        if model is None:
+            from .torch_models import build
+
+            module = build(config.model, list(input_shape), num_classes)
+        else:
+            module = model.copy().cpu()
+        module.eval()
+        params = sum(p.numel() for p in module.parameters())
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(torch.zeros(1, *input_shape))
+        flops = counter.get_total_flops()
+    except Exception:  # noqa: BLE001 - structured inputs, an unusual module: not counted
+        return None
+    return flops / 2.0 / params if params else None
+
+
+def data_parallel_choice(config: Any, input_shape: Any, num_classes: int, world: int,
+                         model: Any = None) -> tuple[bool, str]:
+    """Whether rounds of fewer particles than ``world`` processes train each particle data
+    parallel (Config.data_parallel; ``auto``: the rule above), and why, in words."""
+    if config.data_parallel != "auto":
+        return config.data_parallel == "always", f"Config.data_parallel={config.data_parallel}"
+    from ._core import _C
+
+    n = min(_C.particles_per_round(config.to_cpp()) + [1])  # the ticket is one particle
+    if n >= world:
+        return True, "no round has fewer particles than processes"
+    reuse = macs_per_parameter(config, input_shape, num_classes, model)
+    if reuse is None:
+        return True, "auto: the model's cost could not be counted; data parallel"
+    shard = config.batch_size / (world // n)
+    per_step = shard * reuse
+    pays = per_step >= DATA_PARALLEL_MIN_REUSE
+    return pays, (f"auto: {per_step:.0f} multiply-adds per parameter per process step "
+                  f"({'>=' if pays else '<'} {DATA_PARALLEL_MIN_REUSE:.0f}): "
+                  f"{'data parallel' if pays else 'one process per particle'}")
+
+
+def describe_layout(world: int, config: Any, data_parallel: bool = True) -> str:
     """How a run's rounds spread over ``world`` processes, in words: e.g. "2 processes; rounds of
     1 particle: 2 processes per particle (data parallel); rounds of 4: 2 particles per process"."""
     from ._core import _C
@@ -128,7 +183,8 @@ def describe_layout(world: int, config: Any) -> str:
     counts = sorted(set(_C.particles_per_round(config.to_cpp())))
     parts = []
     for n in counts:
-        groups = _C.data_parallel_groups(world, n)
+        groups = _C.data_parallel_groups(world, n) if data_parallel or n >= world else \
+            [[p] for p in range(n)]
         what = f"rounds of {n} particle{'s' if n > 1 else ''}: "
         if n >= world:
             what += f"{n / world:g} particles per process" if n % world == 0 else \
@@ -145,7 +201,7 @@ def describe_layout(world: int, config: Any) -> str:
 
 
 def data_parallel_subgroups(group: Group, config: Any, timeout_s: float = DEFAULT_TIMEOUT_S,
-                            particles: Optional[list[int]] = None
+                            particles: Optional[list[int]] = None, data_parallel: bool = True
                             ) -> list[tuple[list[int], str]]:
     """The process groups of the processes that train one particle together (data parallel
     inside a particle: a round of n < P particles on P processes, groups of P // n; see
@@ -157,6 +213,8 @@ def data_parallel_subgroups(group: Group, config: Any, timeout_s: float = DEFAUL
 
     from ._core import _C
 
+    if not data_parallel:
+        return []
     if particles is None:  # the run's plan gives them; asked of the core otherwise
         particles = _C.particles_per_round(config.to_cpp())
     counts = sorted({1} | set(particles))

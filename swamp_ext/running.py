@@ -209,10 +209,12 @@ def run_imp(
     request.checkpoint.every_steps = checkpoint_every_steps
     request.checkpoint.fresh = fresh
     if group is not None:
+        dp, _ = _distributed.data_parallel_choice(config, data.input_shape, data.num_classes,
+                                                  group.size, adapter)
         request.set_processes(group.name, float(dist_timeout),
                               _distributed.data_parallel_subgroups(group, config,
                                                                    float(dist_timeout),
-                                                                   plan.particles))
+                                                                   plan.particles, dp), dp)
     # one writer per run folder (under torchrun rank 0 holds it for the group)
     lock = RunFolderLock(ckpt, force=force) if ckpt and primary else contextlib.nullcontext()
     with lock:

@@ -55,8 +55,9 @@ std::map<std::string, std::string> fields_of(const std::string& text) {
 
 }  // namespace
 
-DistributedProcesses::DistributedProcesses(std::shared_ptr<Collectives> collectives)
-    : c_(std::move(collectives)) {
+DistributedProcesses::DistributedProcesses(std::shared_ptr<Collectives> collectives,
+                                           bool data_parallel)
+    : c_(std::move(collectives)), data_parallel_(data_parallel) {
   TORCH_CHECK_VALUE(c_ != nullptr, "DistributedProcesses: no collectives");
   TORCH_CHECK_VALUE(c_->size() >= 1 && c_->rank() >= 0 && c_->rank() < c_->size(),
                     "DistributedProcesses: rank ", c_->rank(), " of ", c_->size());
@@ -66,6 +67,8 @@ ProcessLayout DistributedProcesses::layout_of(int64_t rank, int64_t n) const {
   TORCH_CHECK_VALUE(n >= 1, "distributed run: a round of ", n, " particles");
   const int64_t world = c_->size();
   if (n >= world) return ProcessLayout{world, 1, rank * n / world, (rank + 1) * n / world, 0};
+  if (!data_parallel_)  // one process per particle, the others sit the round out
+    return rank < n ? ProcessLayout{world, 1, rank, rank + 1, 0} : ProcessLayout{world, 1, n, n, 0};
   const int64_t g = world / n;  // as data_parallel_groups
   const int64_t p = rank / g;
   if (p >= n) return ProcessLayout{world, g, n, n, 0};  // left over: sits the round out

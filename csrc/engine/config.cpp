@@ -89,6 +89,9 @@ void validate_config(const Config& c, bool check_model) {
   TORCH_CHECK_VALUE(
       c.channels_last == "auto" || c.channels_last == "true" || c.channels_last == "false",
       "Config.channels_last must be auto, true or false; got '", c.channels_last, "'");
+  TORCH_CHECK_VALUE(
+      c.data_parallel == "auto" || c.data_parallel == "always" || c.data_parallel == "never",
+      "Config.data_parallel must be auto, always or never; got '", c.data_parallel, "'");
   TORCH_CHECK_VALUE(std::isfinite(c.sparse_conv_density) && c.sparse_conv_density >= 0.0 &&
                         c.sparse_conv_density <= 1.0,
                     "Config.sparse_conv_density must be in [0, 1], got ", c.sparse_conv_density);

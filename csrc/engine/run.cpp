@@ -103,12 +103,33 @@ class Run {
  private:
   // ---- the steps of the algorithm -------------------------------------------------------------
   // The ticket is one particle: with several processes they all train it, data-parallel.
+  // Without data parallel (one process per particle), the first process trains it and gives it to
+  // the others.
   void train_ticket() {
     Group g = ParticleModels::single_group(models_.ticket());
-    ParticleState t = trainer_.start(g, masks_.map(), -1, 0, 0);
-    trainer_.train(g, t, -1, 0, plan_.rewind_step, false, SavePoints{}, data_parallel(1));
+    const ProcessLayout layout = processes_.layout(1);
+    if (layout.first < layout.last) {
+      ParticleState t = trainer_.start(g, masks_.map(), -1, 0, 0);
+      trainer_.train(g, t, -1, 0, plan_.rewind_step, false, SavePoints{}, data_parallel(1));
+    }
+    if (layout.per_particle < layout.world) share_ticket(layout);
     p_.ticket_done = true;
     save();
+  }
+
+  // The ticket's parameters and buffers, from the process that trained it to every other.
+  void share_ticket(const ProcessLayout& layout) {
+    torch::NoGradGuard no_grad;
+    const bool mine = layout.first < layout.last;
+    if (mine) layers::disable_sparse(models_.ticket());  // its dense parameters, as everywhere
+    auto share = [&](at::Tensor t) {
+      std::vector<at::Tensor> local;
+      if (mine) local.push_back(t.detach());
+      const std::vector<at::Tensor> all = processes_.gather(local, 1);
+      if (!mine) t.detach().copy_(all.at(0));
+    };
+    for (auto& item : models_.ticket().named_parameters(true)) share(item.value());
+    for (auto& item : models_.ticket().named_buffers(true)) share(item.value());
   }
 
   // How this process trains its particle of a round of n together with others (if it does).

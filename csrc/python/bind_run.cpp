@@ -42,6 +42,7 @@ struct PyRunRequest {
   std::string process_group;
   double dist_timeout_s = 1800.0;
   Subgroups subgroups;
+  bool data_parallel = true;
   Hooks hooks;
   CheckpointOptions checkpoint;
   // A stop asked for (a signal's number; 0: none), seen at the next step boundary: set from a
@@ -97,9 +98,12 @@ RunResult run(PyRunRequest& rq) {
   if (!rq.process_group.empty()) {
     TORCH_CHECK_VALUE(rq.dist_timeout_s > 0, "dist_timeout must be > 0 seconds, got ",
                       rq.dist_timeout_s);
-    core.parts.processes = std::make_shared<DistributedProcesses>(process_group_collectives(
-        rq.process_group,
-        std::chrono::milliseconds(static_cast<int64_t>(rq.dist_timeout_s * 1000.0)), rq.subgroups));
+    core.parts.processes = std::make_shared<DistributedProcesses>(
+        process_group_collectives(
+            rq.process_group,
+            std::chrono::milliseconds(static_cast<int64_t>(rq.dist_timeout_s * 1000.0)),
+            rq.subgroups),
+        rq.data_parallel);
   }
   core.hooks.check_interrupt = [stop = rq.stop_signal] {
     {
@@ -173,14 +177,17 @@ void bind_run(py::module_& m) {
       .def_readwrite("feeder", &PyRunRequest::feeder, "A TorchData feeder (instead of tensors).")
       .def(
           "set_processes",
-          [](PyRunRequest& rq, std::string group, double timeout_s, Subgroups subgroups) {
+          [](PyRunRequest& rq, std::string group, double timeout_s, Subgroups subgroups,
+             bool data_parallel) {
             rq.process_group = std::move(group);
             rq.dist_timeout_s = timeout_s;
             rq.subgroups = std::move(subgroups);
+            rq.data_parallel = data_parallel;
           },
           py::arg("process_group"), py::arg("timeout_s"), py::arg("subgroups"),
+          py::arg("data_parallel") = true,
           "Spread the run over a torch.distributed process group (by name), with the subgroups "
-          "that train one particle together.")
+          "that train one particle together; data_parallel False: one process per particle.")
       .def(
           "request_stop", [](PyRunRequest& rq, int sig) { rq.stop_signal->store(sig); },
           py::arg("signal"),

@@ -77,8 +77,13 @@ SWAMP_API std::shared_ptr<Collectives> store_collectives_from_env(
 // The processes of a distributed run (RunParts::processes).
 class SWAMP_API DistributedProcesses : public Processes {
  public:
-  explicit DistributedProcesses(std::shared_ptr<Collectives> collectives);
-  // data_parallel_groups(size, n) seen from this process
+  // data_parallel: with fewer particles than processes, a particle is trained by a group of
+  // processes (data_parallel_groups); false: by one process each, the others sit the round out
+  // (Config::data_parallel "never", or "auto" where the rule finds the communication does not
+  // pay: swamp_ext.distributed.data_parallel_choice).
+  explicit DistributedProcesses(std::shared_ptr<Collectives> collectives,
+                                bool data_parallel = true);
+  // data_parallel_groups(size, n) seen from this process (or one process per particle)
   ProcessLayout layout(int64_t n) const override;
   void sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) override;
   std::vector<at::Tensor> gather(const std::vector<at::Tensor>& local, int64_t n) override;
@@ -92,6 +97,7 @@ class SWAMP_API DistributedProcesses : public Processes {
   ProcessLayout layout_of(int64_t rank, int64_t n) const;
 
   std::shared_ptr<Collectives> c_;
+  bool data_parallel_ = true;
   // the collectives of each group of processes training one particle, by their ranks
   std::map<std::vector<int64_t>, std::shared_ptr<Collectives>> groups_;
 };

@@ -107,7 +107,8 @@ namespace swamp {
   X(std::string, precision, "fp32")      \
   X(bool, diagnostics, true)             \
   X(std::string, channels_last, "auto")  \
-  X(bool, sync_batchnorm, false)
+  X(bool, sync_batchnorm, false)         \
+  X(std::string, data_parallel, "auto")
 
 struct Config {
 #define SWAMP_CONFIG_MEMBER(type, name, value) type name = value;
@@ -208,7 +209,7 @@ struct CheckpointOptions {
   // also every this many training steps inside a particle's training (0: never), resumed
   // mid-epoch: for epochs long enough that losing one to a kill matters
   int64_t every_steps = 0;
-  bool fresh = false;        // ignore (and replace) an existing checkpoint
+  bool fresh = false;  // ignore (and replace) an existing checkpoint
 };
 
 // What a run will do, decided once from its configuration and its model before anything
