@@ -18,8 +18,8 @@ import sys
 import pytest
 import torch
 from test_resume import assert_same as assert_same_saved
-from test_resume import child_env, load, run_child
-from test_torch_data import Pairs
+from test_resume import child_env, load, run_child, uninterrupted
+from test_torch_data import Pairs, assert_same
 
 import swamp_ext
 from swamp_ext import Config, datasets, run_imp
@@ -33,22 +33,6 @@ SMALL = dict(model="lenet_300_100", method="swamp", particles=2, rounds=3, epoch
 @pytest.fixture(scope="module")
 def digits():
     return datasets.load("digits")
-
-
-def figures(res):
-    return ([(r.test_acc, r.test_nll, r.ensemble_acc, r.sparsity, r.train_loss)
-             for r in res.rounds], res.masks, res.state_dict())
-
-
-def assert_same(a, b):
-    ra, ma, sa = figures(a)
-    rb, mb, sb = figures(b)
-    assert ra == rb
-    assert ma.keys() == mb.keys() and sa.keys() == sb.keys()
-    for k in ma:
-        assert torch.equal(ma[k], mb[k]), k
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), k
 
 
 def stop_at(sig, round_, particle, epoch):
@@ -172,10 +156,7 @@ CHILD_CFG = dict(SMALL, particle_mode="sequential")
 
 @pytest.fixture(scope="module")
 def child_reference(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ref")
-    rc, lines = run_child(d, CHILD_CFG, d / "ckpt", d / "ref.pt")
-    assert rc == 0, lines
-    return load(d / "ref.pt")
+    return uninterrupted(tmp_path_factory, CHILD_CFG)
 
 
 def test_step_checkpoints_resume_mid_epoch_after_sigkill(tmp_path, child_reference):

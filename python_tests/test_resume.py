@@ -153,12 +153,17 @@ def assert_same(a, b):
         assert torch.equal(a["state"][k], b["state"][k]), k
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def uninterrupted(tmp_path_factory, cfg):
+    """What the child saves for `cfg` run once, never interrupted: the reference of a resume."""
     d = tmp_path_factory.mktemp("ref")
-    rc, lines = run_child(d, CFG, d / "ckpt", d / "ref.pt")
+    rc, lines = run_child(d, cfg, d / "ckpt", d / "ref.pt")
     assert rc == 0, lines
     return load(d / "ref.pt")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return uninterrupted(tmp_path_factory, CFG)
 
 
 def test_checkpointing_does_not_change_the_result(reference):

@@ -461,9 +461,12 @@ def _exit_status(e: BaseException) -> Optional[int]:
 
 
 def _one_line(e: BaseException) -> str:
+    """The error on one line; where it may be a bug rather than the input, the way to see more."""
+    from .errors import RunStopped
+
     text = " ".join(str(e).split("\n")) if str(e) else type(e).__name__
-    return text + " (--debug for the traceback)" if not isinstance(e, (OSError, ValueError)) \
-        and "RunStopped" not in type(e).__name__ else text
+    plain = isinstance(e, (OSError, ValueError, RunStopped))
+    return text if plain else text + " (--debug for the traceback)"
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
