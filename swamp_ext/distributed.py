@@ -128,6 +128,22 @@ def _name(process_group: Any) -> str:
 DATA_PARALLEL_MIN_REUSE = 128.0
 
 
+def gradient_sync_stats(reset: bool = False) -> dict[str, float]:
+    """What this process's gradient all-reduces cost in data-parallel steps since the last reset.
+
+    The gradients of a data-parallel step travel in buckets while backward goes on (as
+    DistributedDataParallel's reducer sends them: the last layers' first, the first bucket of 1
+    MiB, the others up to 25 MiB). Keys: ``steps``, ``buckets``, ``bytes`` (sent), ``in_flight_s``
+    (the time some bucket's sum was travelling: the union of the buckets' start-to-done
+    intervals) and ``blocked_s`` (the time the training thread waited for them: after backward,
+    or in a collective that cannot run in the background). ``in_flight_s - blocked_s`` is the communication hidden behind
+    backward. ``reset=True`` starts counting afresh (after reading).
+    """
+    from . import _C
+
+    return dict(_C.ops.gradient_sync_stats(reset))
+
+
 def macs_per_parameter(config: Any, input_shape: Any, num_classes: int,
                        model: Any = None) -> Optional[float]:
     """Multiply-adds of one sample's forward pass per parameter of the model (the zoo's

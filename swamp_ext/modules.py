@@ -136,6 +136,11 @@ class _Single:
     def train(self, on: bool) -> None:
         self.module.train(on)
 
+    def batchnorm_statistics(self) -> list[torch.Tensor]:
+        """The running means, variances and batch counts recompute_bn recomputes."""
+        return [t for m in _batchnorms(self.module)
+                for t in (m.running_mean, m.running_var, m.num_batches_tracked) if t is not None]
+
     def recompute_bn(self, feed: Callable[[], None]) -> bool:
         bns = _batchnorms(self.module)
         if not bns:

@@ -325,10 +325,10 @@ class _Feeder:
                 self.announce((b, self.next_seq()), ("train", stream, epoch, b, shard_begin),
                               _Task("train", _mix(stream, epoch, b), idx, shard_begin))
 
-    def begin_scan(self, split: str, batch_size: int, end: int) -> None:
+    def begin_scan(self, split: str, batch_size: int, end: int, begin: int = 0) -> None:
         which = "bn" if split == "train" else "test"
         with self.lock:
-            for k, s in enumerate(range(0, end, batch_size)):
+            for k, s in enumerate(range(begin, end, batch_size)):
                 idx = tuple(range(s, min(s + batch_size, end)))
                 self.announce((k, self.next_seq()), (which, s, len(idx)),
                               _Task(which, _mix(_SCAN_STREAM, 1 if which == "test" else 0, s),

@@ -68,6 +68,15 @@ bool has_batchnorm(const torch::nn::Module& model) {
   return any;
 }
 
+std::vector<at::Tensor> batchnorm_statistics(const torch::nn::Module& model) {
+  std::vector<at::Tensor> out;
+  for_each_batchnorm(model, [&](auto& bn) {
+    for (const at::Tensor& t : {bn.running_mean, bn.running_var, bn.num_batches_tracked})
+      if (t.defined()) out.push_back(t);
+  });
+  return out;
+}
+
 bool recompute_batchnorm(torch::nn::Module& model, const std::function<void()>& forward_batches) {
   std::vector<std::optional<double>> saved;
   for_each_batchnorm(model, [&](auto& bn) {

@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -118,6 +119,37 @@ class ProcessGroupCollectives : public Collectives {
       return 0;
     });
     for (size_t k = 0; k < buckets.size(); ++k) unflat(flats[k][0], tensors, buckets[k]);
+  }
+  PendingSum start_all_reduce_sum(const at::Tensor& flat) override {
+    TORCH_CHECK_VALUE(flat.is_contiguous() && flat.dim() == 1,
+                      "start_all_reduce_sum: a flat contiguous tensor is summed, got sizes ",
+                      flat.sizes());
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.timeout = timeout_;
+    auto tensors = std::make_shared<std::vector<at::Tensor>>(std::vector<at::Tensor>{flat});
+    auto work = collective(describe(), "gradient all-reduce", timeout_,
+                           [&] { return group_->allreduce(*tensors, opts); });
+    // when the sum completed, recorded by the backend's thread (where it offers a future)
+    auto done = std::make_shared<std::atomic<int64_t>>(0);
+    try {
+      work->getFuture()->addCallback([done](c10::ivalue::Future&) {
+        done->store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now().time_since_epoch())
+                        .count());
+      });
+    } catch (const std::exception&) {  // no future: the time wait() returns stands for it
+    }
+    const std::string who = describe();
+    const auto timeout = timeout_;
+    return PendingSum(
+        [work, tensors, who, timeout] {
+          collective(who, "gradient all-reduce", timeout, [&] {
+            work->wait(timeout);
+            return 0;
+          });
+        },
+        done);
   }
   std::shared_ptr<Collectives> subgroup(const std::vector<int64_t>& ranks) override {
     for (const auto& [r, pg] : subgroups_)
@@ -264,6 +296,12 @@ void Collectives::all_reduce_sum(std::vector<at::Tensor>& tensors) {
     for (size_t r = 1; r < all.size(); ++r) sum.add_(all[r]);  // in rank order, everywhere
     unflat(sum, tensors, which);
   }
+}
+
+PendingSum Collectives::start_all_reduce_sum(const at::Tensor& flat) {
+  std::vector<at::Tensor> one{flat};
+  all_reduce_sum(one);
+  return PendingSum();
 }
 
 std::shared_ptr<Collectives> Collectives::subgroup(const std::vector<int64_t>& ranks) {

@@ -77,19 +77,29 @@ ProcessLayout DistributedProcesses::layout_of(int64_t rank, int64_t n) const {
 
 ProcessLayout DistributedProcesses::layout(int64_t n) const { return layout_of(c_->rank(), n); }
 
-void DistributedProcesses::sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) {
+Collectives* DistributedProcesses::group_of(int64_t n) {
   const ProcessLayout l = layout(n);
-  if (l.per_particle == 1 || l.first == l.last) return;
-  if (l.per_particle == c_->size()) {  // one particle trained by every process
-    c_->all_reduce_sum(tensors);
-    return;
-  }
+  if (l.per_particle == 1 || l.first == l.last) return nullptr;
+  if (l.per_particle == c_->size()) return c_.get();  // one particle trained by every process
   std::vector<int64_t> ranks;
   for (int64_t r = l.first * l.per_particle; r < (l.first + 1) * l.per_particle; ++r)
     ranks.push_back(r);
   auto it = groups_.find(ranks);
   if (it == groups_.end()) it = groups_.emplace(ranks, c_->subgroup(ranks)).first;
-  it->second->all_reduce_sum(tensors);
+  return it->second.get();
+}
+
+void DistributedProcesses::sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) {
+  if (Collectives* g = group_of(n)) g->all_reduce_sum(tensors);
+}
+
+PendingSum DistributedProcesses::start_sum_in_group(int64_t n, const at::Tensor& flat) {
+  if (Collectives* g = group_of(n)) return g->start_all_reduce_sum(flat);
+  return PendingSum();
+}
+
+void DistributedProcesses::sum_over_all(std::vector<at::Tensor>& tensors) {
+  if (c_->size() > 1) c_->all_reduce_sum(tensors);
 }
 
 std::vector<at::Tensor> DistributedProcesses::gather(const std::vector<at::Tensor>& local,

@@ -5,6 +5,34 @@
 
 namespace swamp {
 
+PendingSum::PendingSum() : done_(std::make_shared<std::atomic<int64_t>>(0)), waited_(Clock::now()) {}
+
+PendingSum::PendingSum(std::function<void()> wait, std::shared_ptr<std::atomic<int64_t>> done)
+    : wait_(std::move(wait)), done_(std::move(done)) {
+  if (!done_) done_ = std::make_shared<std::atomic<int64_t>>(0);
+}
+
+void PendingSum::wait() {
+  if (wait_) {
+    auto w = std::move(wait_);
+    wait_ = nullptr;
+    w();
+    waited_ = Clock::now();
+  }
+}
+
+PendingSum::Clock::time_point PendingSum::done_at() const {
+  const int64_t ns = done_->load();
+  if (ns == 0) return waited_;
+  return Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
+}
+
+PendingSum Processes::start_sum_in_group(int64_t n, const at::Tensor& flat) {
+  std::vector<at::Tensor> one{flat};
+  sum_in_group(n, one);
+  return PendingSum();
+}
+
 std::vector<at::Tensor> Processes::gather(const std::vector<at::Tensor>& local, int64_t n) {
   TORCH_CHECK_VALUE(static_cast<int64_t>(local.size()) == n, "gather: ", local.size(),
                     " particles here, expected all ", n);

@@ -134,8 +134,13 @@ class Run {
 
   // How this process trains its particle of a round of n together with others (if it does).
   DataParallel data_parallel(int64_t n) {
-    DataParallel dp{processes_.layout(n), {}};
-    if (dp.on()) dp.sum = [this, n](std::vector<at::Tensor>& t) { processes_.sum_in_group(n, t); };
+    DataParallel dp{processes_.layout(n), {}, {}};
+    if (dp.on()) {
+      dp.sum = [this, n](std::vector<at::Tensor>& t) { processes_.sum_in_group(n, t); };
+      dp.start = [this, n](const at::Tensor& flat) {
+        return processes_.start_sum_in_group(n, flat);
+      };
+    }
     return dp;
   }
 
@@ -173,14 +178,15 @@ class Run {
       p_.losses.push_back(st->last_loss[g]);
       p_.skipped.push_back(st->scaler ? st->skipped[g] : 0);
     }
-    // the SWA solutions' BN statistics, side by side (a group's first process speaks for it)
-    if (plan_.swa && cfg_.diagnostics && processes_.layout(n).group_rank == 0) {
+    // the SWA solutions' BN statistics, side by side (a data-parallel group shares the batches)
+    if (plan_.swa && cfg_.diagnostics) {
       const int64_t lanes = post_lanes(n);
+      const Sharding sh = in_group(n);
       run_lanes(lanes, [&](int64_t lane) {
         for (int64_t g = lane; g < group; g += lanes) {
           Model& m = models_.particle(first + g);
           const layers::SparseScope sparse = sparse_passes(m);
-          eval_.recompute_bn(m);
+          eval_.recompute_bn(m, sh);
         }
       });
     }
@@ -203,17 +209,20 @@ class Run {
     // data-parallel group does)
     const std::pair<int64_t, int64_t> mine_range = layout.contributes();
     const int64_t first = mine_range.first, last = mine_range.second;  // captured below (C++17)
-    // diagnostics: every particle evaluated (its figures, the prediction ensemble)
+    // diagnostics: every particle evaluated (its figures, the prediction ensemble); a
+    // data-parallel group shares its particle's test batches
     std::vector<at::Tensor> logp;
     if (cfg_.diagnostics) {
-      std::vector<at::Tensor> mine(static_cast<size_t>(last - first));
+      std::vector<at::Tensor> held(static_cast<size_t>(layout.last - layout.first));
       const int64_t lanes = post_lanes(n);
+      const Sharding sh = in_group(n);
       run_lanes(lanes, [&](int64_t lane) {
-        for (int64_t p = first + lane; p < last; p += lanes) {
+        for (int64_t p = layout.first + lane; p < layout.last; p += lanes) {
           const layers::SparseScope sparse = sparse_passes(models_.particle(p));
-          mine[p - first] = eval_.log_probs(models_.particle(p));
+          held[p - layout.first] = eval_.log_probs(models_.particle(p), sh);
         }
       });
+      std::vector<at::Tensor> mine(held.begin(), held.begin() + (last - first));
       logp = processes_.gather(mine, n);
       for (int64_t p = 0; p < n; ++p) {
         const Metrics m = eval_.metrics(logp[p]);
@@ -243,16 +252,18 @@ class Run {
       averager_.average(particles, out);
     }
     masks_.apply(avg);  // BN statistics are computed for exactly the weights evaluated
+    // every process holds the average: they share its batch-norm and test batches
     Metrics fm;
+    const Sharding everyone = over_all();
     if (n > 1 || plan_.swa) {
       const layers::SparseScope sparse = sparse_passes(avg);
-      eval_.recompute_bn(avg);
-      fm = eval_.metrics(eval_.log_probs(avg));
+      eval_.recompute_bn(avg, everyone);
+      fm = eval_.metrics(eval_.log_probs(avg, everyone));
     } else if (!logp.empty()) {  // one particle without SWA: the average is that particle
       fm = eval_.metrics(logp[0]);
     } else {  // the same model, not yet evaluated (its training batch-norm statistics kept)
       const layers::SparseScope sparse = sparse_passes(avg);
-      fm = eval_.metrics(eval_.log_probs(avg));
+      fm = eval_.metrics(eval_.log_probs(avg, everyone));
     }
     rr.test_acc = fm.acc;
     rr.test_nll = fm.nll;
@@ -270,6 +281,22 @@ class Run {
     p_.round_seconds = 0.0;
     round_t0_ = Clock::now();
     return rr;
+  }
+
+  // A pass over this process's particle shared by the members of its data-parallel group (alone
+  // otherwise).
+  Sharding in_group(int64_t n) {
+    const ProcessLayout l = processes_.layout(n);
+    if (l.per_particle == 1 || l.first == l.last) return {};
+    return {l.group_rank, l.per_particle,
+            [this, n](std::vector<at::Tensor>& t) { processes_.sum_in_group(n, t); }};
+  }
+  // A pass over the average shared by every process of the run.
+  Sharding over_all() {
+    const int64_t world = processes_.layout(1).world;
+    if (world == 1) return {};
+    return {processes_.rank(), world,
+            [this](std::vector<at::Tensor>& t) { processes_.sum_over_all(t); }};
   }
 
   // Tensor i of every particle of a round of n, all[i][p], from this process's particles'

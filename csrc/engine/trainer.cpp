@@ -20,6 +20,10 @@ namespace swamp::engine {
 namespace {
 // hash_seed stream of the training forwards' random draws (dropout ...)
 constexpr uint64_t kForwardStream = 0xd7095;
+// Gradient buckets of a data-parallel step, DDP's sizes: the first (the last layers' gradients,
+// ready first) small so that sending starts early in backward, the others larger.
+constexpr int64_t kFirstBucketBytes = int64_t{1} << 20;
+constexpr int64_t kBucketBytes = int64_t{25} << 20;
 }  // namespace
 
 std::vector<at::Tensor> trainable(const Group& grp) {
@@ -141,20 +145,31 @@ at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t epoc
       }
       if (dp_.on()) {
         // the group's gradients and loss summed before the step (the same in every member, so
-        // an fp16 overflow skips the step everywhere)
-        (st.scaler ? loss.sum() * scale : loss.sum()).backward();
-        std::vector<at::Tensor> sums;
-        for (size_t i = t0; i < t1; ++i) {
-          at::Tensor p = st.opt.params()[i];
-          if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-          sums.push_back(p.grad());
+        // an fp16 overflow skips the step everywhere); the gradients travel in buckets while
+        // backward goes on (buckets_), or are summed after it
+        at::Tensor loss_sum = loss.detach().to(at::kFloat).reshape({-1}).clone();
+        std::vector<at::Tensor> grads;
+        if (buckets_) {
+          PendingSum loss_pending = dp_.start(loss_sum);
+          buckets_->prepare();
+          (st.scaler ? loss.sum() * scale : loss.sum()).backward();
+          buckets_->finish();
+          loss_pending.wait();
+          for (size_t i = t0; i < t1; ++i) grads.push_back(st.opt.params()[i].grad());
+        } else {
+          (st.scaler ? loss.sum() * scale : loss.sum()).backward();
+          for (size_t i = t0; i < t1; ++i) {
+            at::Tensor p = st.opt.params()[i];
+            if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+            grads.push_back(p.grad());
+          }
+          grads.push_back(loss_sum);
+          dp_.sum(grads);
+          grads.pop_back();
         }
-        sums.push_back(loss.detach().to(at::kFloat).reshape({-1}).clone());
-        dp_.sum(sums);
-        loss = sums.back();
+        loss = loss_sum;
         if (st.scaler) {
-          sums.pop_back();
-          overflow[k] = st.scaler->unscale(sums) ? 0 : 1;
+          overflow[k] = st.scaler->unscale(grads) ? 0 : 1;
           if (!overflow[k]) st.opt.step(lr, t0, t1);
         } else {
           st.opt.step(lr, t0, t1);
@@ -210,8 +225,18 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
   dp_ = dp;
   struct Reset {
     DataParallel& dp;
-    ~Reset() { dp = DataParallel{}; }
-  } reset{dp_};
+    std::unique_ptr<GradientBuckets>& buckets;
+    ~Reset() {
+      buckets.reset();
+      dp = DataParallel{};
+    }
+  } reset{dp_, buckets_};
+  if (dp_.on() && dp_.start) {
+    std::vector<at::Tensor> params(st.opt.params().begin() + static_cast<int64_t>(grp.first[0]),
+                                   st.opt.params().begin() + static_cast<int64_t>(grp.first[1]));
+    buckets_ = std::make_unique<GradientBuckets>(std::move(params), dp_.start,
+                                                 kFirstBucketBytes, kBucketBytes);
+  }
   for (Model* m : grp.models) m->train(true);
   const int64_t spe = plan_.steps_per_epoch;
   const int64_t particles = particles_in_round(cfg_, std::max<int64_t>(round, 0));

@@ -5,11 +5,13 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "../checkpoint/entries.h"
+#include "gradient_buckets.h"
 #include "particles.h"
 #include "plan.h"
 #include "swamp/averaging.h"
@@ -55,6 +57,9 @@ struct SavePoints {
 struct DataParallel {
   ProcessLayout layout;  // group_rank of per_particle processes
   std::function<void(std::vector<at::Tensor>&)> sum;
+  // starts the group's sum of one flat tensor (the gradient buckets, sent during backward);
+  // empty: `sum` after backward
+  std::function<PendingSum(const at::Tensor&)> start;
   bool on() const { return layout.per_particle > 1; }
 };
 
@@ -93,6 +98,7 @@ class Trainer {
   bool draws_random_ = false;
   bool channels_last_ = false;
   DataParallel dp_;  // of the current train() call
+  std::unique_ptr<GradientBuckets> buckets_;  // its gradient all-reduce, during backward
 };
 
 // The tensors the optimizer, SWA and averaging work on (the values of sparse layers instead of

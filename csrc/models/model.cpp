@@ -32,4 +32,6 @@ bool Model::recompute_batchnorm(const std::function<void()>& forward_batches) {
   return swamp::recompute_batchnorm(*this, forward_batches);
 }
 
+std::vector<at::Tensor> Model::batchnorm_statistics() { return swamp::batchnorm_statistics(*this); }
+
 }  // namespace swamp

@@ -3,6 +3,7 @@
 #include "../common/lanes.h"
 #include "bindings.h"
 #include "swamp/data.h"
+#include "swamp/distributed.h"
 #include "swamp/layers.h"
 #include "swamp/optim.h"
 #include "swamp/pruning.h"
@@ -67,6 +68,22 @@ void bind_ops(py::module_& m) {
   m.def("lanes_concurrent", &lanes_concurrent);
   m.def("channels_last_enabled", &layers::channels_last_enabled,
         "Whether this thread's training forward runs channels-last (Config.channels_last).");
+  m.def(
+      "gradient_sync_stats",
+      [](bool reset) {
+        const GradientSyncStats s = gradient_sync_stats(reset);
+        py::dict d;
+        d["steps"] = s.steps;
+        d["buckets"] = s.buckets;
+        d["bytes"] = s.bytes;
+        d["in_flight_s"] = s.in_flight_s;
+        d["blocked_s"] = s.blocked_s;
+        return d;
+      },
+      py::arg("reset") = false,
+      "This process's gradient all-reduces of data-parallel steps since the last reset: steps, "
+      "buckets, bytes, in_flight_s (first bucket started to last completed, per step), "
+      "blocked_s (the part the training thread waited).");
   m.def("sync_batchnorm_active", &layers::sync_batchnorm_active,
         "Whether this thread trains a data-parallel particle with Config.sync_batchnorm.");
   m.def(

@@ -76,6 +76,12 @@ void PyBatchSource::begin_scan(Split split, int64_t batch_size, int64_t end) {
   feeder_.attr("begin_scan")(split == Split::kTrain ? "train" : "test", batch_size, end);
 }
 
+void PyBatchSource::begin_scan_range(Split split, int64_t batch_size, int64_t begin,
+                                     int64_t end) {
+  py::gil_scoped_acquire gil;
+  feeder_.attr("begin_scan")(split == Split::kTrain ? "train" : "test", batch_size, end, begin);
+}
+
 Batch PyBatchSource::train_inputs(int64_t begin, int64_t len) {
   py::gil_scoped_acquire gil;
   return pair_to_device(feeder_.attr("train_inputs")(begin, len), nullptr);

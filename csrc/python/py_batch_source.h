@@ -26,6 +26,7 @@ class PyBatchSource : public BatchSource {
   Batch train_batch(const TrainRequest& r) override;
   void expect(const EpochPlan& plan) override;
   void begin_scan(Split split, int64_t batch_size, int64_t end) override;
+  void begin_scan_range(Split split, int64_t batch_size, int64_t begin, int64_t end) override;
   bool concurrent_scans() const override { return false; }
   Batch train_inputs(int64_t begin, int64_t len) override;
   Batch test_batch(int64_t begin, int64_t len) override;

@@ -30,6 +30,7 @@ class PyModel : public Model {
     loss_ = handle.attr("loss");
     train_ = handle.attr("train");
     recompute_ = handle.attr("recompute_bn");
+    statistics_ = py::getattr(handle, "batchnorm_statistics", py::none());
     handle_ = std::move(handle);
   }
   ~PyModel() override {
@@ -38,6 +39,7 @@ class PyModel : public Model {
     loss_ = py::object();
     train_ = py::object();
     recompute_ = py::object();
+    statistics_ = py::object();
     handle_ = py::object();
   }
 
@@ -98,6 +100,12 @@ class PyModel : public Model {
     return recompute_(feed).cast<bool>();
   }
 
+  std::vector<at::Tensor> batchnorm_statistics() override {
+    py::gil_scoped_acquire gil;
+    if (statistics_.is_none()) return {};
+    return statistics_().cast<std::vector<at::Tensor>>();
+  }
+
  private:
   void add(const std::string& dotted, const at::Tensor& t, bool parameter) {
     torch::nn::Module* node = this;
@@ -133,7 +141,7 @@ class PyModel : public Model {
           "SGD, SWA, averaging): compute with parameters, do not modify them");
   }
 
-  py::object handle_, forward_, loss_, train_, recompute_;
+  py::object handle_, forward_, loss_, train_, recompute_, statistics_;
   std::vector<std::pair<std::string, at::Tensor>> watched_;
 };
 

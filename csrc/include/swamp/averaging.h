@@ -61,6 +61,9 @@ SWAMP_API void average_in_order(const std::vector<std::vector<at::Tensor>>& part
 // when the model has no batch-norm layer (nothing to do).
 SWAMP_API bool recompute_batchnorm(torch::nn::Module& model,
                                    const std::function<void()>& forward_batches);
+// The running means, variances and batch counts of the batch-norm layers recompute_batchnorm
+// recomputes, layer by layer in module order (those a layer holds).
+SWAMP_API std::vector<at::Tensor> batchnorm_statistics(const torch::nn::Module& model);
 // Whether `model` holds a batch-norm layer (whose statistics recompute_batchnorm recomputes).
 SWAMP_API bool has_batchnorm(const torch::nn::Module& model);
 

@@ -94,6 +94,12 @@ class SWAMP_API BatchSource {
     (void)batch_size;
     (void)end;
   }
+  // A pass over the batches of `batch_size` from `begin` (a multiple of it) to `end`: this
+  // process's share of a pass shared by several (evaluation, batch-norm statistics). Default:
+  // begin_scan for a pass from 0, no announcement otherwise.
+  virtual void begin_scan_range(Split split, int64_t batch_size, int64_t begin, int64_t end) {
+    if (begin == 0) begin_scan(split, batch_size, end);
+  }
   // Whether train_inputs / test_batch may be called from several threads at once (batch-norm
   // statistics and evaluation of particles side by side); false: one pass at a time.
   virtual bool concurrent_scans() const { return true; }

@@ -44,6 +44,11 @@ class SWAMP_API Collectives {
   // sums are bitwise the same in every process. Default: the tensors flattened by dtype,
   // all-gathered and summed in rank order.
   virtual void all_reduce_sum(std::vector<at::Tensor>& tensors);
+  // Starts summing one flat tensor in place over all processes (the same sizes everywhere, the
+  // same calls in the same order); the sum is bitwise the same in every process once waited
+  // for. Default: summed now with all_reduce_sum, returned complete. A process group sends it
+  // asynchronously (c10d work), completed by PendingSum::wait.
+  virtual PendingSum start_all_reduce_sum(const at::Tensor& flat);
   // The collectives of the processes `ranks` (ranks of this group, ascending, this process among
   // them), numbered 0.. in that order. Only those processes call it, each once per set of ranks.
   // Default: not supported (c10::NotImplementedError).
@@ -86,6 +91,9 @@ class SWAMP_API DistributedProcesses : public Processes {
   // data_parallel_groups(size, n) seen from this process (or one process per particle)
   ProcessLayout layout(int64_t n) const override;
   void sum_in_group(int64_t n, std::vector<at::Tensor>& tensors) override;
+  PendingSum start_sum_in_group(int64_t n, const at::Tensor& flat) override;
+  void sum_over_all(std::vector<at::Tensor>& tensors) override;
+  int64_t rank() const override { return c_->rank(); }
   std::vector<at::Tensor> gather(const std::vector<at::Tensor>& local, int64_t n) override;
   bool primary() const override { return c_->rank() == 0; }
   bool spread() const override { return c_->size() > 1; }
@@ -95,11 +103,29 @@ class SWAMP_API DistributedProcesses : public Processes {
 
  private:
   ProcessLayout layout_of(int64_t rank, int64_t n) const;
+  // the collectives of the processes training this process's particle of a round of n (null:
+  // it trains alone or sits the round out)
+  Collectives* group_of(int64_t n);
 
   std::shared_ptr<Collectives> c_;
   bool data_parallel_ = true;
   // the collectives of each group of processes training one particle, by their ranks
   std::map<std::vector<int64_t>, std::shared_ptr<Collectives>> groups_;
 };
+
+// What the gradient all-reduces of data-parallel steps cost since the last reset, summed over
+// the steps of this process: `in_flight_s` the time some bucket's sum was travelling (the union
+// of the buckets' start-to-done intervals), `blocked_s` the time the training thread waited for
+// them (after backward, or in a sum that cannot run in the background); the communication hidden
+// behind backward is in_flight - blocked.
+struct GradientSyncStats {
+  int64_t steps = 0;
+  int64_t buckets = 0;
+  double bytes = 0.0;
+  double in_flight_s = 0.0;
+  double blocked_s = 0.0;
+};
+// The counts so far (reset: and start counting afresh).
+SWAMP_API GradientSyncStats gradient_sync_stats(bool reset = false);
 
 }  // namespace swamp

@@ -48,6 +48,13 @@ class SWAMP_API Model : public torch::nn::Module {
   // (recompute_batchnorm, swamp/averaging.h); models whose normalisation lives elsewhere (a
   // Python module) override it.
   virtual bool recompute_batchnorm(const std::function<void()>& forward_batches);
+  // The tensors recompute_batchnorm recomputes, in a fixed order: every batch-norm layer's
+  // running mean and variance, and its batch count (an integer tensor). Batch-norm statistics are
+  // taken batch by batch from them (and so shared by the processes of a run); empty: none, or not
+  // known (then recompute_batchnorm runs over all batches at once, in every process). Default:
+  // those of the torch::nn::BatchNorm{1,2,3}d modules in the tree (batchnorm_statistics,
+  // swamp/averaging.h).
+  virtual std::vector<at::Tensor> batchnorm_statistics();
 };
 using ModelPtr = std::shared_ptr<Model>;
 using ModelFactory = std::function<ModelPtr(const ModelSpec&)>;

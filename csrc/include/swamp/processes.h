@@ -7,7 +7,11 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +48,25 @@ struct ProcessLayout {
 // the collectives only). DistributedProcesses::layout follows it.
 SWAMP_API std::vector<std::vector<int64_t>> data_parallel_groups(int64_t world, int64_t n);
 
+// A sum over processes in flight (Processes::start_sum_in_group): wait() returns once the tensor
+// holds the sum, done_at() says when the sum completed (known after wait()). A default-made one
+// is already complete.
+class SWAMP_API PendingSum {
+ public:
+  using Clock = std::chrono::steady_clock;
+  PendingSum();
+  // `wait`: blocks until the sum is in place; `done`: set by whoever completes the sum (the
+  // steady clock's nanoseconds), 0 while not known (then done_at() is when wait() returned).
+  PendingSum(std::function<void()> wait, std::shared_ptr<std::atomic<int64_t>> done);
+  void wait();
+  Clock::time_point done_at() const;
+
+ private:
+  std::function<void()> wait_;
+  std::shared_ptr<std::atomic<int64_t>> done_;
+  Clock::time_point waited_{};
+};
+
 // The seam itself; this base class is one process holding every particle, alone.
 class SWAMP_API Processes {
  public:
@@ -58,6 +81,16 @@ class SWAMP_API Processes {
     (void)n;
     (void)tensors;
   }
+  // Starts summing one flat tensor in place over the same processes as sum_in_group, so that
+  // the sum travels while this process goes on (the gradient buckets of a data-parallel step,
+  // sent during backward). Every member starts the same sums in the same order. Default: summed
+  // now (sum_in_group), returned complete.
+  virtual PendingSum start_sum_in_group(int64_t n, const at::Tensor& flat);
+  // Sums `tensors` in place over every process of the run (work shared by all of them:
+  // evaluation and batch-norm statistics of the average). Default: alone, nothing to do.
+  virtual void sum_over_all(std::vector<at::Tensor>& tensors) { (void)tensors; }
+  // This process's rank among all processes of the run (0 alone).
+  virtual int64_t rank() const { return 0; }
   // One tensor per particle that this process contributes (layout(n).contributes(); same shape
   // for every particle) -> the tensors of all n particles, in particle order.
   virtual std::vector<at::Tensor> gather(const std::vector<at::Tensor>& local, int64_t n);
