@@ -5,7 +5,9 @@ spent communicating, and the swamp/imp round ratio per process count.
 
 Data parallel inside a particle (more processes than particles): IMP of --dp-model with 1 process
 of 1 thread against 2 processes of 1 thread each (the closest a 2-core machine comes to two
-devices): the speed-up and the share of the round spent summing gradients; then agreement with
+devices): the speed-up, the gradient all-reduce's time in flight, the share of it hidden behind
+backward and the share of the round the steps waited for it (swamp_ext.distributed.
+gradient_sync_stats); then agreement with
 one process: IMP on 2 processes and SWAMP-2 on 4 processes, masks equal and test accuracy per
 round, and how far the weights are apart after one SGD step, for batch-norm models also with
 Config.sync_batchnorm (the whole batch's statistics, as torch.nn.SyncBatchNorm).
@@ -99,29 +101,20 @@ def dp_worker(a) -> None:
     if a.dp_worker == "scale":
         cfg = swamp_ext.Config(model=a.dp_model, method="imp", rounds=a.dp_rounds,
                                epochs=a.dp_epochs, seed=1, data_parallel=a.dp_layout)
-        res = swamp_ext.run_imp(cfg, data, progress=False)
+        # the gradient all-reduces of the rounds (counted from the ticket's end)
+        res = swamp_ext.run_imp(cfg, data, progress=False,
+                                on_ticket=lambda _: distributed.gradient_sync_stats(reset=True))
+        sync = distributed.gradient_sync_stats(reset=True)
         out["round"] = statistics.fmean(r.seconds for r in res.rounds[1:] or res.rounds)
         out["acc"] = [r.test_acc for r in res.rounds]
-        out["comm"] = 0.0
+        out["in_flight"] = sync["in_flight_s"] / len(res.rounds)
+        out["blocked"] = sync["blocked_s"] / len(res.rounds)
+        out["buckets"] = sync["buckets"] / max(sync["steps"], 1)
         out["processes_per_particle"] = [r.processes_per_particle for r in res.rounds]
         if dist.is_initialized():
             out["auto"] = distributed.data_parallel_choice(
                 dataclasses.replace(cfg, data_parallel="auto"), data.input_shape,
                 data.num_classes, dist.get_world_size())
-        if dist.is_initialized() and a.dp_layout == "always":
-            # what a step sends: every parameter's gradient (one fp32 bucket for these models)
-            # and the loss, summed over the group
-            state = swamp_ext.models.create(a.dp_model, list(data.input_shape),
-                                            data.num_classes)[0]
-            grads = torch.zeros(sum(t.numel() for t in state.values()
-                                    if t.is_floating_point()) + 1)
-            for _ in range(3):
-                dist.all_reduce(grads)
-            t0 = time.perf_counter()
-            for _ in range(20):
-                dist.all_reduce(grads)
-            steps = a.dp_epochs * (data.x_train.shape[0] // cfg.batch_size)
-            out["comm"] = (time.perf_counter() - t0) / 20 * steps
     else:
         # the runs in one process: rank 0 alone makes them (the others wait at a barrier)
         primary = dist.get_rank() == 0
@@ -200,8 +193,12 @@ def data_parallel_table(a) -> None:
           f"{a.dp_epochs} epochs, 1 thread per process; mean round seconds over rounds "
           f"1..{a.dp_rounds - 1}. 2 processes: data parallel (always) or one process per "
           "particle, the other idle (never); auto: Config.data_parallel's rule")
+    print("gradient all-reduce per round: 'in flight' the time some gradient bucket was being "
+          "summed, 'hidden' the share of it that overlapped backward, 'exposed' the time the step "
+          "waited for it as a share of the round")
     print(f"{'model':>14} {'processes':>9} {'layout':>7} {'round s':>8} {'speed-up':>8} "
-          f"{'all-reduce s':>12} {'comm share':>10}  test accuracy per round")
+          f"{'buckets':>7} {'in flight s':>11} {'hidden':>6} {'exposed':>7}  "
+          "test accuracy per round")
     for model in [a.dp_model, *a.dp_scale_models]:
         one, times, auto = None, {}, None
         for ranks, layout in ((1, "always"), (2, "always"), (2, "never")):
@@ -212,9 +209,11 @@ def data_parallel_table(a) -> None:
             one = one or r["round"]
             times[(ranks, layout)] = r["round"]
             auto = r.get("auto", auto)
+            hidden = 1 - r["blocked"] / r["in_flight"] if r["in_flight"] > 0 else 0.0
             print(f"{model:>14} {ranks:9d} {layout if ranks > 1 else '':>7} {r['round']:8.2f} "
-                  f"{one / r['round']:7.2f}x {r['comm']:12.2f} "
-                  f"{100 * r['comm'] / r['round']:9.1f}%  {[round(x, 4) for x in r['acc']]}")
+                  f"{one / r['round']:7.2f}x {r['buckets']:7.1f} {r['in_flight']:11.2f} "
+                  f"{100 * hidden:5.1f}% {100 * r['blocked'] / r['round']:6.1f}%  "
+                  f"{[round(x, 4) for x in r['acc']]}")
         if auto is not None and len(times) == 3:
             faster = "always" if times[(2, "always")] < times[(2, "never")] else "never"
             picked = "always" if auto[0] else "never"

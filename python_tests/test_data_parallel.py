@@ -60,6 +60,8 @@ rank = torch.distributed.get_rank()
 digits = swamp_ext.datasets.load("digits")
 out = {}
 
+FIGURES = ("test_acc", "test_nll", "test_ece", "ensemble_acc", "ensemble_nll", "train_loss")
+
 def compare(name, cfg, data, **kw):
     spread = swamp_ext.run_imp(cfg, data, progress=False, **kw)
     alone = swamp_ext.run_imp(cfg, data, progress=False, process_group=False, **kw)
@@ -70,6 +72,8 @@ def compare(name, cfg, data, **kw):
         masks=same / total,
         diff=max(float((a[k].double() - s[k].double()).abs().max()) for k in a),
         acc=[r.test_acc for r in spread.rounds], acc_alone=[r.test_acc for r in alone.rounds],
+        figures=[[getattr(r, f) for f in FIGURES] for r in spread.rounds],
+        figures_alone=[[getattr(r, f) for f in FIGURES] for r in alone.rounds],
         sparsity=[r.sparsity for r in spread.rounds],
         sparsity_alone=[r.sparsity for r in alone.rounds],
         skipped=[r.skipped_steps for r in spread.rounds],
@@ -176,6 +180,20 @@ compare("augment", swamp_ext.Config(model="lenet5", method="imp", rounds=2, epoc
                                     augment=True, crop_padding=2, seed=1,
                                     data_parallel="always"), small)
 
+# the gradient all-reduce runs in buckets during backward: what the counters saw
+from swamp_ext import distributed as spread
+spread.gradient_sync_stats(reset=True)
+cfg = swamp_ext.Config(model="conv4_small", method="imp", rounds=1, epochs=2, seed=5,
+                       data_parallel="always")
+swamp_ext.run_imp(cfg, small, progress=False)
+state = swamp_ext.models.create("conv4_small", list(small.input_shape), small.num_classes)[0]
+stats = spread.gradient_sync_stats(reset=True)
+out["timing_buckets"] = {k: stats.pop(k) for k in ("in_flight_s", "blocked_s")}
+out["buckets"] = dict(
+    stats=stats, steps=2 * (small.x_train.shape[0] // cfg.batch_size),
+    sizes=[4 * v.numel() for k, v in state.items()
+           if v.is_floating_point() and "running" not in k])
+
 # a torch Dataset with a random transform, fetched by one worker per process (its shard only)
 class Noisy(torch.utils.data.Dataset):
     def __init__(self, x, y):
@@ -209,6 +227,31 @@ out["module"] = dict(acc=[r.test_acc for r in res.rounds],
                      layout=[[r.processes, r.processes_per_particle] for r in res.rounds],
                      state=float(sum(v.double().sum() for v in res.state_dict().values())))
 
+# a parameter your module does not use in a step gets no gradient: its bucket is sent after
+# backward (zeros), and the run is the one-process run's
+class Unused(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64),
+                                        torch.nn.ReLU(), torch.nn.Linear(64, 10))
+        self.spare = torch.nn.Linear(64, 64)
+    def forward(self, x):
+        return self.body(x)
+
+torch.manual_seed(0)
+compare("unused", swamp_ext.Config(method="imp", rounds=2, epochs=2, seed=5,
+                                   data_parallel="always"), digits, model=Unused())
+
+# SWAMP-2 with one particle per process (the ticket trained by one, "never"): each process
+# evaluates half of the average's test batches and recomputes half of its batch-norm
+# statistics; the figures are the one-process ones
+compare("shared_eval", swamp_ext.Config(model="conv4_small", method="swamp", particles=2,
+                                        rounds=2, epochs=2, seed=5, data_parallel="never"),
+        digits)
+compare("shared_eval_module", swamp_ext.Config(method="swamp", particles=2, rounds=2, epochs=2,
+                                               seed=5, data_parallel="never"), digits,
+        model=BnNet())
+
 try:
     swamp_ext.run_imp(swamp_ext.Config(model="lenet_300_100", method="imp", rounds=1, epochs=1,
                                        rewind_epochs=0, batch_size=1, data_parallel="always"),
@@ -227,9 +270,9 @@ def _job(where: Path, cases: str, world: int) -> dict:
     job = _cli(_torchrun([str(script), str(where)], ranks=world, module=False), timeout=900)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
     reps = [json.loads((where / f"report{r}.json").read_text()) for r in range(world)]
-    for r in reps[1:]:  # every process ends with the same result
-        assert {k: v for k, v in r.items() if k != "rank"} == \
-            {k: v for k, v in reps[0].items() if k != "rank"}
+    for r in reps[1:]:  # every process ends with the same result (timings aside)
+        assert {k: v for k, v in r.items() if k != "rank" and not k.startswith("timing")} == \
+            {k: v for k, v in reps[0].items() if k != "rank" and not k.startswith("timing")}
     return reps[0]
 
 
@@ -311,6 +354,41 @@ def test_data_parallel_never_is_the_one_process_run(two):
     assert two["never"]["layout"] == [[2, 1]] * 3
     assert two["never_swamp_plus"]["layout"] == [[2, 1], [2, 1]]
     assert two["auto_lenet"]["layout"] == [[2, 1]] * 2 and two["auto_lenet"]["masks"] == 1.0
+
+
+def test_gradients_travel_in_buckets_during_backward(two):
+    rep = two["buckets"]
+    st = {**rep["stats"], **two["timing_buckets"]}
+    # DistributedDataParallel's bucket rule, over conv4_small's parameters: in reverse order, a
+    # bucket closed once it holds >= 1 MiB (the first) or >= 25 MiB (the others)
+    buckets, filled = 1, 0
+    for size in reversed(rep["sizes"]):
+        if filled >= (1 << 20 if buckets == 1 else 25 << 20):
+            buckets, filled = buckets + 1, 0
+        filled += size
+    print(f"\n{st['steps']} steps, {st['buckets'] / st['steps']:g} buckets a step, "
+          f"{st['in_flight_s']:.3f} s in flight, {st['blocked_s']:.3f} s blocked")
+    assert buckets == 2  # fc3 .. fc1 first (3.3 MB), then the convolutions
+    assert st["steps"] == rep["steps"]  # the ticket's and the round's, each data parallel
+    assert st["buckets"] == buckets * st["steps"]
+    assert st["bytes"] == sum(rep["sizes"]) * st["steps"]
+    assert st["in_flight_s"] > 0 and st["blocked_s"] > 0
+
+
+def test_a_parameter_without_a_gradient_does_not_hold_up_the_group(two):
+    rep = two["unused"]
+    _agrees(rep)
+    assert rep["layout"] == [[2, 2], [2, 2]]
+
+
+def test_evaluation_and_batchnorm_statistics_shared_by_the_processes_are_the_one_process_ones(two):
+    # the average's test batches and batch-norm batches split over the processes, the particles'
+    # over their data-parallel group: every figure is the one-process run's
+    for case in ("shared_eval", "shared_eval_module"):
+        rep = two[case]
+        assert rep["layout"] == [[2, 1], [2, 1]], rep
+        assert rep["masks"] == 1.0 and rep["diff"] == 0.0, rep  # bitwise
+        assert rep["figures"] == rep["figures_alone"], rep
 
 
 def test_shards_keep_the_whole_batchs_random_draws(two):

@@ -352,6 +352,74 @@ def test_one_rank_with_a_cpu_and_cuda_backend(device, digits, tmp_path):
         dist.destroy_process_group()
 
 
+_DP_JOB = r"""
+import json, sys
+import torch, torch.distributed as dist
+import swamp_ext
+from swamp_ext import distributed as spread
+
+backend, device, where = sys.argv[1], sys.argv[2], sys.argv[3]
+dist.init_process_group(backend)
+if device == "cuda":
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+probe = torch.ones(4, device=device)
+dist.all_reduce(probe)  # a backend that cannot put two ranks on one device fails here
+digits = swamp_ext.datasets.load("digits")
+out = {"probe": probe.tolist()}
+for name, kw in (("imp", dict(model="lenet_300_100")),
+                 ("sync_bn", dict(model="conv4_small", sync_batchnorm=True))):
+    cfg = swamp_ext.Config(method="imp", rounds=2, epochs=2, seed=5, batch_size=64,
+                           data_parallel="always", device=device, **kw)
+    spread.gradient_sync_stats(reset=True)
+    a = swamp_ext.run_imp(cfg, digits, progress=False)
+    stats = spread.gradient_sync_stats(reset=True)
+    b = swamp_ext.run_imp(cfg, digits, progress=False, process_group=False)
+    out[name] = dict(
+        masks=sum(int((a.masks[k] == b.masks[k]).sum()) for k in a.masks)
+        / sum(m.numel() for m in a.masks.values()),
+        acc=[[r.test_acc for r in a.rounds], [r.test_acc for r in b.rounds]],
+        layout=[r.processes_per_particle for r in a.rounds], steps=stats["steps"],
+        buckets=stats["buckets"])
+with open(f"{where}/dp{dist.get_rank()}.json", "w") as f:
+    json.dump(out, f)
+dist.destroy_process_group()
+"""
+
+
+def test_data_parallel_with_two_processes_on_one_device(device, tmp_path):
+    """Two processes train each particle data-parallel on the one device: NCCL where its version
+    lets two ranks share a GPU, otherwise gloo on the device's tensors (on the CPU, gloo)."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text(_DP_JOB)
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    tried = []
+    for backend in (["nccl", "gloo"] if device == "cuda" else ["gloo"]):
+        job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              "--nproc_per_node=2", str(script), backend, device, str(tmp_path)],
+                             capture_output=True, text=True, timeout=900, env=env)
+        tried.append(f"{backend}: exit {job.returncode}\n{job.stderr[-2000:]}")
+        if job.returncode == 0:
+            break
+    assert job.returncode == 0, "\n".join(tried)
+    reps = [json.loads((tmp_path / f"dp{r}.json").read_text()) for r in range(2)]
+    assert reps[0] == reps[1]  # every process ends with the same result
+    rep = reps[0]
+    print(f"\n{backend} on {device}: IMP masks {rep['imp']['masks']:.4f} equal, "
+          f"sync_bn {rep['sync_bn']['masks']:.4f}")
+    assert rep["probe"] == [2.0] * 4
+    for name, masks in (("imp", 0.999), ("sync_bn", 0.98)):
+        r = rep[name]
+        assert r["layout"] == [2, 2], r
+        assert r["steps"] > 0 and r["buckets"] >= r["steps"], r  # sent in buckets
+        assert r["masks"] >= masks, r
+        for x, y in zip(*r["acc"]):
+            assert abs(x - y) <= 0.01, r
+
+
 # ---- the zoo -----------------------------------------------------------------------------------
 def zoo_shape(name):
     if name.startswith("lenet_300"):

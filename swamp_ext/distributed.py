@@ -136,8 +136,8 @@ def gradient_sync_stats(reset: bool = False) -> dict[str, float]:
     MiB, the others up to 25 MiB). Keys: ``steps``, ``buckets``, ``bytes`` (sent), ``in_flight_s``
     (the time some bucket's sum was travelling: the union of the buckets' start-to-done
     intervals) and ``blocked_s`` (the time the training thread waited for them: after backward,
-    or in a collective that cannot run in the background). ``in_flight_s - blocked_s`` is the communication hidden behind
-    backward. ``reset=True`` starts counting afresh (after reading).
+    or in a collective that cannot run in the background). ``in_flight_s - blocked_s`` is the
+    communication hidden behind backward. ``reset=True`` starts counting afresh (after reading).
     """
     from . import _C
 
