@@ -218,6 +218,8 @@ def data_parallel_table(a) -> None:
             faster = "always" if times[(2, "always")] < times[(2, "never")] else "never"
             picked = "always" if auto[0] else "never"
             print(f"{model:>14} auto picks {picked} ({auto[1]}); measured faster: {faster}")
+    if not a.dp_agreement:
+        return
     print(f"\nagreement with one process ({a.dp_rounds} rounds x {a.dp_epochs} epochs; the same "
           "run in one process and spread, inside one job)")
     print("masks equal and max |test accuracy difference| over the rounds, spread vs one process"
@@ -250,6 +252,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     p.add_argument("--table", choices=("all", "spread", "data-parallel"), default="all")
+    p.add_argument("--no-agreement", dest="dp_agreement", action="store_false",
+                   help="data-parallel table: the scaling rows only")
     p.add_argument("--dp-model", default="conv4_small", help="the data-parallel scaling model")
     p.add_argument("--dp-rounds", type=int, default=3)
     p.add_argument("--dp-epochs", type=int, default=2)

@@ -169,6 +169,9 @@ def macs_per_parameter(config: Any, input_shape: Any, num_classes: int,
     return flops / 2.0 / params if params else None
 
 
+_REUSE: dict = {}
+
+
 def data_parallel_choice(config: Any, input_shape: Any, num_classes: int, world: int,
                          model: Any = None) -> tuple[bool, str]:
     """Whether rounds of fewer particles than ``world`` processes train each particle data
@@ -180,7 +183,13 @@ def data_parallel_choice(config: Any, input_shape: Any, num_classes: int, world:
     n = min(_C.particles_per_round(config.to_cpp()) + [1])  # the ticket is one particle
     if n >= world:
         return True, "no round has fewer particles than processes"
-    reuse = macs_per_parameter(config, input_shape, num_classes, model)
+    key = (config.model, tuple(input_shape), num_classes) if model is None else None
+    if key is not None and key in _REUSE:  # a zoo model counted once per process
+        reuse = _REUSE[key]
+    else:
+        reuse = macs_per_parameter(config, input_shape, num_classes, model)
+        if key is not None:
+            _REUSE[key] = reuse
     if reuse is None:
         return True, "auto: the model's cost could not be counted; data parallel"
     shard = config.batch_size / (world // n)

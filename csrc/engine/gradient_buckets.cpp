@@ -170,13 +170,17 @@ void GradientBuckets::finish() {
     }
   }
   if (!pending_.empty()) in_flight += open_to - open_from;
+  // the backend stamps a sum done before the waiting thread wakes: what the thread waited for
+  // was in flight all the same
+  const Clock::duration blocked = blocked_ + (t1 - t0);
+  in_flight = std::max(in_flight, blocked);
   {
     std::lock_guard<std::mutex> lock(stats_mutex);
     stats.steps += 1;
     stats.buckets += static_cast<int64_t>(buckets_.size());
     stats.bytes += bytes;
     stats.in_flight_s += seconds(in_flight);
-    stats.blocked_s += seconds(blocked_ + (t1 - t0));
+    stats.blocked_s += seconds(blocked);
   }
   blocked_ = Clock::duration::zero();
   pending_.clear();

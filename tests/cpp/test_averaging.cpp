@@ -56,3 +56,29 @@ UNIT_TEST(batchnorm_statistics_are_recomputed_as_the_cumulative_average) {
   EXPECT(at::allclose(bn->running_var, var, 1e-12, 1e-12));
   EXPECT(bn->options.momentum().has_value());  // its momentum is put back
 }
+
+UNIT_TEST(batchnorm_statistics_name_every_layers_running_mean_variance_and_count) {
+  torch::nn::Sequential net(torch::nn::Linear(2, 3), torch::nn::BatchNorm1d(3),
+                            torch::nn::Linear(3, 2),
+                            torch::nn::BatchNorm1d(
+                                torch::nn::BatchNormOptions(2).track_running_stats(false)),
+                            torch::nn::BatchNorm1d(2));
+  const auto first = net[1]->as<torch::nn::BatchNorm1d>();
+  const auto last = net[4]->as<torch::nn::BatchNorm1d>();
+  const std::vector<at::Tensor> stats = swamp::batchnorm_statistics(*net);
+  // the layer without running statistics has none to give
+  EXPECT(stats.size() == 6);
+  EXPECT(stats[0].is_same(first->running_mean) && stats[1].is_same(first->running_var) &&
+         stats[2].is_same(first->num_batches_tracked));
+  EXPECT(stats[3].is_same(last->running_mean) && stats[5].is_same(last->num_batches_tracked));
+  // one batch at a time: the statistics are that batch's mean and unbiased variance
+  net->to(at::kDouble);
+  at::manual_seed(2);
+  const at::Tensor x = at::randn({5, 2}, at::kDouble);
+  swamp::recompute_batchnorm(*net, [&] { net->forward(x); });
+  torch::NoGradGuard no_grad;
+  const at::Tensor h = net[0]->as<torch::nn::Linear>()->forward(x);
+  EXPECT(at::allclose(first->running_mean, h.mean(0), 1e-12, 1e-12));
+  EXPECT(at::allclose(first->running_var, h.var(0, /*unbiased=*/true), 1e-12, 1e-12));
+  EXPECT(first->num_batches_tracked.item<int64_t>() == 1);
+}

@@ -1,5 +1,10 @@
 // The process layout: which processes train which particle, and each member's shard of a batch.
+#include <ATen/Functions.h>
 #include <c10/util/Exception.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
 
 #include "swamp/processes.h"
 #include "unit.h"
@@ -28,4 +33,28 @@ UNIT_TEST(the_members_of_a_group_split_every_batch_and_the_first_speaks_for_it) 
   EXPECT(second.contributes() == std::make_pair<int64_t, int64_t>(1, 1));  // nothing
   const swamp::ProcessLayout alone{1, 1, 0, 4, 0};
   EXPECT(alone.shard(128) == std::make_pair<int64_t, int64_t>(0, 128));
+}
+
+UNIT_TEST(one_process_sums_alone_and_its_pending_sums_are_complete) {
+  swamp::Processes alone;
+  const at::Tensor flat = at::arange(4, at::kFloat);
+  const auto before = swamp::PendingSum::Clock::now();
+  swamp::PendingSum sum = alone.start_sum_in_group(1, flat);
+  sum.wait();
+  sum.wait();  // waiting twice is harmless
+  EXPECT(at::equal(flat, at::arange(4, at::kFloat)));
+  EXPECT(sum.done_at() >= before && sum.done_at() <= swamp::PendingSum::Clock::now());
+  std::vector<at::Tensor> t{flat};
+  alone.sum_over_all(t);
+  EXPECT(at::equal(flat, at::arange(4, at::kFloat)) && alone.rank() == 0);
+}
+
+UNIT_TEST(a_pending_sum_is_done_when_its_backend_says_so) {
+  auto done = std::make_shared<std::atomic<int64_t>>(0);
+  bool waited = false;
+  swamp::PendingSum sum([&] { waited = true; }, done);
+  const auto at = swamp::PendingSum::Clock::now() - std::chrono::milliseconds(5);
+  done->store(std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count());
+  sum.wait();
+  EXPECT(waited && sum.done_at() == at);
 }
