@@ -128,6 +128,12 @@ def dp_worker(a) -> None:
             # the yardstick: the same run in one process with another seed
             other = swamp_ext.run_imp(dataclasses.replace(cfg, seed=cfg.seed + 1), data,
                                       progress=False, process_group=False)
+            # and float rounding alone: the same run in one process with 2 threads (other
+            # reduction splits in the kernels, ~1e-8 apart after a few steps)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(2)
+            rounding = swamp_ext.run_imp(cfg, data, progress=False, process_group=False)
+            torch.set_num_threads(threads)
             dist.barrier()
 
             def same(x, y):
@@ -136,6 +142,8 @@ def dp_worker(a) -> None:
 
             out[name] = dict(
                 masks=same(spread, alone), masks_seed=same(other, alone),
+                masks_threads=same(rounding, alone),
+                acc_threads=[r.test_acc for r in rounding.rounds],
                 acc=[r.test_acc for r in spread.rounds],
                 acc_alone=[r.test_acc for r in alone.rounds],
                 acc_seed=[r.test_acc for r in other.rounds],
@@ -223,10 +231,12 @@ def data_parallel_table(a) -> None:
     print(f"\nagreement with one process ({a.dp_rounds} rounds x {a.dp_epochs} epochs; the same "
           "run in one process and spread, inside one job)")
     print("masks equal and max |test accuracy difference| over the rounds, spread vs one process"
-          " and, for scale, one process with another seed vs one process; after 1 step: the max "
-          "|difference| of the weights and of the batch-norm running statistics")
+          " and, for scale, one process with 2 threads (float rounding alone) and with another "
+          "seed vs one process; after 1 step: the max |difference| of the weights and of the "
+          "batch-norm running statistics")
     print(f"{'run':>22} {'model':>22} {'masks equal':>11} {'max |acc diff|':>14} "
-          f"{'other seed':>19} {'1 step: weights':>15} {'bn stats':>8}  processes per particle")
+          f"{'2 threads':>18} {'other seed':>18} {'1 step: weights':>15} {'bn stats':>8}  "
+          "processes per particle")
     for ranks, particles in ((2, 1), (4, 2)):
         r = _launch([*base, "--dp-worker", "agree", "--dp-particles", str(particles),
                      "--dp-agree-models", *a.dp_agree_models,
@@ -237,7 +247,9 @@ def data_parallel_table(a) -> None:
         for model, m in r.items():
             worst = max(abs(x - y) for x, y in zip(m["acc"], m["acc_alone"]))
             seed = max(abs(x - y) for x, y in zip(m["acc_seed"], m["acc_alone"]))
+            thr = max(abs(x - y) for x, y in zip(m["acc_threads"], m["acc_alone"]))
             print(f"{what:>22} {model:>22} {100 * m['masks']:10.3f}% {100 * worst:11.2f} pt "
+                  f"{100 * m['masks_threads']:8.3f}% {100 * thr:5.2f} pt "
                   f"{100 * m['masks_seed']:7.2f}% {100 * seed:6.2f} pt "
                   f"{m['step']:15.3g} {m['step_bn']:8.3g}  {m['layout']}")
 

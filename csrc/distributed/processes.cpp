@@ -5,7 +5,8 @@
 
 namespace swamp {
 
-PendingSum::PendingSum() : done_(std::make_shared<std::atomic<int64_t>>(0)), waited_(Clock::now()) {}
+PendingSum::PendingSum()
+    : done_(std::make_shared<std::atomic<int64_t>>(0)), waited_(Clock::now()) {}
 
 PendingSum::PendingSum(std::function<void()> wait, std::shared_ptr<std::atomic<int64_t>> done)
     : wait_(std::move(wait)), done_(std::move(done)) {
@@ -24,7 +25,8 @@ void PendingSum::wait() {
 PendingSum::Clock::time_point PendingSum::done_at() const {
   const int64_t ns = done_->load();
   if (ns == 0) return waited_;
-  return Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
+  return Clock::time_point(
+      std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(ns)));
 }
 
 PendingSum Processes::start_sum_in_group(int64_t n, const at::Tensor& flat) {

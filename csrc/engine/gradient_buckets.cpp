@@ -78,8 +78,8 @@ GradientBuckets::GradientBuckets(std::vector<at::Tensor> params, Start start,
   missing_.assign(buckets_.size(), 0);
   for (size_t k = 0; k < params_.size(); ++k) {
     const at::Tensor& p = params_[k];
-    TORCH_CHECK(p.is_leaf() && p.requires_grad(),
-                "GradientBuckets: parameter ", k, " is not a leaf that requires a gradient");
+    TORCH_CHECK(p.is_leaf() && p.requires_grad(), "GradientBuckets: parameter ", k,
+                " is not a leaf that requires a gradient");
     auto acc = torch::autograd::impl::grad_accumulator(p);
     TORCH_CHECK(acc, "GradientBuckets: parameter ", k, " has no gradient accumulator");
     const uintptr_t key = acc->add_post_hook(std::make_unique<Hook>(this, k));

@@ -234,8 +234,8 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
   if (dp_.on() && dp_.start) {
     std::vector<at::Tensor> params(st.opt.params().begin() + static_cast<int64_t>(grp.first[0]),
                                    st.opt.params().begin() + static_cast<int64_t>(grp.first[1]));
-    buckets_ = std::make_unique<GradientBuckets>(std::move(params), dp_.start,
-                                                 kFirstBucketBytes, kBucketBytes);
+    buckets_ = std::make_unique<GradientBuckets>(std::move(params), dp_.start, kFirstBucketBytes,
+                                                 kBucketBytes);
   }
   for (Model* m : grp.models) m->train(true);
   const int64_t spe = plan_.steps_per_epoch;

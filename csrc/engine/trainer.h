@@ -97,7 +97,7 @@ class Trainer {
   c10::Device device_;
   bool draws_random_ = false;
   bool channels_last_ = false;
-  DataParallel dp_;  // of the current train() call
+  DataParallel dp_;                           // of the current train() call
   std::unique_ptr<GradientBuckets> buckets_;  // its gradient all-reduce, during backward
 };
 

@@ -23,7 +23,8 @@ void Evaluator::recompute_bn(Model& model, const Sharding& sh) {
   if (stats.empty()) {  // statistics the core cannot see: the whole pass, here
     model.recompute_batchnorm([&] {
       data_.begin_scan(Split::kTrain, B, end);
-      for (int64_t s = 0; s < end; s += B) forward(model, data_.train_inputs(s, std::min(B, n - s)));
+      for (int64_t s = 0; s < end; s += B)
+        forward(model, data_.train_inputs(s, std::min(B, n - s)));
     });
     return;
   }
@@ -43,8 +44,9 @@ void Evaluator::recompute_bn(Model& model, const Sharding& sh) {
   for (int64_t k = k0; k < k1; ++k) {
     const bool any = model.recompute_batchnorm(
         [&] { forward(model, data_.train_inputs(k * B, std::min(B, n - k * B))); });
-    TORCH_CHECK(any, "recompute_batchnorm: the model gave batch-norm statistics but has no "
-                     "batch norm to recompute");
+    TORCH_CHECK(any,
+                "recompute_batchnorm: the model gave batch-norm statistics but has no "
+                "batch norm to recompute");
     int64_t at = 0;
     for (const auto& t : floats) {
       rows[k].narrow(0, at, t.numel()).copy_(t.reshape({-1}));
@@ -86,9 +88,10 @@ at::Tensor Evaluator::log_probs(Model& model, const Sharding& sh) {
   const auto params = model.parameters(true);
   const auto dtype =
       !params.empty() && params[0].scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  std::vector<at::Tensor> all{at::zeros(
-      {n, data_.num_classes()}, at::TensorOptions().dtype(dtype).device(data_.device()))};
-  if (!parts.empty()) all[0].narrow(0, k0 * E, std::min(n, k1 * E) - k0 * E).copy_(at::cat(parts, 0));
+  std::vector<at::Tensor> all{
+      at::zeros({n, data_.num_classes()}, at::TensorOptions().dtype(dtype).device(data_.device()))};
+  if (!parts.empty())
+    all[0].narrow(0, k0 * E, std::min(n, k1 * E) - k0 * E).copy_(at::cat(parts, 0));
   sh.sum(all);
   return all[0];
 }

@@ -58,11 +58,10 @@ UNIT_TEST(batchnorm_statistics_are_recomputed_as_the_cumulative_average) {
 }
 
 UNIT_TEST(batchnorm_statistics_name_every_layers_running_mean_variance_and_count) {
-  torch::nn::Sequential net(torch::nn::Linear(2, 3), torch::nn::BatchNorm1d(3),
-                            torch::nn::Linear(3, 2),
-                            torch::nn::BatchNorm1d(
-                                torch::nn::BatchNormOptions(2).track_running_stats(false)),
-                            torch::nn::BatchNorm1d(2));
+  torch::nn::Sequential net(
+      torch::nn::Linear(2, 3), torch::nn::BatchNorm1d(3), torch::nn::Linear(3, 2),
+      torch::nn::BatchNorm1d(torch::nn::BatchNormOptions(2).track_running_stats(false)),
+      torch::nn::BatchNorm1d(2));
   const auto first = net[1]->as<torch::nn::BatchNorm1d>();
   const auto last = net[4]->as<torch::nn::BatchNorm1d>();
   const std::vector<at::Tensor> stats = swamp::batchnorm_statistics(*net);
