@@ -21,6 +21,7 @@ its own device in ``cfg.device`` (``cuda:LOCAL_RANK``).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -148,17 +149,25 @@ def macs_per_parameter(config: Any, input_shape: Any, num_classes: int,
                        model: Any = None) -> Optional[float]:
     """Multiply-adds of one sample's forward pass per parameter of the model (the zoo's
     ``config.model``, or the ``_ModuleAdapter`` of your module); None when it cannot be counted
-    (inputs that are not one tensor)."""
-    import torch
+    (inputs that are not one tensor). A zoo model is counted once per process."""
+    if model is None:
+        return _zoo_macs_per_parameter(config.model, tuple(input_shape), num_classes)
+    return _count_macs_per_parameter(lambda: model.copy().cpu(), input_shape)
+
+
+@functools.cache
+def _zoo_macs_per_parameter(name: str, input_shape: tuple, num_classes: int) -> Optional[float]:
+    from .torch_models import build
+
+    return _count_macs_per_parameter(lambda: build(name, list(input_shape), num_classes),
+                                     input_shape)
+
+
+def _count_macs_per_parameter(make: Any, input_shape: Any) -> Optional[float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
-        if model is None:
-            from .torch_models import build
-
-            module = build(config.model, list(input_shape), num_classes)
-        else:
-            module = model.copy().cpu()
+        module = make()
         module.eval()
         params = sum(p.numel() for p in module.parameters())
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -167,9 +176,6 @@ def macs_per_parameter(config: Any, input_shape: Any, num_classes: int,
     except Exception:  # noqa: BLE001 - structured inputs, an unusual module: not counted
         return None
     return flops / 2.0 / params if params else None
-
-
-_REUSE: dict = {}
 
 
 def data_parallel_choice(config: Any, input_shape: Any, num_classes: int, world: int,
@@ -183,13 +189,7 @@ def data_parallel_choice(config: Any, input_shape: Any, num_classes: int, world:
     n = min(_C.particles_per_round(config.to_cpp()) + [1])  # the ticket is one particle
     if n >= world:
         return True, "no round has fewer particles than processes"
-    key = (config.model, tuple(input_shape), num_classes) if model is None else None
-    if key is not None and key in _REUSE:  # a zoo model counted once per process
-        reuse = _REUSE[key]
-    else:
-        reuse = macs_per_parameter(config, input_shape, num_classes, model)
-        if key is not None:
-            _REUSE[key] = reuse
+    reuse = macs_per_parameter(config, input_shape, num_classes, model)
     if reuse is None:
         return True, "auto: the model's cost could not be counted; data parallel"
     shard = config.batch_size / (world // n)

@@ -85,7 +85,8 @@ GradientBuckets::GradientBuckets(std::vector<at::Tensor> params, Start start,
     const uintptr_t key = acc->add_post_hook(std::make_unique<Hook>(this, k));
     torch::autograd::Node* node = acc.get();
     unhook_.push_back([node, key] { node->del_post_hook(key); });
-    // the accumulator lives as long as the hooks on it (a parameter holds it only weakly)
+    // the accumulator lives as long as the hooks on it (a parameter holds it only weakly); held
+    // type-erased: grad_accumulator returns a shared_ptr or an intrusive_ptr by torch release
     accumulators_.push_back(std::shared_ptr<void>(
         new decltype(acc)(acc), [](void* q) { delete static_cast<decltype(acc)*>(q); }));
   }

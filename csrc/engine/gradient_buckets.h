@@ -40,8 +40,6 @@ class GradientBuckets {
   // After backward: the rest started, every sum waited for, the gradients summed (a parameter
   // without a gradient gets the group's sum of zeros and its own).
   void finish();
-  // The buckets, as indices into params (for tests and messages).
-  const std::vector<std::vector<size_t>>& buckets() const { return buckets_; }
 
  private:
   struct Hook;

@@ -146,27 +146,15 @@ at::Tensor Trainer::step_group(const Group& grp, ParticleState& st, int64_t epoc
       if (dp_.on()) {
         // the group's gradients and loss summed before the step (the same in every member, so
         // an fp16 overflow skips the step everywhere); the gradients travel in buckets while
-        // backward goes on (buckets_), or are summed after it
+        // backward goes on
         at::Tensor loss_sum = loss.detach().to(at::kFloat).reshape({-1}).clone();
+        PendingSum loss_pending = dp_.start(loss_sum);
+        buckets_->prepare();
+        (st.scaler ? loss.sum() * scale : loss.sum()).backward();
+        buckets_->finish();
+        loss_pending.wait();
         std::vector<at::Tensor> grads;
-        if (buckets_) {
-          PendingSum loss_pending = dp_.start(loss_sum);
-          buckets_->prepare();
-          (st.scaler ? loss.sum() * scale : loss.sum()).backward();
-          buckets_->finish();
-          loss_pending.wait();
-          for (size_t i = t0; i < t1; ++i) grads.push_back(st.opt.params()[i].grad());
-        } else {
-          (st.scaler ? loss.sum() * scale : loss.sum()).backward();
-          for (size_t i = t0; i < t1; ++i) {
-            at::Tensor p = st.opt.params()[i];
-            if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-            grads.push_back(p.grad());
-          }
-          grads.push_back(loss_sum);
-          dp_.sum(grads);
-          grads.pop_back();
-        }
+        for (size_t i = t0; i < t1; ++i) grads.push_back(st.opt.params()[i].grad());
         loss = loss_sum;
         if (st.scaler) {
           overflow[k] = st.scaler->unscale(grads) ? 0 : 1;
@@ -216,8 +204,9 @@ void check_finite(double loss, int64_t round, int64_t particle, int64_t step) {
 void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t first, int64_t end,
                     bool swa, const SavePoints& save, const DataParallel& dp) {
   const int64_t procs = dp.layout.per_particle;
-  TORCH_CHECK(!dp.on() || (grp.particles() == 1 && dp.sum), "data parallel: a group of ", procs,
-              " processes trains one particle, got ", grp.particles());
+  TORCH_CHECK(!dp.on() || (grp.particles() == 1 && dp.sum && dp.start),
+              "data parallel: a group of ", procs, " processes trains one particle, got ",
+              grp.particles());
   TORCH_CHECK_VALUE(procs <= cfg_.batch_size, "data parallel: a batch of ", cfg_.batch_size,
                     " samples cannot be split over the ", procs,
                     " processes that train one particle (each needs at least one); raise "
@@ -231,7 +220,7 @@ void Trainer::train(const Group& grp, ParticleState& st, int64_t round, int64_t 
       dp = DataParallel{};
     }
   } reset{dp_, buckets_};
-  if (dp_.on() && dp_.start) {
+  if (dp_.on()) {
     std::vector<at::Tensor> params(st.opt.params().begin() + static_cast<int64_t>(grp.first[0]),
                                    st.opt.params().begin() + static_cast<int64_t>(grp.first[1]));
     buckets_ = std::make_unique<GradientBuckets>(std::move(params), dp_.start, kFirstBucketBytes,

@@ -57,8 +57,8 @@ struct SavePoints {
 struct DataParallel {
   ProcessLayout layout;  // group_rank of per_particle processes
   std::function<void(std::vector<at::Tensor>&)> sum;
-  // starts the group's sum of one flat tensor (the gradient buckets, sent during backward);
-  // empty: `sum` after backward
+  // starts the group's sum of one flat tensor (the loss, and the gradient buckets sent during
+  // backward)
   std::function<PendingSum(const at::Tensor&)> start;
   bool on() const { return layout.per_particle > 1; }
 };

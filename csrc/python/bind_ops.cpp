@@ -82,8 +82,8 @@ void bind_ops(py::module_& m) {
       },
       py::arg("reset") = false,
       "This process's gradient all-reduces of data-parallel steps since the last reset: steps, "
-      "buckets, bytes, in_flight_s (first bucket started to last completed, per step), "
-      "blocked_s (the part the training thread waited).");
+      "buckets, bytes, in_flight_s (the time some bucket's sum was travelling), blocked_s (the "
+      "time the training thread waited for them).");
   m.def("sync_batchnorm_active", &layers::sync_batchnorm_active,
         "Whether this thread trains a data-parallel particle with Config.sync_batchnorm.");
   m.def(

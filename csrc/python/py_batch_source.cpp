@@ -72,8 +72,7 @@ void PyBatchSource::expect(const EpochPlan& plan) {
 }
 
 void PyBatchSource::begin_scan(Split split, int64_t batch_size, int64_t end) {
-  py::gil_scoped_acquire gil;
-  feeder_.attr("begin_scan")(split == Split::kTrain ? "train" : "test", batch_size, end);
+  begin_scan_range(split, batch_size, 0, end);
 }
 
 void PyBatchSource::begin_scan_range(Split split, int64_t batch_size, int64_t begin, int64_t end) {
